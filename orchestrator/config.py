@@ -1,0 +1,298 @@
+"""Experiment configuration: frozen, validated dataclasses loaded from TOML.
+
+One section per concern, the same names users type in TOML files and in
+``--set section.key=value`` overrides. Every field carries a trailing comment
+with its unit or reason. Validation that needs only the config happens in
+``__post_init__``; validation that needs the data (sizes, delta bounds) happens
+in :func:`orchestrator.resolve.resolve_config`, still before Ray starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+DATASETS = ("mnist5k", "digits", "mnist", "fashion-mnist", "cifar10", "npz")
+PARTITIONS = ("iid", "dirichlet", "shards")
+ACCOUNTANTS = ("rdp", "prv", "pld")
+MODELS = ("auto", "mnist_cnn", "digits_cnn", "cifar_cnn", "tanh_cnn")
+SAMPLINGS = ("poisson", "fixed")
+
+
+class ConfigError(ValueError):
+    """A config value is not allowed. The message names the key, the value and the rule."""
+
+    def __init__(self, key: str, value: Any, rule: str):
+        self.key, self.value, self.rule = key, value, rule
+        super().__init__(f"{key} = {value!r}: {rule}")
+
+
+def _finite(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(key, value, "must be a finite number")
+    return float(value)
+
+
+def _check(cond: bool, key: str, value: Any, rule: str) -> None:
+    if not cond:
+        raise ConfigError(key, value, rule)
+
+
+def _check_int(key: str, value: Any, minimum: int) -> None:
+    _check(isinstance(value, int) and not isinstance(value, bool), key, value, "must be an integer")
+    _check(value >= minimum, key, value, f"must be >= {minimum}")
+
+
+def _check_choice(key: str, value: Any, choices: Sequence[str]) -> None:
+    _check(value in choices, key, value, f"must be one of {', '.join(choices)}")
+
+
+def _check_optional_positive(key: str, value: Any) -> None:
+    if value is not None:
+        _check(_finite(key, value) > 0, key, value, "must be > 0 (or omitted)")
+
+
+def _check_delta(key: str, value: Any) -> None:
+    if value is not None:
+        v = _finite(key, value)
+        _check(0 < v < 1, key, value, "must be in (0, 1) (or omitted for the 1/n^1.1 default)")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "mnist5k"  # mnist5k | digits | mnist | fashion-mnist | cifar10 | npz
+    root: str = ""  # folder for torchvision data sets; the .npz file path for dataset = "npz"
+    partition: str = "iid"  # iid | dirichlet | shards
+    alpha: float = 0.5  # Dirichlet concentration; smaller = more label skew
+    shards_per_client: int = 2  # label shards per client for partition = "shards"
+    num_clients: int = 10  # federated clients N
+    min_client_size: int = 8  # smallest shard any client may get (records)
+    test_fraction: float = 0.2  # held-out share, for data sets without a test split
+    split_seed: int = 0  # seed of that stratified split (fixed apart from run.seed: same test set)
+    download: bool = False  # let torchvision download (off: runs never touch the network)
+
+    def __post_init__(self) -> None:
+        _check_choice("data.dataset", self.dataset, DATASETS)
+        _check_choice("data.partition", self.partition, PARTITIONS)
+        _check(_finite("data.alpha", self.alpha) > 0, "data.alpha", self.alpha, "must be > 0")
+        _check_int("data.shards_per_client", self.shards_per_client, 1)
+        _check_int("data.num_clients", self.num_clients, 1)
+        _check_int("data.min_client_size", self.min_client_size, 1)
+        _check_int("data.split_seed", self.split_seed, 0)
+        tf = _finite("data.test_fraction", self.test_fraction)
+        _check(0 < tf < 1, "data.test_fraction", self.test_fraction, "must be in (0, 1)")
+        if self.dataset in ("npz", "mnist", "fashion-mnist", "cifar10"):
+            _check(bool(self.root), "data.root", self.root, f"dataset {self.dataset!r} needs data.root")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "auto"  # auto picks the CNN that fits the data set's image size
+
+    def __post_init__(self) -> None:
+        _check_choice("model.name", self.name, MODELS)
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    dp: bool = True  # record-level DP-SGD on each client (False: the non-private baseline)
+    noise_multiplier: float = 1.0  # sigma: Gaussian noise std / max_grad_norm, per step
+    max_grad_norm: float = 1.0  # C: per-sample gradient clip (L2)
+    target_epsilon: float | None = None  # calibrate sigma so that max-client eps <= this
+    delta: float | None = None  # record-level delta; default 1 / n_train^1.1
+    accountant: str = "rdp"  # rdp | prv | pld
+    lr: float = 0.05  # local SGD learning rate
+    momentum: float = 0.0  # local SGD momentum (state reset every round)
+    batch_size: int = 32  # expected Poisson batch size (sample rate = batch_size / shard size)
+    local_epochs: float = 1.0  # local passes over the shard per round
+    local_steps: int = 0  # fixed local steps per round; 0 = derive from local_epochs
+    num_cpus: float = 1.0  # Ray CPUs per client actor (fractions allowed)
+    num_gpus: float = 0.0  # Ray GPUs per client actor (fractions share a device)
+    num_actors: int = 0  # client actors; 0 = one per client up to the cluster's CPUs/GPUs
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.dp, bool), "client.dp", self.dp, "must be true or false")
+        _check(_finite("client.noise_multiplier", self.noise_multiplier) >= 0,
+               "client.noise_multiplier", self.noise_multiplier, "must be >= 0")
+        _check(_finite("client.max_grad_norm", self.max_grad_norm) > 0,
+               "client.max_grad_norm", self.max_grad_norm, "must be > 0")
+        _check_optional_positive("client.target_epsilon", self.target_epsilon)
+        _check_delta("client.delta", self.delta)
+        _check_choice("client.accountant", self.accountant, ACCOUNTANTS)
+        _check(_finite("client.lr", self.lr) > 0, "client.lr", self.lr, "must be > 0")
+        m = _finite("client.momentum", self.momentum)
+        _check(0 <= m < 1, "client.momentum", self.momentum, "must be in [0, 1)")
+        _check_int("client.batch_size", self.batch_size, 1)
+        _check(_finite("client.local_epochs", self.local_epochs) > 0,
+               "client.local_epochs", self.local_epochs, "must be > 0")
+        _check_int("client.local_steps", self.local_steps, 0)
+        _check(_finite("client.num_cpus", self.num_cpus) >= 0, "client.num_cpus", self.num_cpus, "must be >= 0")
+        _check(_finite("client.num_gpus", self.num_gpus) >= 0, "client.num_gpus", self.num_gpus, "must be >= 0")
+        _check(self.num_gpus <= 1 or float(self.num_gpus).is_integer(), "client.num_gpus", self.num_gpus,
+               "fractions are allowed only below 1 (Ray's rule)")
+        _check_int("client.num_actors", self.num_actors, 0)
+        if self.dp and self.target_epsilon is None:
+            _check(self.noise_multiplier > 0, "client.noise_multiplier", self.noise_multiplier,
+                   "must be > 0 when client.dp is on (set client.dp = false for the non-private baseline)")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    rounds: int = 20  # federated rounds T
+    clients_per_round: int = 10  # expected cohort m; sample rate q = m / N
+    sampling: str = "poisson"  # poisson (accounted exactly) | fixed (accounted as Poisson)
+    noise_multiplier: float = 0.0  # z: server noise std / clip; 0 = no client-level DP
+    clip: float = 0.0  # S: client-delta L2 clip; 0 = no clipping
+    target_epsilon: float | None = None  # calibrate z so that client-level eps <= this
+    delta: float | None = None  # client-level delta; default 1 / N^1.1
+    accountant: str = "rdp"  # rdp | prv | pld
+    lr: float = 1.0  # server learning rate applied to the noisy average delta
+    broadcast_noise: float = 0.0  # std added to the broadcast model: post-processing, NO privacy gain
+    num_cpus: float = 0.0  # Ray CPUs for the server actor (it mostly waits)
+    round_timeout: float = 0.0  # seconds before a client actor counts as failed; 0 = wait forever
+
+    def __post_init__(self) -> None:
+        _check_int("server.rounds", self.rounds, 1)
+        _check_int("server.clients_per_round", self.clients_per_round, 1)
+        _check_choice("server.sampling", self.sampling, SAMPLINGS)
+        _check(_finite("server.noise_multiplier", self.noise_multiplier) >= 0,
+               "server.noise_multiplier", self.noise_multiplier, "must be >= 0")
+        _check(_finite("server.clip", self.clip) >= 0, "server.clip", self.clip, "must be >= 0 (0 = no clipping)")
+        _check_optional_positive("server.target_epsilon", self.target_epsilon)
+        _check_delta("server.delta", self.delta)
+        _check_choice("server.accountant", self.accountant, ACCOUNTANTS)
+        _check(_finite("server.lr", self.lr) > 0, "server.lr", self.lr, "must be > 0")
+        _check(_finite("server.broadcast_noise", self.broadcast_noise) >= 0,
+               "server.broadcast_noise", self.broadcast_noise, "must be >= 0")
+        _check(_finite("server.num_cpus", self.num_cpus) >= 0, "server.num_cpus", self.num_cpus, "must be >= 0")
+        _check(_finite("server.round_timeout", self.round_timeout) >= 0,
+               "server.round_timeout", self.round_timeout, "must be >= 0 (0 = no timeout)")
+        if self.noise_multiplier > 0 or self.target_epsilon is not None:
+            _check(self.clip > 0, "server.clip", self.clip,
+                   "must be > 0 when server noise is on: noise is calibrated to the clip (sensitivity)")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    seed: int = 0  # seeds every random draw (partition, sampling, noise, init)
+    name: str = "run"  # label carried into result tables
+    eval_every: int = 1  # evaluate the global model every k rounds (and always the last)
+
+    def __post_init__(self) -> None:
+        _check_int("run.seed", self.seed, 0)
+        _check(isinstance(self.name, str) and bool(self.name), "run.name", self.name, "must be a non-empty string")
+        _check_int("run.eval_every", self.eval_every, 1)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    client: ClientConfig = field(default_factory=ClientConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self) -> None:
+        _check(self.server.clients_per_round <= self.data.num_clients, "server.clients_per_round",
+               self.server.clients_per_round, f"must be <= data.num_clients ({self.data.num_clients})")
+
+    def flat(self) -> dict[str, Any]:
+        """The whole config as one flat dict, ``{"section.key": value}``."""
+        return {f"{s.name}.{f.name}": getattr(getattr(self, s.name), f.name)
+                for s in fields(self) for f in fields(getattr(self, s.name))}
+
+    def replace(self, **sections: Mapping[str, Any]) -> "ExperimentConfig":
+        """A copy with some keys of some sections changed: ``cfg.replace(server={"clip": 1.0})``."""
+        return from_dict({**_nested(self), **{k: {**_nested(self)[k], **v} for k, v in sections.items()}})
+
+
+SECTIONS = {f.name: f.type for f in fields(ExperimentConfig)}
+_SECTION_CLASSES = {"data": DataConfig, "model": ModelConfig, "client": ClientConfig,
+                    "server": ServerConfig, "run": RunConfig}
+
+
+def _nested(cfg: ExperimentConfig) -> dict[str, dict[str, Any]]:
+    return {name: dataclasses.asdict(getattr(cfg, name)) for name in _SECTION_CLASSES}
+
+
+def _coerce(key: str, cls: type, name: str, value: Any) -> Any:
+    """Accept ints where floats are expected; keep everything else for validation to judge."""
+    default = next(f for f in fields(cls) if f.name == name).default
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def from_dict(raw: Mapping[str, Any]) -> ExperimentConfig:
+    """Build a validated config from nested ``{section: {key: value}}``; unknown keys are errors."""
+    sections: dict[str, Any] = {}
+    for section, values in raw.items():
+        if section not in _SECTION_CLASSES:
+            raise ConfigError(section, values, f"unknown section; allowed: {', '.join(_SECTION_CLASSES)}")
+        if not isinstance(values, Mapping):
+            raise ConfigError(section, values, "must be a table of keys")
+        cls = _SECTION_CLASSES[section]
+        known = {f.name for f in fields(cls)}
+        kwargs = {}
+        for key, value in values.items():
+            if key not in known:
+                raise ConfigError(f"{section}.{key}", value, f"unknown key; allowed: {', '.join(sorted(known))}")
+            kwargs[key] = _coerce(f"{section}.{key}", cls, key, value)
+        try:
+            sections[section] = cls(**kwargs)
+        except TypeError as exc:  # pragma: no cover - guarded by the known-key check
+            raise ConfigError(section, values, str(exc)) from exc
+    return ExperimentConfig(**sections)
+
+
+def parse_override(item: str) -> tuple[str, str, Any]:
+    """``"client.lr=0.1"`` -> ``("client", "lr", 0.1)``. Values are TOML literals; bare words are strings;
+    ``none``/``null`` unset an optional value."""
+    if "=" not in item:
+        raise ConfigError(item, item, "an override must look like section.key=value")
+    key, text = item.split("=", 1)
+    key, text = key.strip(), text.strip()
+    if key.count(".") != 1:
+        raise ConfigError(key, text, "an override key must look like section.key")
+    section, name = key.split(".")
+    if text.lower() in ("none", "null"):
+        return section, name, None
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text
+    return section, name, value
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Load a TOML file (or the defaults), apply ``section.key=value`` overrides, validate."""
+    raw: dict[str, dict[str, Any]] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError("--config", str(path), "file not found")
+        try:
+            raw = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("--config", str(path), f"not valid TOML ({exc})") from exc
+    raw = {k: dict(v) if isinstance(v, Mapping) else v for k, v in raw.items()}
+    for item in overrides:
+        section, name, value = parse_override(item)
+        if section not in _SECTION_CLASSES:
+            raise ConfigError(section, value, f"unknown section; allowed: {', '.join(_SECTION_CLASSES)}")
+        raw.setdefault(section, {})
+        if value is None:
+            raw[section].pop(name, None)
+            raw[section][name] = None
+        else:
+            raw[section][name] = value
+    return from_dict(raw)
+
+
+def to_dict(cfg: ExperimentConfig) -> dict[str, dict[str, Any]]:
+    """Nested plain dict (JSON/TOML-ready) of a config."""
+    return _nested(cfg)

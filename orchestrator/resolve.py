@@ -1,0 +1,158 @@
+"""Resolve a config against its data, before any Ray process starts.
+
+Fills every default that depends on the data (model, deltas, number of actors),
+calibrates noise from target epsilons with the accountant that will report, and
+rejects what the data makes impossible -- all as :class:`ConfigError`, so the CLI
+can print one line and exit 2 without having started anything.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from actors.data import DataError, ImageData, load_from_config
+from actors.models import auto_model_name
+from actors.partition import Partition, PartitionError, partition
+from actors.local_training import LocalSpec
+from actors.server import ClientPlan
+from actors.client import local_spec
+from orchestrator.accounting import Event, calibrate_noise_multiplier, epsilon
+from orchestrator.config import ConfigError, ExperimentConfig
+
+
+@dataclass(frozen=True)
+class Plan:
+    config: ExperimentConfig  # fully resolved: no 'auto', no missing delta, calibrated noise
+    partition: Partition
+    clients: ClientPlan
+    image_shape: tuple[int, int, int]  # (C, H, W)
+    num_classes: int
+    n_train: int
+    n_test: int
+
+    def actor_shards(self) -> list[dict[int, np.ndarray]]:
+        """Client id -> index array, grouped by hosting actor."""
+        shards: list[dict[int, np.ndarray]] = [{} for _ in range(self.config.client.num_actors)]
+        for k, a in enumerate(self.clients.actor):
+            shards[a][k] = self.partition.indices[k]
+        return shards
+
+
+def default_delta(n: int) -> float:
+    """delta = 1 / n^1.1: below 1/n, as a meaningful (eps, delta) guarantee over n units requires."""
+    return 1.0 / n ** 1.1
+
+
+def _record_histories(spec: LocalSpec, sizes: np.ndarray, rounds: int, sigma: float) -> list[list[Event]]:
+    """Worst-case record-level histories: every client takes part in every round. Only Pareto-maximal
+    (rate, steps) pairs are kept, since epsilon grows with both."""
+    pairs = sorted({(spec.sample_rate(int(n)), spec.steps(int(n)) * rounds) for n in sizes}, reverse=True)
+    front, best_steps = [], -1
+    for q, t in pairs:  # rates descending: keep a pair only if it has more steps than every higher rate
+        if t > best_steps:
+            front.append([(sigma, q, t)])
+            best_steps = t
+    return front
+
+
+def worst_case_record_epsilon(spec: LocalSpec, sizes: np.ndarray, rounds: int, *, delta: float,
+                              accountant: str) -> float:
+    """Largest record-level epsilon any client could reach if sampled every round."""
+    return max(epsilon(h, delta=delta, accountant=accountant)
+               for h in _record_histories(spec, sizes, rounds, spec.noise_multiplier))
+
+
+def _calibrate(key: str, target: float, delta: float, accountant: str,
+               histories: Callable[[float], list[list[Event]]]) -> float:
+    """Calibrate on the largest epsilon over several histories (a max of monotone functions is monotone)."""
+    try:
+        return calibrate_noise_multiplier(
+            target_epsilon=target,
+            eps_of=lambda x: max(epsilon(h, delta=delta, accountant=accountant) for h in histories(x)))
+    except ValueError as exc:
+        raise ConfigError(key, target, str(exc)) from exc
+
+
+def cluster_capacity() -> tuple[float, float]:
+    """(CPUs, GPUs) of the Ray cluster if connected, else of this machine."""
+    try:
+        import ray
+
+        if ray.is_initialized():
+            res = ray.cluster_resources()
+            return float(res.get("CPU", 1)), float(res.get("GPU", 0))
+    except Exception:  # pragma: no cover - ray import problems surface elsewhere
+        pass
+    return float(os.cpu_count() or 1), 0.0
+
+
+def auto_num_actors(num_clients: int, num_cpus: float, num_gpus: float, capacity: tuple[float, float]) -> int:
+    """One actor per client up to what the cluster can run at once (by CPUs, and GPUs if asked for)."""
+    cpus, gpus = capacity
+    fits = [math.floor(cpus / num_cpus + 1e-9) if num_cpus > 0 else num_clients]
+    if num_gpus > 0:
+        fits.append(math.floor(gpus / num_gpus + 1e-9))
+    return max(1, min(num_clients, *fits))
+
+
+def load_data(cfg: ExperimentConfig) -> ImageData:
+    try:
+        return load_from_config(cfg.data)
+    except (DataError, OSError) as exc:
+        raise ConfigError("data.root" if cfg.data.root else "data.dataset",
+                          cfg.data.root or cfg.data.dataset, str(exc)) from exc
+
+
+def resolve_config(cfg: ExperimentConfig, capacity: tuple[float, float] | None = None) -> Plan:
+    """Everything the run needs decided before Ray: see the module docstring."""
+    data = load_data(cfg)
+    d, c, s = cfg.data, cfg.client, cfg.server
+    n_train = len(data.y_train)
+    if d.num_clients > n_train:
+        raise ConfigError("data.num_clients", d.num_clients, f"more clients than training records ({n_train})")
+    try:
+        part = partition(data.y_train, scheme=d.partition, num_clients=d.num_clients, seed=cfg.run.seed,
+                         alpha=d.alpha, shards_per_client=d.shards_per_client, min_size=d.min_client_size)
+    except PartitionError as exc:
+        raise ConfigError("data.partition", d.partition, str(exc)) from exc
+
+    model = cfg.model.name if cfg.model.name != "auto" else auto_model_name(data.shape[1])
+    delta_record = c.delta if c.delta is not None else default_delta(n_train)
+    if delta_record >= 1 / n_train:
+        raise ConfigError("client.delta", c.delta, f"must be < 1/n = {1 / n_train:.3g} (n = {n_train} records)")
+    delta_client = s.delta if s.delta is not None else default_delta(d.num_clients)
+    if delta_client >= 1 / d.num_clients:
+        raise ConfigError("server.delta", s.delta, f"must be < 1/N = {1 / d.num_clients:.3g} (N = {d.num_clients} "
+                                                   "clients)")
+    if c.target_epsilon is not None and not c.dp:
+        raise ConfigError("client.target_epsilon", c.target_epsilon, "needs client.dp = true")
+
+    sizes = part.sizes
+    spec = local_spec(cfg)
+    sigma = c.noise_multiplier
+    if c.target_epsilon is not None:
+        sigma = _calibrate("client.target_epsilon", c.target_epsilon, delta_record, c.accountant,
+                           lambda x: _record_histories(spec, sizes, s.rounds, x))
+    z = s.noise_multiplier
+    q = s.clients_per_round / d.num_clients
+    if s.target_epsilon is not None:
+        z = _calibrate("server.target_epsilon", s.target_epsilon, delta_client, s.accountant,
+                       lambda x: [[(x, q, s.rounds)]])
+    num_actors = c.num_actors or auto_num_actors(d.num_clients, c.num_cpus, c.num_gpus,
+                                                 capacity or cluster_capacity())
+    if num_actors > d.num_clients:
+        raise ConfigError("client.num_actors", num_actors, f"must be <= data.num_clients ({d.num_clients})")
+    resolved = cfg.replace(
+        model={"name": model},
+        client={"delta": delta_record, "noise_multiplier": sigma, "num_actors": num_actors},
+        server={"delta": delta_client, "noise_multiplier": z})
+    spec = local_spec(resolved)
+    plan = ClientPlan(actor=tuple(k % num_actors for k in range(d.num_clients)),
+                      sample_rate=tuple(spec.sample_rate(int(n)) for n in sizes),
+                      steps=tuple(spec.steps(int(n)) for n in sizes))
+    return Plan(resolved, part, plan, data.shape, data.num_classes, n_train, len(data.y_test))

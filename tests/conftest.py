@@ -1,0 +1,42 @@
+"""Shared fixtures: one local Ray for the whole session, the real data in ../shared/data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("FEDFRONTIER_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A local Ray with 2 CPUs, loopback only, no dashboard; shut down after the session."""
+    import ray
+
+    from orchestrator.cluster import ensure_ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    os.environ.pop("RAY_ADDRESS", None)
+    ensure_ray(num_cpus=2)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def mnist_root() -> Path:
+    path = SHARED_DATA / "MNIST"
+    if not (path / "raw" / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"real MNIST not found under {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def breastmnist_path() -> Path:
+    path = SHARED_DATA / "medmnist" / "breastmnist.npz"
+    if not path.is_file():
+        pytest.skip(f"BreastMNIST not found at {path}")
+    return path
