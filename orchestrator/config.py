@@ -105,7 +105,7 @@ class ClientConfig:
     target_epsilon: float | None = None  # calibrate sigma so that max-client eps <= this
     delta: float | None = None  # record-level delta; default 1 / n_train^1.1
     accountant: str = "rdp"  # rdp | prv | pld
-    lr: float = 0.05  # local SGD learning rate
+    lr: float = 0.5  # local SGD learning rate
     momentum: float = 0.0  # local SGD momentum (state reset every round)
     batch_size: int = 32  # expected Poisson batch size (sample rate = batch_size / shard size)
     local_epochs: float = 1.0  # local passes over the shard per round

@@ -59,6 +59,21 @@ class Federation:
             return None
         return ray.get(self.server.run_round.remote(round_idx))
 
+    def state_dict(self) -> dict:
+        import ray
+
+        return ray.get(self.server.state_dict.remote())
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume from a checkpoint: the server's weights, round and ledgers; each client actor
+        gets back its clients' record-level histories."""
+        import ray
+
+        ray.get(self.server.load_state_dict.remote(state))
+        hist = {int(k): v for k, v in state["record"]["histories"].items()}
+        ray.get([a.restore_histories.remote({k: hist[k] for k in shards if k in hist})
+                 for a, shards in zip(self.clients, self.plan.actor_shards())])
+
     def close(self) -> None:
         import ray
 

@@ -11,19 +11,26 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("FEDFRONTIER_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
+def _ray_shutdown_at_end():
+    """Whatever a test started, Ray is shut down when the session ends."""
+    os.environ.pop("RAY_ADDRESS", None)
+    yield
+    import ray
+
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
 def ray_local():
-    """A local Ray with 2 CPUs, loopback only, no dashboard; shut down after the session."""
+    """A local Ray with 2 CPUs, loopback only, no dashboard, started once and shared by the
+    session's tests (restarted if a test had to shut it down, e.g. for a job-submission cluster)."""
     import ray
 
     from orchestrator.cluster import ensure_ray
 
-    if ray.is_initialized():
-        ray.shutdown()
-    os.environ.pop("RAY_ADDRESS", None)
     ensure_ray(num_cpus=2)
-    yield ray
-    ray.shutdown()
+    return ray
 
 
 @pytest.fixture(scope="session")

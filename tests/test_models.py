@@ -30,4 +30,4 @@ def test_initial_weights_depend_on_the_seed_alone():
 
 
 def test_auto_model_matches_image_size():
-    assert [auto_model_name(s) for s in (8, 28, 32)] == ["digits_cnn", "mnist_cnn", "cifar_cnn"]
+    assert [auto_model_name(s) for s in (8, 28, 32)] == ["digits_cnn", "tanh_cnn", "cifar_cnn"]

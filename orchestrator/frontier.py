@@ -1,0 +1,143 @@
+"""Privacy-utility frontier analysis: pure pandas and matplotlib, no Ray.
+
+``load_sweep`` reads a sweep directory, ``pareto_front`` keeps the non-dominated trials
+(least epsilon for the most accuracy), ``plot_frontier`` draws epsilon (log axis) against
+accuracy with one panel per guarantee the sweep varied.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+GUARANTEES = {  # privacy column -> (panel title, delta column)
+    "eps_record_max": ("record-level (one example)", "delta_record"),
+    "eps_client": ("client-level (one client)", "delta_client"),
+}
+NOISE_LABELS = {"eps_record_max": ("client.noise_multiplier", "σ"), "eps_client": ("server.noise_multiplier", "z")}
+
+
+def load_sweep(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(trials, rounds)`` tables of a sweep directory."""
+    path = Path(path)
+    missing = [f for f in ("trials.parquet", "rounds.parquet") if not (path / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{path} is not a sweep directory (missing {', '.join(missing)})")
+    return pd.read_parquet(path / "trials.parquet"), pd.read_parquet(path / "rounds.parquet")
+
+
+def pareto_front(df: pd.DataFrame, *, privacy: str = "eps_record_max",
+                 utility: str = "test_accuracy") -> pd.DataFrame:
+    """Rows not dominated by any other row, sorted by ``privacy`` (ascending).
+
+    Row a dominates row b if a spends no more epsilon and reaches no less utility, and is
+    strictly better in one. Rows with NaN utility (failed trials) or NaN epsilon are
+    dropped; epsilon = inf (no protection) is kept and can only be on the front if it
+    has the strictly best utility. Exact ties keep their first row.
+    """
+    for col in (privacy, utility):
+        if col not in df.columns:
+            raise KeyError(f"column {col!r} not in the table (have: {', '.join(map(str, df.columns))})")
+    d = df[df[utility].notna() & df[privacy].notna()]
+    d = d.sort_values([privacy, utility], ascending=[True, False], kind="stable")
+    keep, best = [], -math.inf
+    for idx, u in zip(d.index, d[utility]):
+        if u > best:  # strictly better than every row with no more epsilon
+            keep.append(idx)
+            best = u
+    return d.loc[keep]
+
+
+def _non_private(df: pd.DataFrame) -> pd.Series:
+    """Rows with no finite epsilon at any level: the non-private baseline."""
+    mask = pd.Series(True, index=df.index)
+    for col in GUARANTEES:
+        if col in df:
+            mask &= ~np.isfinite(df[col].to_numpy(float))
+    return mask
+
+
+def varied_guarantees(trials: pd.DataFrame) -> list[str]:
+    """The privacy columns that take at least one finite value in the sweep."""
+    return [c for c in GUARANTEES if c in trials.columns and np.isfinite(trials[c].to_numpy(float)).any()]
+
+
+def plot_frontier(trials: pd.DataFrame, path: str | Path, *, utility: str = "test_accuracy",
+                  guarantees: Sequence[str] | None = None, audit_column: str | None = "eps_audit_lower",
+                  title: str = "Privacy-utility frontier") -> Path:
+    """Epsilon (log axis) against ``utility``: every trial a point, the Pareto front a line,
+    the non-private baseline a horizontal line; one panel per guarantee. Where the table
+    has an audited lower bound (``audit_column``), it is drawn beside the claimed epsilon."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401  (formatters below)
+
+    guarantees = list(guarantees or varied_guarantees(trials)) or ["eps_record_max"]
+    fig, axes = plt.subplots(1, len(guarantees), figsize=(6.2 * len(guarantees), 4.6), squeeze=False)
+    ok = trials[trials[utility].notna()] if utility in trials else trials.iloc[:0]
+    for ax, col in zip(axes[0], guarantees):
+        label, delta_col = GUARANTEES[col]
+        eps = ok[col].to_numpy(float) if col in ok else np.array([])
+        finite = np.isfinite(eps)
+        private = ok[finite]
+        ax.scatter(private[col], private[utility], s=36, color="tab:blue", alpha=0.75, label="trial", zorder=3)
+        front = pareto_front(private, privacy=col, utility=utility)
+        if len(front):
+            ax.step(front[col], front[utility], where="post", color="tab:red", lw=2, label="Pareto frontier",
+                    zorder=2)
+            ax.scatter(front[col], front[utility], s=60, facecolors="none", edgecolors="tab:red", zorder=4)
+        baseline = ok[_non_private(ok)]
+        if len(baseline):
+            ax.axhline(baseline[utility].max(), color="gray", ls="--",
+                       label=f"non-private ({baseline[utility].max():.3f})")
+        if audit_column and audit_column in ok and col == "eps_client":
+            aud = ok[np.isfinite(ok[audit_column].to_numpy(float)) & finite]
+            if len(aud):
+                ax.scatter(aud[audit_column].clip(lower=1e-3), aud[utility], marker="x", color="tab:green",
+                           label="audited lower bound", zorder=3)
+        noise_col, symbol = NOISE_LABELS[col]
+        if noise_col in private:
+            for x, y, v in zip(private[col], private[utility], private[noise_col]):
+                ax.annotate(f"{symbol}={v:.3g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7,
+                            color="0.3")
+        deltas = private[delta_col].dropna().unique() if delta_col in private else []
+        dtxt = f"δ = {deltas[0]:.1e}" if len(deltas) == 1 else ("δ varies" if len(deltas) else "")
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.margins(x=0.12)
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xlabel(f"ε, {label}" + (f" ({dtxt})" if dtxt else ""))
+        ax.set_ylabel(utility.replace("_", " "))
+        ax.set_title(label)
+        ax.grid(True, which="both", alpha=0.3)
+        if not finite.any():
+            ax.text(0.5, 0.5, "no finite ε in this sweep", transform=ax.transAxes, ha="center")
+        ax.legend(loc="lower right", fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+FRONTIER_COLUMNS = ["trial_id", "eps_record_max", "eps_client", "test_accuracy", "client.noise_multiplier",
+                    "client.max_grad_norm", "server.noise_multiplier", "server.clip", "client.lr", "rounds_done"]
+
+
+def frontier_table(trials: pd.DataFrame, *, utility: str = "test_accuracy") -> pd.DataFrame:
+    """The Pareto front of every varied guarantee, stacked, with a ``guarantee`` column."""
+    parts = []
+    for col in varied_guarantees(trials) or ["eps_record_max"]:
+        front = pareto_front(trials, privacy=col, utility=utility)
+        cols = [c for c in FRONTIER_COLUMNS if c in front.columns]
+        parts.append(front[cols].assign(guarantee=col))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=FRONTIER_COLUMNS)

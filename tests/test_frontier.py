@@ -1,0 +1,64 @@
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from orchestrator.frontier import frontier_table, pareto_front, plot_frontier, varied_guarantees
+
+
+def frame(rows):
+    return pd.DataFrame(rows, columns=["name", "eps_record_max", "test_accuracy"])
+
+
+def test_dominated_points_are_dropped_and_the_front_is_sorted_by_epsilon():
+    df = frame([("a", 8.0, 0.90), ("b", 1.0, 0.60), ("c", 2.0, 0.55), ("d", 3.0, 0.80), ("e", 4.0, 0.79)])
+
+    front = pareto_front(df)
+
+    assert list(front["name"]) == ["b", "d", "a"]  # c: more eps, less acc than b; e: dominated by d
+
+
+def test_ties_keep_one_row_and_equal_epsilon_keeps_the_better_accuracy():
+    df = frame([("a", 1.0, 0.5), ("b", 1.0, 0.5), ("c", 1.0, 0.7), ("d", 2.0, 0.7)])
+
+    front = pareto_front(df)
+
+    assert list(front["name"]) == ["c"]  # d: same accuracy for more epsilon is dominated
+
+
+def test_infinite_epsilon_is_on_the_front_only_when_strictly_best():
+    better = frame([("dp", 2.0, 0.8), ("nonprivate", math.inf, 0.95)])
+    worse = frame([("dp", 2.0, 0.8), ("nonprivate", math.inf, 0.79)])
+
+    assert list(pareto_front(better)["name"]) == ["dp", "nonprivate"]
+    assert list(pareto_front(worse)["name"]) == ["dp"]
+
+
+def test_failed_trials_with_nan_are_ignored():
+    df = frame([("failed", 0.5, np.nan), ("ok", 1.0, 0.6), ("no-eps", np.nan, 0.99)])
+
+    assert list(pareto_front(df)["name"]) == ["ok"]
+
+
+def test_unknown_column_is_a_clear_error():
+    with pytest.raises(KeyError, match="eps_client"):
+        pareto_front(frame([("a", 1.0, 0.5)]), privacy="eps_client")
+
+
+def test_plot_has_one_panel_per_varied_guarantee(tmp_path):
+    trials = pd.DataFrame({
+        "eps_record_max": [1.0, 3.0, math.inf, math.inf], "eps_client": [math.inf, math.inf, 2.0, math.inf],
+        "test_accuracy": [0.6, 0.8, 0.7, 0.95], "delta_record": 1e-5, "delta_client": 1e-3,
+        "client.noise_multiplier": [2.0, 1.0, 0.0, 0.0], "server.noise_multiplier": [0.0, 0.0, 1.0, 0.0]})
+
+    png = plot_frontier(trials, tmp_path / "f.png")
+    table = frontier_table(trials)
+
+    assert varied_guarantees(trials) == ["eps_record_max", "eps_client"]
+    assert png.stat().st_size > 20_000
+    import matplotlib.image as mpimg
+
+    h, w = mpimg.imread(png).shape[:2]
+    assert w > 1.5 * h  # two panels side by side
+    assert set(table["guarantee"]) == {"eps_record_max", "eps_client"}

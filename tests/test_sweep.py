@@ -1,0 +1,85 @@
+"""The frontier sweep through the real Ray Tune path."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from orchestrator.config import ConfigError
+from orchestrator.sweep import SweepConfig, apply_point, load_sweep_config, run_sweep, trial_bundles
+
+SMALL = """
+[data]
+dataset = "digits"
+num_clients = 4
+[model]
+name = "digits_cnn"
+[client]
+lr = 0.5
+num_actors = 1
+num_cpus = 1.0
+[server]
+rounds = 2
+clients_per_round = 4
+clip = 2.0
+[sweep]
+name = "small"
+max_concurrent_trials = 2
+baseline = false
+checkpoint_every = 1
+[sweep.grid]
+"client.noise_multiplier" = [0.8, 2.0]
+"server.noise_multiplier" = [0.0, 0.05]
+"""
+
+
+def test_grid_points_and_baseline():
+    sweep = SweepConfig(grid={"client.noise_multiplier": [1, 2], "server.clip": [0.5, 1.0]}, baseline=True)
+
+    points = sweep.points()
+
+    assert len(points) == 5
+    assert points[-1]["client.dp"] is False
+
+
+def test_bad_sweep_values_are_refused(tmp_path):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(SMALL.replace('"client.noise_multiplier" = [0.8, 2.0]', '"client.noise_multiplier" = [-1.0]'))
+
+    with pytest.raises(ConfigError, match="client.noise_multiplier"):
+        load_sweep_config(cfg, [])
+    with pytest.raises(ConfigError, match="sweep.colour"):
+        load_sweep_config(None, ["sweep.colour=1"])
+    with pytest.raises(ConfigError, match="low < high"):
+        SweepConfig(loguniform={"client.lr": [1.0, 0.1]})
+
+
+def test_trial_bundles_reserve_every_actor():
+    cfg, _ = load_sweep_config(None, [])
+    cfg = apply_point(cfg, {"client.num_actors": 3, "client.num_cpus": 0.5, "client.num_gpus": 0.25,
+                            "server.num_cpus": 1.0})
+
+    bundles = trial_bundles(cfg)
+
+    assert bundles == [{}, {"CPU": 1.0}] + [{"CPU": 0.5, "GPU": 0.25}] * 3
+
+
+@pytest.mark.slow
+def test_two_by_two_grid_through_tune(ray_local, tmp_path):
+    path = tmp_path / "small.toml"
+    path.write_text(SMALL)
+    cfg, sweep = load_sweep_config(path, [])
+
+    trials, rounds = run_sweep(cfg, sweep, tmp_path / "out", progress=None)
+
+    assert len(trials) == 4 and (trials["status"] == "TERMINATED").all()
+    assert len(rounds) == 4 * 2 and set(rounds.groupby("trial_id")["round"].max()) == {2}
+    for col in ("test_accuracy", "eps_record_max", "eps_client", "client.noise_multiplier", "trial_id"):
+        assert col in trials.columns and col in rounds.columns
+    assert sorted(trials["client.noise_multiplier"]) == [0.8, 0.8, 2.0, 2.0]
+    assert (trials.loc[trials["server.noise_multiplier"] == 0, "eps_client"] == math.inf).all()
+    assert (trials.loc[trials["server.noise_multiplier"] > 0, "eps_client"] < math.inf).all()
+    out = tmp_path / "out"
+    for name in ("trials.parquet", "rounds.parquet", "frontier.parquet"):
+        assert len(pd.read_parquet(out / name)) > 0
+    assert (out / "frontier.png").stat().st_size > 20_000
