@@ -26,26 +26,30 @@ def _out_dir(out: str | None, name: str, kind: str, overwrite: bool) -> Path:
     return path
 
 
-def write_run(df, cfg, path: Path) -> None:
-    """rounds.parquet, rounds.csv and config.json of one run."""
-    path.mkdir(parents=True, exist_ok=True)
-    df.to_parquet(path / "rounds.parquet", index=False)
-    df.to_csv(path / "rounds.csv", index=False)
-    (path / "config.json").write_text(json.dumps(to_dict(cfg), indent=2, default=str) + "\n")
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    from orchestrator.federation import run_federated
+    from orchestrator.config import from_dict
+    from orchestrator.federation import CHECKPOINT, run_federated
     from orchestrator.resolve import resolve_config
 
-    cfg = load_config(args.config, args.set)
-    plan = resolve_config(cfg)
-    out = _out_dir(args.out, cfg.run.name, "runs", args.overwrite)
-    print(f"fedfrontier run: {plan.config.data.num_clients} clients on {plan.config.data.dataset} "
-          f"({plan.n_train} train / {plan.n_test} test), model {plan.config.model.name}, "
-          f"{plan.config.client.num_actors} client actors, {plan.config.server.rounds} rounds", flush=True)
-    df = run_federated(plan.config, plan=plan, progress=lambda s: print(s, flush=True))
-    write_run(df, plan.config, out)
+    if args.resume:
+        out = Path(args.resume)
+        if not (out / "config.json").is_file() or not (out / CHECKPOINT).is_file():
+            raise ConfigError("--resume", str(out), f"needs config.json and {CHECKPOINT} there (a run directory)")
+        if args.config or args.set:
+            raise ConfigError("--resume", str(out), "takes its config from the run directory; drop --config/--set")
+        cfg = from_dict(json.loads((out / "config.json").read_text()))
+    else:
+        cfg = load_config(args.config, args.set)
+    plan = resolve_config(cfg)  # every check that needs the data happens here, before anything is written
+    if not args.resume:
+        out = _out_dir(args.out, cfg.run.name, "runs", args.overwrite)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(to_dict(plan.config), indent=2, default=str) + "\n")
+    c = plan.config
+    print(f"fedfrontier run: {c.data.num_clients} clients on {c.data.dataset} ({plan.n_train} train / "
+          f"{plan.n_test} test), model {c.model.name}, {c.client.num_actors} client actors, {c.server.rounds} "
+          f"rounds -> {out}", flush=True)
+    run_federated(c, plan=plan, progress=lambda s: print(s, flush=True), run_dir=out, resume=bool(args.resume))
     print(f"wrote {out / 'rounds.parquet'}, {out / 'rounds.csv'}, {out / 'config.json'}")
     return 0
 
@@ -121,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override one config value (repeatable), e.g. --set client.noise_multiplier=1.2")
     run.add_argument("--out", help="run directory (default: runs/<run.name>-<time>)")
     run.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
+    run.add_argument("--resume", metavar="DIR", help="continue an interrupted run from DIR's checkpoint")
     run.set_defaults(func=cmd_run)
 
     sw = sub.add_parser("sweep", help="Ray Tune sweep of the privacy-utility frontier (the main job)")

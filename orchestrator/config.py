@@ -181,8 +181,10 @@ class RunConfig:
     seed: int = 0  # seeds every random draw (partition, sampling, noise, init)
     name: str = "run"  # label carried into result tables
     eval_every: int = 1  # evaluate the global model every k rounds (and always the last)
+    checkpoint_every: int = 5  # rounds between checkpoints of a run directory (and always the last)
 
     def __post_init__(self) -> None:
+        _check_int("run.checkpoint_every", self.checkpoint_every, 1)
         _check_int("run.seed", self.seed, 0)
         _check(isinstance(self.name, str) and bool(self.name), "run.name", self.name, "must be a non-empty string")
         _check_int("run.eval_every", self.eval_every, 1)

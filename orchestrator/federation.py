@@ -7,7 +7,9 @@
 from __future__ import annotations
 
 import math
+import os
 import time
+from pathlib import Path
 from typing import Callable
 
 import pandas as pd
@@ -99,19 +101,36 @@ def format_row(row: dict, total_rounds: int) -> str:
             f"(delta {row['delta_client']:.2g})  failed {row['clients_failed']}  {row['seconds']:.1f}s")
 
 
+CHECKPOINT = "checkpoint.pt"
+
+
 def run_federated(cfg: ExperimentConfig, *, progress: Callable[[str], None] | None = print,
-                  plan: Plan | None = None) -> pd.DataFrame:
-    """Run one federated training on the connected Ray cluster (or a fresh local one)
-    and return its round table."""
+                  plan: Plan | None = None, run_dir: Path | None = None, resume: bool = False) -> pd.DataFrame:
+    """Run one federated training on the connected Ray cluster (or a fresh local one) and
+    return its round table. With ``run_dir``, the table and a checkpoint are written every
+    ``run.checkpoint_every`` rounds; ``resume=True`` continues from that checkpoint and
+    gives the same table as an uninterrupted run (every random stream is derived from
+    (seed, round), so no generator state needs saving)."""
+    import torch
+
     from orchestrator.cluster import ensure_ray
 
     plan = plan or resolve_config(cfg)
+    cfg = plan.config
     ensure_ray()
     fed = Federation(plan).start()
-    rows = []
+    rows: list[dict] = []
+    start = 0
+    if resume:
+        state = torch.load(run_dir / CHECKPOINT, weights_only=True)
+        fed.load_state_dict(state)
+        start = int(state["round"])
+        rows = [r for r in state["rows"] if r["round"] <= start]
+        if progress:
+            progress(f"resumed {run_dir} after round {start}")
     t0 = time.perf_counter()
     try:
-        for r in range(plan.config.server.rounds):
+        for r in range(start, cfg.server.rounds):
             row = fed.step(r)
             if row is None:
                 if progress:
@@ -119,9 +138,34 @@ def run_federated(cfg: ExperimentConfig, *, progress: Callable[[str], None] | No
                 break
             rows.append(row)
             if progress:
-                progress(format_row(row, plan.config.server.rounds))
+                progress(format_row(row, cfg.server.rounds))
+            if run_dir is not None and ((r + 1) % cfg.run.checkpoint_every == 0 or r + 1 == cfg.server.rounds):
+                save_checkpoint(run_dir, {**fed.state_dict(), "rows": rows}, rounds_frame(rows, cfg))
     finally:
         fed.close()
     if progress:
-        progress(f"{len(rows)} rounds in {time.perf_counter() - t0:.1f}s")
-    return rounds_frame(rows, plan.config)
+        progress(f"{len(rows) - (start if resume else 0)} rounds in {time.perf_counter() - t0:.1f}s")
+    df = rounds_frame(rows, cfg)
+    if run_dir is not None:
+        write_tables(run_dir, df)
+    return df
+
+
+def save_checkpoint(run_dir: Path, state: dict, df: pd.DataFrame) -> None:
+    """Checkpoint (tensors and plain containers: loads with ``torch.load(weights_only=True)``) and the
+    table so far, each written to a temporary file and renamed, so a kill never leaves a torn file."""
+    import torch
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / (CHECKPOINT + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, run_dir / CHECKPOINT)
+    write_tables(run_dir, df)
+
+
+def write_tables(run_dir: Path, df: pd.DataFrame) -> None:
+    for name, write in (("rounds.parquet", lambda p: df.to_parquet(p, index=False)),
+                        ("rounds.csv", lambda p: df.to_csv(p, index=False))):
+        tmp = run_dir / (name + ".tmp")
+        write(tmp)
+        os.replace(tmp, run_dir / name)
