@@ -14,6 +14,7 @@ deltas with per-client reports: transfers grow with actors, not with clients.
 from __future__ import annotations
 
 import math
+import os
 import time
 import traceback
 import warnings
@@ -80,6 +81,27 @@ class ClientActor:
                             seed=cfg.run.seed)
         self.trainer = LocalTrainer(model, local_spec(cfg), self.device)
         self.ledger = Ledger(accountant=cfg.client.accountant)  # record-level histories of the hosted clients
+        self._faults: dict[int, tuple[str, float]] = {}
+
+    def inject_fault(self, round_idx: int, kind: str, seconds: float = 0.0) -> None:
+        """Test hook: misbehave in round ``round_idx``. ``exit`` kills the process, ``raise`` fails every
+        hosted client, ``nan`` / ``shape`` return a malformed sum, ``sleep`` straggles for ``seconds``.
+        One-shot: a restarted actor has no faults."""
+        if kind not in ("exit", "raise", "nan", "shape", "sleep"):
+            raise ValueError(f"unknown fault {kind!r}")
+        self._faults[int(round_idx)] = (kind, float(seconds))
+
+    def _fault(self, round_idx: int) -> None:
+        """Faults that strike before training; ``nan`` and ``shape`` stay queued for the output."""
+        kind, seconds = self._faults.get(round_idx, (None, 0.0))
+        if kind in ("exit", "raise", "sleep"):
+            del self._faults[round_idx]
+        if kind == "exit":
+            os._exit(1)
+        if kind == "raise":
+            raise RuntimeError("injected failure")
+        if kind == "sleep":
+            time.sleep(seconds)
 
     def restore_histories(self, histories: dict[int, list]) -> None:
         """Take the server's record-level histories of the hosted clients (after a resume or restart)."""
@@ -97,6 +119,7 @@ class ClientActor:
         """Train each listed client from ``weights`` for one round; return the sum of deltas clipped to ``clip``
         (0: no clipping) and one report per client. A client that raises is reported, not dropped silently."""
         t0 = time.perf_counter()
+        self._fault(round_idx)
         start = torch.tensor(weights, dtype=torch.float32)
         total = torch.zeros_like(start, device=self.trainer.device)
         reports = []
@@ -107,7 +130,19 @@ class ClientActor:
                 reports.append(ClientReport(int(cid), len(self.shards.get(cid, ())), 0, 0.0, 0.0, math.nan,
                                             math.nan, False, math.nan, error=f"{type(exc).__name__}: {exc}"))
                 traceback.print_exc()
-        return ActorUpdate(total.cpu().numpy(), reports, time.perf_counter() - t0)
+        update = ActorUpdate(total.cpu().numpy(), reports, time.perf_counter() - t0)
+        if round_idx in self._faults:
+            kind, _ = self._faults.pop(round_idx)
+            update = self._apply_output_fault(update, kind)
+        return update
+
+    @staticmethod
+    def _apply_output_fault(update: ActorUpdate, kind: str) -> ActorUpdate:
+        if kind == "nan":
+            update.delta_sum[0] = np.nan
+        elif kind == "shape":
+            update.delta_sum = update.delta_sum[:-1]
+        return update
 
     def _train_one(self, start: torch.Tensor, cid: int, round_idx: int, clip: float,
                    total: torch.Tensor) -> ClientReport:

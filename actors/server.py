@@ -65,6 +65,7 @@ class ServerActor:
         self.record = Ledger(accountant=cfg.client.accountant)
         self.client_level = Ledger(accountant=cfg.server.accountant)
         self.eps_record = np.zeros(self.num_clients)  # cache: only participants' epsilons change
+        self.resync: set[int] = set()  # actors restarted since their last round: re-send their histories
         self.round = 0
 
     # --- privacy --------------------------------------------------------------------------
@@ -118,19 +119,21 @@ class ServerActor:
         for k in cohort:
             by_actor.setdefault(self.plan.actor[k], []).append(int(k))
         weights_ref = ray.put(self.weights.numpy())  # one copy in the object store per round
+        failures: list[str] = []
+        for a in sorted(self.resync & set(by_actor)):  # a restarted actor gets its clients' histories back first
+            if not self._resync(a):
+                failures += [f"client {k}: actor {a} did not come back" for k in by_actor.pop(a)]
         futures = {a: self.clients[a].train.remote(weights_ref, ids, round_idx, s.clip) for a, ids in by_actor.items()}
+        ready, _ = ray.wait(list(futures.values()), num_returns=len(futures), timeout=s.round_timeout or None)
+        ready = set(ready)
         total = np.zeros(self.weights.shape, dtype=np.float32)
         reports: list[ClientReport] = []
-        failures: list[str] = []
         for a, ref in futures.items():
-            try:
-                update: ActorUpdate = ray.get(ref, timeout=s.round_timeout or None)
-            except Exception as exc:  # actor died or timed out: its clients failed this round
-                reason = f"actor {a}: {type(exc).__name__}"
+            update, reason = self._collect(a, ref, ref in ready)
+            if update is None:
                 failures += [f"client {k}: {reason}" for k in by_actor[a]]
                 continue
-            failed = [r for r in update.reports if r.error]
-            failures += [f"client {r.client_id}: {r.error}" for r in failed]
+            failures += [f"client {r.client_id}: {r.error}" for r in update.reports if r.error]
             if update.succeeded:
                 total += update.delta_sum
             reports += update.succeeded
@@ -173,6 +176,51 @@ class ServerActor:
             "server_snr": diag.snr,
             "seconds": time.perf_counter() - t0,
         }
+
+    def _resync(self, a: int, wait_s: float = 180.0) -> bool:
+        """Wait for restarted actor ``a`` and hand it its clients' record-level histories (the server's
+        ledger is the authority). False if it does not come back within ``wait_s`` or is out of restarts."""
+        import ray
+        from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError
+
+        hosted = [k for k in range(self.num_clients) if self.plan.actor[k] == a]
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                ray.get(self.clients[a].restore_histories.remote(self.record_histories(hosted)), timeout=30)
+                self.resync.discard(a)
+                return True
+            except ActorDiedError:
+                return False
+            except (ActorUnavailableError, GetTimeoutError):
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.5)
+
+    def _collect(self, a: int, ref, ready: bool) -> tuple[ActorUpdate | None, str]:
+        """Actor ``a``'s update, or None and why: a straggler past the round timeout (killed and restarted),
+        a dead actor (restarted by Ray), or a malformed update (NaN, Inf or wrong shape: rejected).
+        Failed clients contribute nothing; the fixed denominator keeps the accounting valid."""
+        import ray
+
+        if not ready:
+            ray.kill(self.clients[a], no_restart=False)
+            self.resync.add(a)
+            return None, f"actor {a} straggled past server.round_timeout = {self.cfg.server.round_timeout}s"
+        try:
+            update: ActorUpdate = ray.get(ref)
+        except Exception as exc:  # the actor died or raised: Ray restarts it (client.max_restarts)
+            self.resync.add(a)
+            cause = getattr(exc, "cause", None) or exc
+            detail = str(cause).strip().splitlines()[-1][:200] if str(cause).strip() else ""
+            return None, f"actor {a} failed: {type(cause).__name__}" + (f": {detail}" if detail else "")
+        d = update.delta_sum
+        if not isinstance(d, np.ndarray) or d.shape != tuple(self.weights.shape):
+            return None, f"actor {a} sent a malformed update (shape {getattr(d, 'shape', None)}, " \
+                         f"expected {tuple(self.weights.shape)})"
+        if not np.isfinite(d).all():
+            return None, f"actor {a} sent a non-finite update"
+        return update, ""
 
     @torch.no_grad()
     def evaluate(self, batch_size: int = 1000) -> tuple[float, float]:

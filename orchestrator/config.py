@@ -113,6 +113,7 @@ class ClientConfig:
     num_cpus: float = 1.0  # Ray CPUs per client actor (fractions allowed)
     num_gpus: float = 0.0  # Ray GPUs per client actor (fractions share a device)
     num_actors: int = 0  # client actors; 0 = one per client up to the cluster's CPUs/GPUs
+    max_restarts: int = 3  # Ray restarts of a dead client actor (its clients miss that round only)
 
     def __post_init__(self) -> None:
         _check(isinstance(self.dp, bool), "client.dp", self.dp, "must be true or false")
@@ -135,6 +136,7 @@ class ClientConfig:
         _check(self.num_gpus <= 1 or float(self.num_gpus).is_integer(), "client.num_gpus", self.num_gpus,
                "fractions are allowed only below 1 (Ray's rule)")
         _check_int("client.num_actors", self.num_actors, 0)
+        _check_int("client.max_restarts", self.max_restarts, 0)
         if self.dp and self.target_epsilon is None:
             _check(self.noise_multiplier > 0, "client.noise_multiplier", self.noise_multiplier,
                    "must be > 0 when client.dp is on (set client.dp = false for the non-private baseline)")

@@ -40,7 +40,8 @@ class Federation:
 
         cfg, plan = self.config, self.plan
         c = cfg.client
-        client_cls = ray.remote(ClientActor).options(num_cpus=c.num_cpus, num_gpus=c.num_gpus)
+        client_cls = ray.remote(ClientActor).options(num_cpus=c.num_cpus, num_gpus=c.num_gpus,
+                                                     max_restarts=c.max_restarts, max_task_retries=0)
         self.clients = [client_cls.remote(cfg, shards, delta_record=c.delta, num_threads=actor_threads(c.num_cpus))
                         for shards in plan.actor_shards()]
         ch, h, _ = plan.image_shape
