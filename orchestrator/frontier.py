@@ -129,7 +129,7 @@ def plot_frontier(trials: pd.DataFrame, path: str | Path, *, utility: str = "tes
     return path
 
 
-FRONTIER_COLUMNS = ["trial_id", "eps_record_max", "eps_client", "test_accuracy", "client.noise_multiplier",
+FRONTIER_COLUMNS = ["trial_id", "eps_record_max", "eps_client", "test_accuracy", "client.dp", "client.noise_multiplier",
                     "client.max_grad_norm", "server.noise_multiplier", "server.clip", "client.lr", "rounds_done"]
 
 
