@@ -30,6 +30,9 @@ class ConfigError(ValueError):
         self.key, self.value, self.rule = key, value, rule
         super().__init__(f"{key} = {value!r}: {rule}")
 
+    def __reduce__(self):  # picklable, so it crosses process boundaries (Ray, Tune) intact
+        return (type(self), (self.key, self.value, self.rule))
+
 
 def _finite(key: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -87,6 +90,8 @@ class DataConfig:
         _check(0 < tf < 1, "data.test_fraction", self.test_fraction, "must be in (0, 1)")
         if self.dataset in ("npz", "mnist", "fashion-mnist", "cifar10"):
             _check(bool(self.root), "data.root", self.root, f"dataset {self.dataset!r} needs data.root")
+        if self.root and "://" not in self.root:  # absolute now: actors and trials run in other directories
+            object.__setattr__(self, "root", str(Path(self.root).expanduser().resolve()))
 
 
 @dataclass(frozen=True)

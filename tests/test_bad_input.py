@@ -71,3 +71,21 @@ def test_resume_of_a_directory_that_is_not_a_run(tmp_path):
     result = run_cli("run", "--resume", str(tmp_path), cwd=tmp_path)
 
     assert result.returncode == 2 and "--resume" in result.stderr
+
+
+def test_config_errors_survive_pickling():
+    import pickle
+
+    from orchestrator.config import ConfigError
+
+    err = pickle.loads(pickle.dumps(ConfigError("client.lr", -1, "must be > 0")))
+
+    assert str(err) == "client.lr = -1: must be > 0" and err.key == "client.lr"
+
+
+def test_relative_data_root_becomes_absolute(tmp_path, monkeypatch):
+    from orchestrator.config import DataConfig
+
+    monkeypatch.chdir(tmp_path)
+
+    assert DataConfig(dataset="npz", root="data/x.npz").root == str(tmp_path / "data" / "x.npz")
