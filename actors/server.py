@@ -5,6 +5,11 @@ object store once, let each client actor train its sampled clients and return th
 sum of their clipped deltas, add N(0, (z S)^2) to the total, divide by the expected
 cohort m (fixed denominator), apply with the server learning rate, evaluate, step
 both ledgers, and return one metrics row.
+
+With adaptive clipping (Andrew et al. 2021) the clip S_t changes every round: the
+clients also report 1[||Delta_k|| <= S_t], the server releases their noised share and
+moves S_t toward the target quantile; the deltas then get the multiplier sigma_Delta
+that composes with the count's to the booked z.
 """
 
 from __future__ import annotations
@@ -22,8 +27,10 @@ from actors.models import build_model
 from actors.local_training import load_flat_
 from orchestrator.accounting import Ledger
 from orchestrator.config import ExperimentConfig
-from orchestrator.mechanisms import broadcast_noise, dp_fedavg_aggregate
-from orchestrator.seeding import BROADCAST, COHORT, SERVER_NOISE, numpy_rng, torch_generator
+from orchestrator.clipping import adaptive_clip_update
+from orchestrator.mechanisms import (adaptive_clipping_delta_multiplier, broadcast_noise, dp_fedavg_aggregate,
+                                     noised_unclipped_fraction)
+from orchestrator.seeding import BROADCAST, CLIP_NOISE, COHORT, SERVER_NOISE, numpy_rng, torch_generator
 
 FEDERATION = -1  # the client-level ledger's one party: the federation as a whole
 
@@ -66,6 +73,13 @@ class ServerActor:
         self.client_level = Ledger(accountant=cfg.server.accountant)
         self.eps_record = np.zeros(self.num_clients)  # cache: only participants' epsilons change
         self.round = 0
+        s = cfg.server
+        self.clip = s.initial_clip if s.adaptive_clip else s.clip  # S_t, the clip of the coming round
+        # z is what the ledger books; with adaptive clipping the deltas get sigma_Delta > z and the
+        # clip-bit count 2 sigma_b, which compose back to z (Andrew et al. 2021)
+        self.delta_multiplier = (adaptive_clipping_delta_multiplier(noise_multiplier=s.noise_multiplier,
+                                                                    count_noise_std=s.count_noise_std)
+                                 if s.adaptive_clip else s.noise_multiplier)
 
     # --- privacy --------------------------------------------------------------------------
     @property
@@ -118,7 +132,8 @@ class ServerActor:
         for k in cohort:
             by_actor.setdefault(self.plan.actor[k], []).append(int(k))
         weights_ref = ray.put(self.weights.numpy())  # one copy in the object store per round
-        futures = {a: self.clients[a].train.remote(weights_ref, ids, round_idx, s.clip) for a, ids in by_actor.items()}
+        clip = self.clip
+        futures = {a: self.clients[a].train.remote(weights_ref, ids, round_idx, clip) for a, ids in by_actor.items()}
         total = np.zeros(self.weights.shape, dtype=np.float32)
         reports: list[ClientReport] = []
         failures: list[str] = []
@@ -134,9 +149,16 @@ class ServerActor:
             if update.succeeded:
                 total += update.delta_sum
             reports += update.succeeded
-        avg, diag = dp_fedavg_aggregate(torch.from_numpy(total), noise_multiplier=s.noise_multiplier, clip=s.clip,
+        avg, diag = dp_fedavg_aggregate(torch.from_numpy(total), noise_multiplier=self.delta_multiplier, clip=clip,
                                         expected_cohort=s.clients_per_round,
                                         generator=torch_generator(self.cfg.run.seed, SERVER_NOISE, round_idx))
+        noised_fraction = math.nan
+        if s.adaptive_clip:
+            noised_fraction = noised_unclipped_fraction(
+                sum(r.unclipped for r in reports), len(reports), expected_cohort=s.clients_per_round,
+                std=s.count_noise_std, generator=torch_generator(self.cfg.run.seed, CLIP_NOISE, round_idx))
+            self.clip = adaptive_clip_update(clip, noised_fraction, target_quantile=s.target_quantile,
+                                             learning_rate=s.clip_lr)
         self.weights = self.weights + s.lr * avg
         self.weights = broadcast_noise(self.weights, std=s.broadcast_noise,
                                        generator=torch_generator(self.cfg.run.seed, BROADCAST, round_idx))
@@ -165,8 +187,11 @@ class ServerActor:
             "noise_multiplier_local": self.cfg.client.noise_multiplier if self.cfg.client.dp else 0.0,
             "max_grad_norm_local": self.cfg.client.max_grad_norm if self.cfg.client.dp else math.inf,
             "noise_multiplier_server": s.noise_multiplier,
-            "clip_server": s.clip if s.clip > 0 else math.inf,
+            "noise_multiplier_delta": self.delta_multiplier,
+            "clip_server": clip if clip > 0 else math.inf,
+            "clip_count_std": s.count_noise_std if s.adaptive_clip else 0.0,
             "unclipped_fraction": float(np.mean([r.unclipped for r in reports])) if reports else math.nan,
+            "unclipped_fraction_noised": noised_fraction,
             "delta_norm_median": float(np.median([r.delta_norm for r in reports])) if reports else math.nan,
             "update_norm": float(avg.norm()),
             "server_noise_std": diag.std,

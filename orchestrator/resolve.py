@@ -147,10 +147,13 @@ def resolve_config(cfg: ExperimentConfig, capacity: tuple[float, float] | None =
                                                  capacity or cluster_capacity())
     if num_actors > d.num_clients:
         raise ConfigError("client.num_actors", num_actors, f"must be <= data.num_clients ({d.num_clients})")
+    server = {"delta": delta_client, "noise_multiplier": z}
+    if s.adaptive_clip:  # validation refuses z >= 2 sigma_b here too, now that z may come from calibration
+        server["clip_count_std"] = float(s.count_noise_std)
     resolved = cfg.replace(
         model={"name": model},
         client={"delta": delta_record, "noise_multiplier": sigma, "num_actors": num_actors},
-        server={"delta": delta_client, "noise_multiplier": z})
+        server=server)
     spec = local_spec(resolved)
     plan = ClientPlan(actor=tuple(k % num_actors for k in range(d.num_clients)),
                       sample_rate=tuple(spec.sample_rate(int(n)) for n in sizes),
