@@ -26,13 +26,20 @@ from actors.data import load_from_config
 from actors.models import build_model
 from actors.local_training import load_flat_
 from orchestrator.accounting import Ledger
-from orchestrator.config import ExperimentConfig
+from orchestrator.audit import one_run_audit
+from orchestrator.canaries import Canaries
 from orchestrator.clipping import adaptive_clip_update
+from orchestrator.config import ExperimentConfig
 from orchestrator.mechanisms import (adaptive_clipping_delta_multiplier, broadcast_noise, dp_fedavg_aggregate,
                                      noised_unclipped_fraction)
+from orchestrator.membership import loss_threshold_auc, membership_auc_bound, membership_sample
 from orchestrator.seeding import BROADCAST, CLIP_NOISE, COHORT, SERVER_NOISE, numpy_rng, torch_generator
 
 FEDERATION = -1  # the client-level ledger's one party: the federation as a whole
+
+# Deliberate privacy bugs a test may switch on to prove the audit catches them; never set in real runs.
+TEST_FAULTS = ("", "drop_server_noise")
+AUDIT_COLUMNS = ("eps_audit_lower", "audit_guesses", "audit_correct", "mia_auc", "mia_auc_bound")
 
 
 @dataclass(frozen=True)
@@ -57,14 +64,26 @@ class ServerActor:
     """Holds the global model, the client actor handles and both ledgers. Wrap with ``ray.remote``."""
 
     def __init__(self, cfg: ExperimentConfig, clients: list, plan: ClientPlan, weights: np.ndarray, *,
-                 delta_record: float, delta_client: float, num_threads: int = 1):
+                 delta_record: float, delta_client: float, num_threads: int = 1, test_fault: str = ""):
         torch.set_num_threads(max(1, int(num_threads)))
+        if test_fault not in TEST_FAULTS:
+            raise ValueError(f"test_fault = {test_fault!r}: must be one of {TEST_FAULTS}")
         self.cfg, self.clients, self.plan = cfg, clients, plan
         self.delta_record, self.delta_client = delta_record, delta_client
+        self.test_fault = test_fault
         self.num_clients = len(plan.actor)
         self.weights = torch.tensor(weights, dtype=torch.float32)
+        self.initial_weights = self.weights.clone()  # w_0, for the canary scores <u_j, w_T - w_0>
         data = load_from_config(cfg.data)
         self.x_test, self.y_test = data.tensors("test")
+        a = cfg.audit
+        self.canaries = (Canaries(a.canaries, self.weights.numel(), seed=cfg.run.seed,
+                                  sample_rate=cfg.server.clients_per_round / self.num_clients)
+                         if a.canaries else None)
+        self.members = self.nonmembers = None
+        if a.membership:
+            mem, non = membership_sample(len(data.y_train), len(data.y_test), a.membership_records, seed=cfg.run.seed)
+            self.members, self.nonmembers = data.tensors("train", mem), data.tensors("test", non)
         c, h, _ = data.shape
         self.model = build_model(cfg.model.name, in_channels=c, num_classes=data.num_classes, image_size=h,
                                  seed=cfg.run.seed)
@@ -149,7 +168,15 @@ class ServerActor:
             if update.succeeded:
                 total += update.delta_sum
             reports += update.succeeded
-        avg, diag = dp_fedavg_aggregate(torch.from_numpy(total), noise_multiplier=self.delta_multiplier, clip=clip,
+        total_t = torch.from_numpy(total)
+        canaries_in_round, audit_seconds = 0, 0.0
+        if self.canaries is not None:  # canary clients join the clipped sum before the noise, like real ones
+            ta = time.perf_counter()
+            canary_sum, canaries_in_round = self.canaries.round_sum(round_idx, clip)
+            total_t = total_t + canary_sum
+            audit_seconds += time.perf_counter() - ta
+        noise_multiplier = 0.0 if self.test_fault == "drop_server_noise" else self.delta_multiplier
+        avg, diag = dp_fedavg_aggregate(total_t, noise_multiplier=noise_multiplier, clip=clip,
                                         expected_cohort=s.clients_per_round,
                                         generator=torch_generator(self.cfg.run.seed, SERVER_NOISE, round_idx))
         noised_fraction = math.nan
@@ -171,6 +198,11 @@ class ServerActor:
         n = np.array([r.examples for r in reports], dtype=float)
         losses = np.array([r.train_loss for r in reports], dtype=float)
         ok = np.isfinite(losses)
+        audit = dict.fromkeys(AUDIT_COLUMNS, math.nan)
+        if last:
+            ta = time.perf_counter()
+            audit = self.audit()
+            audit_seconds += time.perf_counter() - ta
         return {
             "round": self.round,
             "test_accuracy": acc,
@@ -196,8 +228,43 @@ class ServerActor:
             "update_norm": float(avg.norm()),
             "server_noise_std": diag.std,
             "server_snr": diag.snr,
+            "canaries_in_round": canaries_in_round,
+            **audit,
+            "audit_seconds": audit_seconds,
             "seconds": time.perf_counter() - t0,
         }
+
+    # --- empirical audit ------------------------------------------------------------------
+    def audit(self) -> dict:
+        """Audit columns for the current (final) model; NaN where that audit is off.
+
+        ``eps_audit_lower``: the one-run canary audit's lower bound on the client-level epsilon at
+        ``audit.confidence`` (Steinke, Nasr, Jagielski 2023), scoring canary j by <u_j, w_T - w_0>.
+        ``mia_auc``: the loss-threshold attack's AUC, training records against test records;
+        ``mia_auc_bound``: the largest AUC the reported guarantees allow (NaN if none applies).
+        """
+        out = dict.fromkeys(AUDIT_COLUMNS, math.nan)
+        if self.canaries is not None:
+            scores = self.canaries.scores(self.weights - self.initial_weights)
+            result = one_run_audit(scores, self.canaries.included, delta=self.delta_client,
+                                   confidence=self.cfg.audit.confidence)
+            out.update(eps_audit_lower=result.eps_lower, audit_guesses=result.guesses,
+                       audit_correct=result.correct)
+        if self.members is not None:
+            out["mia_auc"] = loss_threshold_auc(self._losses(*self.members), self._losses(*self.nonmembers))
+            out["mia_auc_bound"] = membership_auc_bound(
+                eps_record=float(self.eps_record.max()) if self.cfg.client.dp else math.inf,
+                delta_record=self.delta_record, eps_client=self.eps_client(), delta_client=self.delta_client)
+        return out
+
+    @torch.no_grad()
+    def _losses(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> np.ndarray:
+        """Per-record cross-entropy of the current global model."""
+        load_flat_(self.params, self.weights)
+        self.model.eval()
+        return torch.cat([torch.nn.functional.cross_entropy(self.model(x[i:i + batch_size]), y[i:i + batch_size],
+                                                            reduction="none")
+                          for i in range(0, len(y), batch_size)]).numpy()
 
     @torch.no_grad()
     def evaluate(self, batch_size: int = 1000) -> tuple[float, float]:

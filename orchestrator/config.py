@@ -215,6 +215,22 @@ def check_adaptive_noise(noise_multiplier: float, count_noise_std: float) -> Non
 
 
 @dataclass(frozen=True)
+class AuditConfig:
+    canaries: int | None = None  # one-run audit canary clients, each in w.p. 1/2; None: up to 1000 if client DP is on
+    confidence: float = 0.95  # confidence of eps_audit_lower
+    membership: bool = True  # loss-threshold membership-inference AUC on the final model
+    membership_records: int = 500  # members drawn from the training records; as many test records as non-members
+
+    def __post_init__(self) -> None:
+        if self.canaries is not None:
+            _check_int("audit.canaries", self.canaries, 0)
+        conf = _finite("audit.confidence", self.confidence)
+        _check(0.5 <= conf < 1, "audit.confidence", self.confidence, "must be in [0.5, 1)")
+        _check(isinstance(self.membership, bool), "audit.membership", self.membership, "must be true or false")
+        _check_int("audit.membership_records", self.membership_records, 1)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     seed: int = 0  # seeds every random draw (partition, sampling, noise, init)
     name: str = "run"  # label carried into result tables
@@ -232,11 +248,15 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     client: ClientConfig = field(default_factory=ClientConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self) -> None:
         _check(self.server.clients_per_round <= self.data.num_clients, "server.clients_per_round",
                self.server.clients_per_round, f"must be <= data.num_clients ({self.data.num_clients})")
+        if self.audit.canaries:
+            _check(self.server.clipping, "audit.canaries", self.audit.canaries,
+                   "canary updates have the clip's norm: needs server.clip > 0 or server.adaptive_clip = true")
 
     def flat(self) -> dict[str, Any]:
         """The whole config as one flat dict, ``{"section.key": value}``."""
@@ -250,7 +270,7 @@ class ExperimentConfig:
 
 SECTIONS = {f.name: f.type for f in fields(ExperimentConfig)}
 _SECTION_CLASSES = {"data": DataConfig, "model": ModelConfig, "client": ClientConfig,
-                    "server": ServerConfig, "run": RunConfig}
+                    "server": ServerConfig, "audit": AuditConfig, "run": RunConfig}
 
 
 def _nested(cfg: ExperimentConfig) -> dict[str, dict[str, Any]]:

@@ -56,3 +56,76 @@ def test_each_level_reports_with_its_configured_accountant(adaptive_table):
     assert last["eps_record_max"] < worst_rdp  # a different number: the accountant really changed
     assert last["eps_client"] < epsilon([(0.5, 1.0, 4)], delta=last["delta_client"], accountant="rdp")
     assert math.isfinite(last["test_accuracy"])
+
+
+# The audit pair: one claimed guarantee (z = 5, q = 1, T = 3, delta = 1e-6: eps_client 1.62 by RDP), run once
+# as built and once with the server's noise removed while the ledger still books z.
+AUDITED = ["data.dataset=digits", "data.num_clients=4", "server.clients_per_round=4", "server.rounds=3",
+           "client.num_actors=2", "client.num_cpus=0.5", "client.lr=0.5", "client.dp=false",
+           "server.clip=1.0", "server.noise_multiplier=5.0", "server.delta=1e-6", "audit.canaries=1000"]
+
+
+@pytest.fixture(scope="module")
+def audited_run(ray_local):
+    """A correct run, stepped by hand so that the audit can also be asked for mid-run."""
+    from orchestrator.federation import Federation, rounds_frame
+    from orchestrator.resolve import resolve_config
+
+    plan = resolve_config(load_config(overrides=AUDITED))
+    fed = Federation(plan).start()
+    try:
+        rows = [fed.step(0)]
+        mid_run = fed.audit()
+        rows += [fed.step(r) for r in (1, 2)]
+    finally:
+        fed.close()
+    return rounds_frame(rows, plan.config), mid_run
+
+
+@pytest.fixture(scope="module")
+def broken_run(ray_local):
+    return run_federated(load_config(overrides=AUDITED), progress=None, test_fault="drop_server_noise")
+
+
+def test_audit_lower_bound_stays_below_the_claimed_epsilon_on_a_correct_run(audited_run):
+    df, _ = audited_run
+    last = df.iloc[-1]
+
+    assert last["eps_client"] == pytest.approx(epsilon([(5.0, 1.0, 3)], delta=1e-6))  # canaries change no booking
+    assert last["audit_guesses"] > 0
+    assert 0 <= last["eps_audit_lower"] <= last["eps_client"]
+
+
+def test_audit_catches_a_mechanism_that_drops_its_noise(audited_run, broken_run):
+    claimed = audited_run[0].iloc[-1]["eps_client"]
+    last = broken_run.iloc[-1]
+
+    assert last["eps_client"] == claimed  # the broken run claims the same guarantee ...
+    assert (broken_run["server_noise_std"] == 0).all()
+    assert last["eps_audit_lower"] > claimed  # ... and the audit proves, at 95 %, that it does not hold
+    assert last["audit_correct"] == last["audit_guesses"]
+
+
+def test_canaries_join_every_round_at_the_clients_rate(audited_run):
+    df, _ = audited_run
+
+    # q = 1: every included canary takes part in every round, about half of the 1000
+    assert df["canaries_in_round"].nunique() == 1
+    assert 400 < df["canaries_in_round"].iloc[0] < 600
+
+
+def test_audit_columns_are_filled_for_the_final_model_only(audited_run):
+    df, mid_run = audited_run
+
+    for col in ("eps_audit_lower", "audit_guesses", "mia_auc", "mia_auc_bound"):
+        assert df[col].iloc[:-1].isna().all(), col
+        assert np.isfinite(df[col].iloc[-1]), col
+    assert all(np.isfinite(v) for v in mid_run.values())  # asked for mid-run (a run stopped early)
+
+
+def test_membership_auc_stays_under_the_bound_of_the_claimed_guarantee(audited_run):
+    last = audited_run[0].iloc[-1]
+
+    assert 0 <= last["mia_auc"] <= 1
+    assert 0.5 <= last["mia_auc_bound"] < 1  # client-level z = 5 read for one record: a real bound
+    assert last["mia_auc"] <= last["mia_auc_bound"]
