@@ -24,11 +24,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from orchestrator.seeding import AUDIT, numpy_rng, torch_generator
+from orchestrator.seeding import AUDIT, numpy_rng
 
 # sub-streams of the AUDIT purpose
 _INCLUSION, _DIRECTION, _SAMPLING = 0, 1, 2
-SUPPORT = 4096  # coordinates drawn (with replacement) for each canary direction
+SUPPORT = 4096  # coordinates of each canary direction (all of them for smaller models)
 
 
 def default_canary_count(*, noise_multiplier: float, sample_rate: float, num_params: int, clipping: bool,
@@ -59,20 +59,17 @@ class Canaries:
         self._directions: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def direction(self, j: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """u_j as (coordinates, values) with distinct coordinates and unit L2 norm; a function of (seed, j).
-        Gaussian values on ``min(SUPPORT, dim)`` coordinates drawn uniformly with replacement, duplicates summed."""
+        """u_j as (coordinates, values) with distinct coordinates and unit L2 norm; a function of (seed, j):
+        Gaussian values on ``min(SUPPORT, dim)`` coordinates drawn uniformly without replacement."""
         if j not in self._directions:
             self._directions[j] = self._draw_direction(j)
         return self._directions[j]
 
     def _draw_direction(self, j: int) -> tuple[torch.Tensor, torch.Tensor]:
-        gen = torch_generator(self.seed, AUDIT, _DIRECTION, j)
-        k = min(SUPPORT, self.dim)
-        idx = torch.randint(self.dim, (k,), generator=gen)
-        vals = torch.randn(k, generator=gen)
-        coords, inverse = torch.unique(idx, return_inverse=True)
-        summed = torch.zeros(len(coords)).index_add_(0, inverse, vals)
-        return coords, summed / torch.linalg.vector_norm(summed)
+        rng = numpy_rng(self.seed, AUDIT, _DIRECTION, j)
+        coords = rng.choice(self.dim, size=min(SUPPORT, self.dim), replace=False, shuffle=False)
+        vals = rng.standard_normal(len(coords))
+        return torch.from_numpy(coords.astype(np.int64)), torch.from_numpy(vals / np.linalg.norm(vals)).float()
 
     def dense_direction(self, j: int) -> torch.Tensor:
         coords, vals = self.direction(j)
@@ -98,12 +95,9 @@ class Canaries:
         change = total_change.detach().to("cpu", torch.float32).reshape(-1)
         if change.numel() != self.dim:
             raise ValueError(f"model change has {change.numel()} values, canaries {self.dim}")
-        out = torch.zeros(self.count, dtype=torch.float64)
-        for start in range(0, self.count, 256):  # batched: one gather and one segment sum per block
-            block = range(start, min(start + 256, self.count))
-            parts = [self.direction(j) for j in block]
-            coords = torch.cat([c for c, _ in parts])
-            vals = torch.cat([v for _, v in parts]).double()
-            owner = torch.repeat_interleave(torch.tensor(list(block)), torch.tensor([len(c) for c, _ in parts]))
-            out.index_add_(0, owner, vals * change[coords].double())
-        return out.numpy()
+        out = np.empty(self.count)
+        for start in range(0, self.count, 256):  # blocks of directions: one gather, one row sum
+            block = [self.direction(j) for j in range(start, min(start + 256, self.count))]
+            coords, vals = torch.stack([c for c, _ in block]), torch.stack([v for _, v in block])
+            out[start:start + len(block)] = (vals.double() * change[coords].double()).sum(1).numpy()
+        return out
