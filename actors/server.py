@@ -26,7 +26,7 @@ from actors.data import load_from_config
 from actors.models import build_model
 from actors.local_training import load_flat_
 from orchestrator.accounting import Ledger
-from orchestrator.audit import one_run_audit
+from orchestrator.audit import audit_delta, one_run_audit
 from orchestrator.canaries import Canaries
 from orchestrator.clipping import adaptive_clip_update
 from orchestrator.config import ExperimentConfig
@@ -39,7 +39,8 @@ FEDERATION = -1  # the client-level ledger's one party: the federation as a whol
 
 # Deliberate privacy bugs a test may switch on to prove the audit catches them; never set in real runs.
 TEST_FAULTS = ("", "drop_server_noise")
-AUDIT_COLUMNS = ("eps_audit_lower", "audit_guesses", "audit_correct", "mia_auc", "mia_auc_bound")
+AUDIT_COLUMNS = ("eps_audit_lower", "eps_client_at_audit_delta", "audit_delta", "audit_guesses", "audit_correct",
+                 "mia_auc", "mia_auc_bound")
 
 
 @dataclass(frozen=True)
@@ -239,17 +240,22 @@ class ServerActor:
         """Audit columns for the current (final) model; NaN where that audit is off.
 
         ``eps_audit_lower``: the one-run canary audit's lower bound on the client-level epsilon at
-        ``audit.confidence`` (Steinke, Nasr, Jagielski 2023), scoring canary j by <u_j, w_T - w_0>.
+        ``audit.confidence`` (Steinke, Nasr, Jagielski 2023), scoring canary j by <u_j, w_T - w_0>, at
+        ``audit_delta`` (<= delta_client, see :func:`orchestrator.audit.audit_delta`); the claim it
+        checks is ``eps_client_at_audit_delta``, the client-level ledger read at that delta.
         ``mia_auc``: the loss-threshold attack's AUC, training records against test records;
         ``mia_auc_bound``: the largest AUC the reported guarantees allow (NaN if none applies).
         """
         out = dict.fromkeys(AUDIT_COLUMNS, math.nan)
         if self.canaries is not None:
+            conf = self.cfg.audit.confidence
+            delta = audit_delta(canaries=self.canaries.count, delta=self.delta_client, confidence=conf)
             scores = self.canaries.scores(self.weights - self.initial_weights)
-            result = one_run_audit(scores, self.canaries.included, delta=self.delta_client,
-                                   confidence=self.cfg.audit.confidence)
-            out.update(eps_audit_lower=result.eps_lower, audit_guesses=result.guesses,
-                       audit_correct=result.correct)
+            result = one_run_audit(scores, self.canaries.included, delta=delta, confidence=conf)
+            claimed = (self.client_level.epsilon(FEDERATION, delta=delta) if self.cfg.server.noise_multiplier > 0
+                       else math.inf)
+            out.update(eps_audit_lower=result.eps_lower, eps_client_at_audit_delta=claimed, audit_delta=delta,
+                       audit_guesses=result.guesses, audit_correct=result.correct)
         if self.members is not None:
             out["mia_auc"] = loss_threshold_auc(self._losses(*self.members), self._losses(*self.nonmembers))
             out["mia_auc_bound"] = membership_auc_bound(

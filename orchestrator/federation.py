@@ -99,8 +99,9 @@ def format_audit(row: dict) -> str:
     """One line on the final model's audit: what the claims allow beside what was measured."""
     parts = []
     if math.isfinite(row.get("eps_audit_lower", math.nan)):
-        parts.append(f"eps_audit_lower {row['eps_audit_lower']:.3g} (claimed eps_client {row['eps_client']:.3g}; "
-                     f"{row['audit_correct']:.0f}/{row['audit_guesses']:.0f} canary guesses right)")
+        parts.append(f"eps_audit_lower {row['eps_audit_lower']:.3g} vs claimed {row['eps_client_at_audit_delta']:.3g} "
+                     f"at delta {row['audit_delta']:.2g} ({row['audit_correct']:.0f}/{row['audit_guesses']:.0f} "
+                     f"canary guesses right)")
     if math.isfinite(row.get("mia_auc", math.nan)):
         parts.append(f"membership AUC {row['mia_auc']:.3f} (bound {row['mia_auc_bound']:.3f})")
     return "audit: " + "; ".join(parts) if parts else ""

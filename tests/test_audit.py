@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from orchestrator.audit import GUESS_FRACTIONS, epsilon_lower_bound, one_run_audit, p_value
+from orchestrator.audit import GUESS_FRACTIONS, audit_delta, epsilon_lower_bound, one_run_audit, p_value
 
 
 def test_paper_worked_example_1000_canaries_100_correct_guesses():
@@ -82,6 +82,7 @@ def test_one_run_audit_of_scores_that_ignore_the_bits_is_near_zero():
     result = one_run_audit(rng.standard_normal(1000), included, delta=1e-6)
 
     assert result.eps_lower < 0.2
+    assert result.guesses > 0  # the guesses behind the figure are reported even when it is 0
 
 
 def test_audit_input_errors():
@@ -90,3 +91,14 @@ def test_audit_input_errors():
     with pytest.raises(ValueError, match="scores"):
         one_run_audit([0.1, 0.2], [True], delta=1e-5)
     assert one_run_audit([], [], delta=1e-5).eps_lower == 0.0
+
+
+def test_audit_delta_keeps_the_delta_term_within_a_tenth_of_the_level():
+    assert audit_delta(canaries=1000, delta=1e-7, confidence=0.95) == 1e-7  # already small: the claim's own
+    small = audit_delta(canaries=1000, delta=1 / 100 ** 1.1, confidence=0.95)  # N = 100 clients: 6.3e-3
+
+    assert small == pytest.approx(0.05 / 20_000)
+    assert 2 * 1000 * small == pytest.approx(0.1 * 0.05)  # the delta term takes a tenth of the 5 %
+    # at the claim's own delta nothing could be rejected; at the audit delta, 100 right guesses are evidence
+    assert epsilon_lower_bound(canaries=1000, guesses=100, correct=100, delta=1 / 100 ** 1.1) == 0.0
+    assert epsilon_lower_bound(canaries=1000, guesses=100, correct=100, delta=small) > 3.0

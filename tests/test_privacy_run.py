@@ -92,15 +92,17 @@ def test_audit_lower_bound_stays_below_the_claimed_epsilon_on_a_correct_run(audi
     last = df.iloc[-1]
 
     assert last["eps_client"] == pytest.approx(epsilon([(5.0, 1.0, 3)], delta=1e-6))  # canaries change no booking
+    assert last["audit_delta"] == 1e-6  # small enough already: audited at the claim's own delta
+    assert last["eps_client_at_audit_delta"] == last["eps_client"]
     assert last["audit_guesses"] > 0
-    assert 0 <= last["eps_audit_lower"] <= last["eps_client"]
+    assert 0 <= last["eps_audit_lower"] <= last["eps_client_at_audit_delta"]
 
 
 def test_audit_catches_a_mechanism_that_drops_its_noise(audited_run, broken_run):
-    claimed = audited_run[0].iloc[-1]["eps_client"]
+    claimed = audited_run[0].iloc[-1]["eps_client_at_audit_delta"]
     last = broken_run.iloc[-1]
 
-    assert last["eps_client"] == claimed  # the broken run claims the same guarantee ...
+    assert last["eps_client_at_audit_delta"] == claimed  # the broken run claims the same guarantee ...
     assert (broken_run["server_noise_std"] == 0).all()
     assert last["eps_audit_lower"] > claimed  # ... and the audit proves, at 95 %, that it does not hold
     assert last["audit_correct"] == last["audit_guesses"]
