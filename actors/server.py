@@ -10,6 +10,10 @@ With adaptive clipping (Andrew et al. 2021) the clip S_t changes every round: th
 clients also report 1[||Delta_k|| <= S_t], the server releases their noised share and
 moves S_t toward the target quantile; the deltas then get the multiplier sigma_Delta
 that composes with the count's to the booked z.
+
+For the empirical audit, canary clients (``orchestrator.canaries``) join the clipped
+sum before the noise, never a ledger; after the last round the server scores them and
+runs a membership-inference test on the final model (``audit``).
 """
 
 from __future__ import annotations
