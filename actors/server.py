@@ -5,6 +5,15 @@ object store once, let each client actor train its sampled clients and return th
 sum of their clipped deltas, add N(0, (z S)^2) to the total, divide by the expected
 cohort m (fixed denominator), apply with the server learning rate, evaluate, step
 both ledgers, and return one metrics row.
+
+With adaptive clipping (Andrew et al. 2021) the clip S_t changes every round: the
+clients also report 1[||Delta_k|| <= S_t], the server releases their noised share and
+moves S_t toward the target quantile; the deltas then get the multiplier sigma_Delta
+that composes with the count's to the booked z.
+
+For the empirical audit, canary clients (``orchestrator.canaries``) join the clipped
+sum before the noise, never a ledger; after the last round the server scores them and
+runs a membership-inference test on the final model (``audit``).
 """
 
 from __future__ import annotations
@@ -21,11 +30,21 @@ from actors.data import load_from_config
 from actors.models import build_model
 from actors.local_training import load_flat_
 from orchestrator.accounting import Ledger
+from orchestrator.audit import audit_delta, one_run_audit
+from orchestrator.canaries import Canaries
+from orchestrator.clipping import adaptive_clip_update
 from orchestrator.config import ExperimentConfig
-from orchestrator.mechanisms import broadcast_noise, dp_fedavg_aggregate
-from orchestrator.seeding import BROADCAST, COHORT, SERVER_NOISE, numpy_rng, torch_generator
+from orchestrator.mechanisms import (adaptive_clipping_delta_multiplier, broadcast_noise, dp_fedavg_aggregate,
+                                     noised_unclipped_fraction)
+from orchestrator.membership import loss_threshold_auc, membership_auc_bound, membership_sample
+from orchestrator.seeding import BROADCAST, CLIP_NOISE, COHORT, SERVER_NOISE, numpy_rng, torch_generator
 
 FEDERATION = -1  # the client-level ledger's one party: the federation as a whole
+
+# Deliberate privacy bugs a test may switch on to prove the audit catches them; never set in real runs.
+TEST_FAULTS = ("", "drop_server_noise")
+AUDIT_COLUMNS = ("eps_audit_lower", "eps_client_at_audit_delta", "audit_delta", "audit_guesses", "audit_correct",
+                 "mia_auc", "mia_auc_bound")
 
 
 @dataclass(frozen=True)
@@ -50,14 +69,26 @@ class ServerActor:
     """Holds the global model, the client actor handles and both ledgers. Wrap with ``ray.remote``."""
 
     def __init__(self, cfg: ExperimentConfig, clients: list, plan: ClientPlan, weights: np.ndarray, *,
-                 delta_record: float, delta_client: float, num_threads: int = 1):
+                 delta_record: float, delta_client: float, num_threads: int = 1, test_fault: str = ""):
         torch.set_num_threads(max(1, int(num_threads)))
+        if test_fault not in TEST_FAULTS:
+            raise ValueError(f"test_fault = {test_fault!r}: must be one of {TEST_FAULTS}")
         self.cfg, self.clients, self.plan = cfg, clients, plan
         self.delta_record, self.delta_client = delta_record, delta_client
+        self.test_fault = test_fault
         self.num_clients = len(plan.actor)
         self.weights = torch.tensor(weights, dtype=torch.float32)
+        self.initial_weights = self.weights.clone()  # w_0, for the canary scores <u_j, w_T - w_0>
         data = load_from_config(cfg.data)
         self.x_test, self.y_test = data.tensors("test")
+        a = cfg.audit
+        self.canaries = (Canaries(a.canaries, self.weights.numel(), seed=cfg.run.seed,
+                                  sample_rate=cfg.server.clients_per_round / self.num_clients)
+                         if a.canaries else None)
+        self.members = self.nonmembers = None
+        if a.membership:
+            mem, non = membership_sample(len(data.y_train), len(data.y_test), a.membership_records, seed=cfg.run.seed)
+            self.members, self.nonmembers = data.tensors("train", mem), data.tensors("test", non)
         c, h, _ = data.shape
         self.model = build_model(cfg.model.name, in_channels=c, num_classes=data.num_classes, image_size=h,
                                  seed=cfg.run.seed)
@@ -67,6 +98,13 @@ class ServerActor:
         self.eps_record = np.zeros(self.num_clients)  # cache: only participants' epsilons change
         self.resync: set[int] = set()  # actors restarted since their last round: re-send their histories
         self.round = 0
+        s = cfg.server
+        self.clip = s.initial_clip if s.adaptive_clip else s.clip  # S_t, the clip of the coming round
+        # z is what the ledger books; with adaptive clipping the deltas get sigma_Delta > z and the
+        # clip-bit count 2 sigma_b, which compose back to z (Andrew et al. 2021)
+        self.delta_multiplier = (adaptive_clipping_delta_multiplier(noise_multiplier=s.noise_multiplier,
+                                                                    count_noise_std=s.count_noise_std)
+                                 if s.adaptive_clip else s.noise_multiplier)
 
     # --- privacy --------------------------------------------------------------------------
     @property
@@ -123,7 +161,8 @@ class ServerActor:
         for a in sorted(self.resync & set(by_actor)):  # a restarted actor gets its clients' histories back first
             if not self._resync(a):
                 failures += [f"client {k}: actor {a} did not come back" for k in by_actor.pop(a)]
-        futures = {a: self.clients[a].train.remote(weights_ref, ids, round_idx, s.clip) for a, ids in by_actor.items()}
+        clip = self.clip
+        futures = {a: self.clients[a].train.remote(weights_ref, ids, round_idx, clip) for a, ids in by_actor.items()}
         ready, _ = ray.wait(list(futures.values()), num_returns=len(futures), timeout=s.round_timeout or None)
         ready = set(ready)
         total = np.zeros(self.weights.shape, dtype=np.float32)
@@ -137,9 +176,24 @@ class ServerActor:
             if update.succeeded:
                 total += update.delta_sum
             reports += update.succeeded
-        avg, diag = dp_fedavg_aggregate(torch.from_numpy(total), noise_multiplier=s.noise_multiplier, clip=s.clip,
+        total_t = torch.from_numpy(total)
+        canaries_in_round, audit_seconds = 0, 0.0
+        if self.canaries is not None:  # canary clients join the clipped sum before the noise, like real ones
+            ta = time.perf_counter()
+            canary_sum, canaries_in_round = self.canaries.round_sum(round_idx, clip)
+            total_t = total_t + canary_sum
+            audit_seconds += time.perf_counter() - ta
+        noise_multiplier = 0.0 if self.test_fault == "drop_server_noise" else self.delta_multiplier
+        avg, diag = dp_fedavg_aggregate(total_t, noise_multiplier=noise_multiplier, clip=clip,
                                         expected_cohort=s.clients_per_round,
                                         generator=torch_generator(self.cfg.run.seed, SERVER_NOISE, round_idx))
+        noised_fraction = math.nan
+        if s.adaptive_clip:
+            noised_fraction = noised_unclipped_fraction(
+                sum(r.unclipped for r in reports), len(reports), expected_cohort=s.clients_per_round,
+                std=s.count_noise_std, generator=torch_generator(self.cfg.run.seed, CLIP_NOISE, round_idx))
+            self.clip = adaptive_clip_update(clip, noised_fraction, target_quantile=s.target_quantile,
+                                             learning_rate=s.clip_lr)
         self.weights = self.weights + s.lr * avg
         self.weights = broadcast_noise(self.weights, std=s.broadcast_noise,
                                        generator=torch_generator(self.cfg.run.seed, BROADCAST, round_idx))
@@ -152,6 +206,11 @@ class ServerActor:
         n = np.array([r.examples for r in reports], dtype=float)
         losses = np.array([r.train_loss for r in reports], dtype=float)
         ok = np.isfinite(losses)
+        audit = dict.fromkeys(AUDIT_COLUMNS, math.nan)
+        if last:
+            ta = time.perf_counter()
+            audit = self.audit()
+            audit_seconds += time.perf_counter() - ta
         return {
             "round": self.round,
             "test_accuracy": acc,
@@ -168,12 +227,18 @@ class ServerActor:
             "noise_multiplier_local": self.cfg.client.noise_multiplier if self.cfg.client.dp else 0.0,
             "max_grad_norm_local": self.cfg.client.max_grad_norm if self.cfg.client.dp else math.inf,
             "noise_multiplier_server": s.noise_multiplier,
-            "clip_server": s.clip if s.clip > 0 else math.inf,
+            "noise_multiplier_delta": self.delta_multiplier,
+            "clip_server": clip if clip > 0 else math.inf,
+            "clip_count_std": s.count_noise_std if s.adaptive_clip else 0.0,
             "unclipped_fraction": float(np.mean([r.unclipped for r in reports])) if reports else math.nan,
+            "unclipped_fraction_noised": noised_fraction,
             "delta_norm_median": float(np.median([r.delta_norm for r in reports])) if reports else math.nan,
             "update_norm": float(avg.norm()),
             "server_noise_std": diag.std,
             "server_snr": diag.snr,
+            "canaries_in_round": canaries_in_round,
+            **audit,
+            "audit_seconds": audit_seconds,
             "seconds": time.perf_counter() - t0,
         }
 
@@ -222,6 +287,43 @@ class ServerActor:
             return None, f"actor {a} sent a non-finite update"
         return update, ""
 
+    # --- empirical audit ------------------------------------------------------------------
+    def audit(self) -> dict:
+        """Audit columns for the current (final) model; NaN where that audit is off.
+
+        ``eps_audit_lower``: the one-run canary audit's lower bound on the client-level epsilon at
+        ``audit.confidence`` (Steinke, Nasr, Jagielski 2023), scoring canary j by <u_j, w_T - w_0>, at
+        ``audit_delta`` (<= delta_client, see :func:`orchestrator.audit.audit_delta`); the claim it
+        checks is ``eps_client_at_audit_delta``, the client-level ledger read at that delta.
+        ``mia_auc``: the loss-threshold attack's AUC, training records against test records;
+        ``mia_auc_bound``: the largest AUC the reported guarantees allow (NaN if none applies).
+        """
+        out = dict.fromkeys(AUDIT_COLUMNS, math.nan)
+        if self.canaries is not None:
+            conf = self.cfg.audit.confidence
+            delta = audit_delta(canaries=self.canaries.count, delta=self.delta_client, confidence=conf)
+            scores = self.canaries.scores(self.weights - self.initial_weights)
+            result = one_run_audit(scores, self.canaries.included, delta=delta, confidence=conf)
+            claimed = (self.client_level.epsilon(FEDERATION, delta=delta) if self.cfg.server.noise_multiplier > 0
+                       else math.inf)
+            out.update(eps_audit_lower=result.eps_lower, eps_client_at_audit_delta=claimed, audit_delta=delta,
+                       audit_guesses=result.guesses, audit_correct=result.correct)
+        if self.members is not None:
+            out["mia_auc"] = loss_threshold_auc(self._losses(*self.members), self._losses(*self.nonmembers))
+            out["mia_auc_bound"] = membership_auc_bound(
+                eps_record=float(self.eps_record.max()) if self.cfg.client.dp else math.inf,
+                delta_record=self.delta_record, eps_client=self.eps_client(), delta_client=self.delta_client)
+        return out
+
+    @torch.no_grad()
+    def _losses(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> np.ndarray:
+        """Per-record cross-entropy of the current global model."""
+        load_flat_(self.params, self.weights)
+        self.model.eval()
+        return torch.cat([torch.nn.functional.cross_entropy(self.model(x[i:i + batch_size]), y[i:i + batch_size],
+                                                            reduction="none")
+                          for i in range(0, len(y), batch_size)]).numpy()
+
     @torch.no_grad()
     def evaluate(self, batch_size: int = 1000) -> tuple[float, float]:
         load_flat_(self.params, self.weights)
@@ -241,12 +343,13 @@ class ServerActor:
     def state_dict(self) -> dict:
         """Everything a resumed run needs, as tensors and plain containers (``torch.load(weights_only=True)``).
         No RNG state is needed: every stream is derived from (seed, round)."""
-        return {"round": self.round, "weights": self.weights.clone(),
+        return {"round": self.round, "weights": self.weights.clone(), "clip": float(self.clip),
                 "record": self.record.state_dict(), "client_level": self.client_level.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.round = int(state["round"])
         self.weights = state["weights"].clone().float()
+        self.clip = float(state["clip"])  # S_t: adaptive clipping continues where it stopped
         self.record = Ledger.from_state_dict(state["record"])
         self.client_level = Ledger.from_state_dict(state["client_level"])
         self.eps_record = np.zeros(self.num_clients)

@@ -161,6 +161,16 @@ class ServerConfig:
     broadcast_noise: float = 0.0  # std added to the broadcast model: post-processing, NO privacy gain
     num_cpus: float = 0.0  # Ray CPUs for the server actor (it mostly waits)
     round_timeout: float = 0.0  # seconds before a client actor counts as failed; 0 = wait forever
+    adaptive_clip: bool = False  # set S each round from a noised quantile estimate (Andrew et al. 2021)
+    target_quantile: float = 0.5  # gamma: share of client deltas meant to fall under the clip
+    clip_lr: float = 0.2  # eta: geometric step of the clip update, S <- S exp(-eta (b - gamma))
+    initial_clip: float = 0.1  # S_0 for adaptive clipping (server.clip stays 0 then)
+    clip_count_std: float | None = None  # sigma_b: noise std on the clip-bit count; default m / 20
+
+    @property
+    def count_noise_std(self) -> float:
+        """sigma_b in use: the configured value or Andrew et al.'s default m / 20."""
+        return self.clip_count_std if self.clip_count_std is not None else self.clients_per_round / 20
 
     def __post_init__(self) -> None:
         _check_int("server.rounds", self.rounds, 1)
@@ -178,9 +188,53 @@ class ServerConfig:
         _check(_finite("server.num_cpus", self.num_cpus) >= 0, "server.num_cpus", self.num_cpus, "must be >= 0")
         _check(_finite("server.round_timeout", self.round_timeout) >= 0,
                "server.round_timeout", self.round_timeout, "must be >= 0 (0 = no timeout)")
-        if self.noise_multiplier > 0 or self.target_epsilon is not None:
+        _check(isinstance(self.adaptive_clip, bool), "server.adaptive_clip", self.adaptive_clip,
+               "must be true or false")
+        tq = _finite("server.target_quantile", self.target_quantile)
+        _check(0 < tq < 1, "server.target_quantile", self.target_quantile, "must be in (0, 1)")
+        _check(_finite("server.clip_lr", self.clip_lr) > 0, "server.clip_lr", self.clip_lr, "must be > 0")
+        _check(_finite("server.initial_clip", self.initial_clip) > 0, "server.initial_clip", self.initial_clip,
+               "must be > 0")
+        _check_optional_positive("server.clip_count_std", self.clip_count_std)
+        if self.adaptive_clip:
+            _check(self.clip == 0, "server.clip", self.clip,
+                   "must stay 0 with server.adaptive_clip = true: the clip starts at server.initial_clip and "
+                   "adapts every round")
+            check_adaptive_noise(self.noise_multiplier, self.count_noise_std)
+        elif self.noise_multiplier > 0 or self.target_epsilon is not None:
             _check(self.clip > 0, "server.clip", self.clip,
-                   "must be > 0 when server noise is on: noise is calibrated to the clip (sensitivity)")
+                   "must be > 0 when server noise is on: noise is calibrated to the clip (sensitivity); "
+                   "or set server.adaptive_clip = true")
+
+    @property
+    def clipping(self) -> bool:
+        """Whether client deltas are clipped at all (fixed S > 0, or adaptive)."""
+        return self.adaptive_clip or self.clip > 0
+
+
+def check_adaptive_noise(noise_multiplier: float, count_noise_std: float) -> None:
+    """Adaptive clipping splits the requested multiplier z between the deltas and the clip-bit count;
+    that is possible only for z < 2 sigma_b (see ``adaptive_clipping_delta_multiplier``)."""
+    _check(noise_multiplier < 2 * count_noise_std, "server.clip_count_std", count_noise_std,
+           f"adaptive clipping needs server.noise_multiplier z = {noise_multiplier:.4g} < 2 * clip_count_std; "
+           f"raise server.clip_count_std above {noise_multiplier / 2:.4g} (noisier clip estimate) or lower z "
+           f"(raise server.target_epsilon)")
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    canaries: int | None = None  # one-run audit canary clients, each in w.p. 1/2; None: up to 1000 if client DP is on
+    confidence: float = 0.95  # confidence of eps_audit_lower
+    membership: bool = True  # loss-threshold membership-inference AUC on the final model
+    membership_records: int = 500  # members drawn from the training records; as many test records as non-members
+
+    def __post_init__(self) -> None:
+        if self.canaries is not None:
+            _check_int("audit.canaries", self.canaries, 0)
+        conf = _finite("audit.confidence", self.confidence)
+        _check(0.5 <= conf < 1, "audit.confidence", self.confidence, "must be in [0.5, 1)")
+        _check(isinstance(self.membership, bool), "audit.membership", self.membership, "must be true or false")
+        _check_int("audit.membership_records", self.membership_records, 1)
 
 
 @dataclass(frozen=True)
@@ -203,11 +257,15 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     client: ClientConfig = field(default_factory=ClientConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self) -> None:
         _check(self.server.clients_per_round <= self.data.num_clients, "server.clients_per_round",
                self.server.clients_per_round, f"must be <= data.num_clients ({self.data.num_clients})")
+        if self.audit.canaries:
+            _check(self.server.clipping, "audit.canaries", self.audit.canaries,
+                   "canary updates have the clip's norm: needs server.clip > 0 or server.adaptive_clip = true")
 
     def flat(self) -> dict[str, Any]:
         """The whole config as one flat dict, ``{"section.key": value}``."""
@@ -221,7 +279,7 @@ class ExperimentConfig:
 
 SECTIONS = {f.name: f.type for f in fields(ExperimentConfig)}
 _SECTION_CLASSES = {"data": DataConfig, "model": ModelConfig, "client": ClientConfig,
-                    "server": ServerConfig, "run": RunConfig}
+                    "server": ServerConfig, "audit": AuditConfig, "run": RunConfig}
 
 
 def _nested(cfg: ExperimentConfig) -> dict[str, dict[str, Any]]:

@@ -28,9 +28,12 @@ def actor_threads(num_cpus: float) -> int:
 class Federation:
     """One federated run on the connected Ray cluster."""
 
-    def __init__(self, plan: Plan):
+    def __init__(self, plan: Plan, *, test_fault: str = ""):
+        """``test_fault`` switches on a deliberate privacy bug in the server (see ``actors.server.TEST_FAULTS``),
+        only for tests that prove the audit catches it."""
         self.plan = plan
         self.config = plan.config
+        self.test_fault = test_fault
         self.server = None
         self.clients: list = []
         self.stopped_reason = ""
@@ -49,7 +52,8 @@ class Federation:
         server_cls = ray.remote(ServerActor).options(num_cpus=cfg.server.num_cpus)
         self.server = server_cls.remote(cfg, self.clients, plan.clients, w0, delta_record=c.delta,
                                         delta_client=cfg.server.delta,
-                                        num_threads=actor_threads(max(cfg.server.num_cpus, 1)))
+                                        num_threads=actor_threads(max(cfg.server.num_cpus, 1)),
+                                        test_fault=self.test_fault)
         return self
 
     def step(self, round_idx: int) -> dict | None:
@@ -77,6 +81,13 @@ class Federation:
         ray.get([a.restore_histories.remote({k: hist[k] for k in shards if k in hist})
                  for a, shards in zip(self.clients, self.plan.actor_shards())])
 
+    def audit(self) -> dict:
+        """The audit columns for the model as it stands (the server fills them itself after its last round;
+        call this when a run stops early)."""
+        import ray
+
+        return ray.get(self.server.audit.remote())
+
     def close(self) -> None:
         import ray
 
@@ -102,16 +113,30 @@ def format_row(row: dict, total_rounds: int) -> str:
             f"(delta {row['delta_client']:.2g})  failed {row['clients_failed']}  {row['seconds']:.1f}s")
 
 
+def format_audit(row: dict) -> str:
+    """One line on the final model's audit: what the claims allow beside what was measured."""
+    parts = []
+    if math.isfinite(row.get("eps_audit_lower", math.nan)):
+        parts.append(f"eps_audit_lower {row['eps_audit_lower']:.3g} vs claimed {row['eps_client_at_audit_delta']:.3g} "
+                     f"at delta {row['audit_delta']:.2g} ({row['audit_correct']:.0f}/{row['audit_guesses']:.0f} "
+                     f"canary guesses right)")
+    if math.isfinite(row.get("mia_auc", math.nan)):
+        parts.append(f"membership AUC {row['mia_auc']:.3f} (bound {row['mia_auc_bound']:.3f})")
+    return "audit: " + "; ".join(parts) if parts else ""
+
+
 CHECKPOINT = "checkpoint.pt"
 
 
 def run_federated(cfg: ExperimentConfig, *, progress: Callable[[str], None] | None = print,
-                  plan: Plan | None = None, run_dir: Path | None = None, resume: bool = False) -> pd.DataFrame:
+                  plan: Plan | None = None, run_dir: Path | None = None, resume: bool = False,
+                  test_fault: str = "") -> pd.DataFrame:
     """Run one federated training on the connected Ray cluster (or a fresh local one) and
     return its round table. With ``run_dir``, the table and a checkpoint are written every
     ``run.checkpoint_every`` rounds; ``resume=True`` continues from that checkpoint and
     gives the same table as an uninterrupted run (every random stream is derived from
-    (seed, round), so no generator state needs saving)."""
+    (seed, round), so no generator state needs saving). ``test_fault``: tests only (see
+    :class:`Federation`)."""
     import torch
 
     from orchestrator.cluster import ensure_ray
@@ -119,7 +144,7 @@ def run_federated(cfg: ExperimentConfig, *, progress: Callable[[str], None] | No
     plan = plan or resolve_config(cfg)
     cfg = plan.config
     ensure_ray()
-    fed = Federation(plan).start()
+    fed = Federation(plan, test_fault=test_fault).start()
     rows: list[dict] = []
     start = 0
     if resume:
@@ -136,6 +161,10 @@ def run_federated(cfg: ExperimentConfig, *, progress: Callable[[str], None] | No
             if row is None:
                 if progress:
                     progress(f"stopped before round {r + 1}: {fed.stopped_reason}")
+                if rows:  # the audit belongs to the model the run ends with
+                    t_audit = time.perf_counter()
+                    rows[-1].update(fed.audit())
+                    rows[-1]["audit_seconds"] += time.perf_counter() - t_audit
                 break
             rows.append(row)
             if progress:
@@ -145,6 +174,8 @@ def run_federated(cfg: ExperimentConfig, *, progress: Callable[[str], None] | No
     finally:
         fed.close()
     if progress:
+        if rows and format_audit(rows[-1]):
+            progress(format_audit(rows[-1]))
         progress(f"{len(rows) - (start if resume else 0)} rounds in {time.perf_counter() - t0:.1f}s")
     df = rounds_frame(rows, cfg)
     if run_dir is not None:

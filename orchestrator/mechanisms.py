@@ -64,6 +64,24 @@ def noised_count(count: float, *, std: float, generator: torch.Generator) -> flo
     return float(count + torch.normal(0.0, std, size=(1,), generator=generator).item())
 
 
+def noised_unclipped_fraction(unclipped: int, cohort: int, *, expected_cohort: float, std: float,
+                              generator: torch.Generator) -> float:
+    """Private estimate of the share of clients whose delta the clip left whole:
+    b = (sum_k (b_k - 1/2) + N(0, sigma_b^2)) / m + 1/2, with b_k = 1[||Delta_k|| <= S].
+
+    Sensitivity: the bits are centred at 1/2, so adding or removing one client moves the
+    sum by 1/2 at most, and this release is a Gaussian mechanism with multiplier 2 sigma_b.
+    The denominator is the expected cohort m, fixed in advance like the deltas' (the realised
+    cohort size is not released). ``unclipped``: sum of b_k; ``cohort``: clients that reported.
+    Source: Andrew, Thakkar, McMahan, Ramaswamy 2021, "Differentially Private Learning with
+    Adaptive Clipping", NeurIPS, Section 3 and Algorithm 1.
+    """
+    if expected_cohort <= 0:
+        raise ValueError("expected_cohort must be > 0")
+    centred = noised_count(unclipped - cohort / 2, std=std, generator=generator)
+    return centred / expected_cohort + 0.5
+
+
 def adaptive_clipping_delta_multiplier(*, noise_multiplier: float, count_noise_std: float) -> float:
     """Noise multiplier left for the deltas when the clip-bit count is also released.
 

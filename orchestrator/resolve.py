@@ -16,12 +16,13 @@ from typing import Callable
 import numpy as np
 
 from actors.data import DataError, ImageData, load_from_config
-from actors.models import auto_model_name
+from actors.models import auto_model_name, build_model
 from actors.partition import Partition, PartitionError, partition
 from actors.local_training import LocalSpec
 from actors.server import ClientPlan
 from actors.client import local_spec
 from orchestrator.accounting import Event, calibrate_noise_multiplier, epsilon
+from orchestrator.canaries import default_canary_count
 from orchestrator.config import ConfigError, ExperimentConfig
 
 
@@ -76,6 +77,12 @@ def _calibrate(key: str, target: float, delta: float, accountant: str,
             eps_of=lambda x: max(epsilon(h, delta=delta, accountant=accountant) for h in histories(x)))
     except ValueError as exc:
         raise ConfigError(key, target, str(exc)) from exc
+
+
+def count_parameters(model: str, data: ImageData) -> int:
+    c, h, _ = data.shape
+    net = build_model(model, in_channels=c, num_classes=data.num_classes, image_size=h, seed=0)
+    return sum(p.numel() for p in net.parameters())
 
 
 def cluster_capacity() -> tuple[float, float]:
@@ -147,10 +154,17 @@ def resolve_config(cfg: ExperimentConfig, capacity: tuple[float, float] | None =
                                                  capacity or cluster_capacity())
     if num_actors > d.num_clients:
         raise ConfigError("client.num_actors", num_actors, f"must be <= data.num_clients ({d.num_clients})")
+    server = {"delta": delta_client, "noise_multiplier": z}
+    if s.adaptive_clip:  # validation refuses z >= 2 sigma_b here too, now that z may come from calibration
+        server["clip_count_std"] = float(s.count_noise_std)
+    canaries = cfg.audit.canaries
+    if canaries is None:  # audit client-level DP wherever it is claimed and canaries cost little accuracy
+        canaries = default_canary_count(noise_multiplier=z, sample_rate=q, clipping=s.clipping,
+                                        num_params=count_parameters(model, data))
     resolved = cfg.replace(
         model={"name": model},
         client={"delta": delta_record, "noise_multiplier": sigma, "num_actors": num_actors},
-        server={"delta": delta_client, "noise_multiplier": z})
+        server=server, audit={"canaries": canaries})
     spec = local_spec(resolved)
     plan = ClientPlan(actor=tuple(k % num_actors for k in range(d.num_clients)),
                       sample_rate=tuple(spec.sample_rate(int(n)) for n in sizes),

@@ -83,6 +83,25 @@ def test_pinned_rdp_epsilons(z, q, T, delta, pinned):
     assert epsilon([(z, q, T)], delta=delta, accountant="rdp") == pytest.approx(pinned, abs=1e-3)
 
 
+@pytest.mark.parametrize("z,q,T,delta,pinned", [
+    (4.0, 0.01, 10_000, 1e-5, 0.947),
+    (1.1, 0.004, 15_000, 1e-5, 2.296),
+])
+def test_pinned_dp_accounting_pld_reference(z, q, T, delta, pinned):
+    """The reference itself is pinned, so a change in dp-accounting shows up here, not as a drift elsewhere."""
+    assert dp_accounting_pld(z, q, T, delta) == pytest.approx(pinned, abs=1e-3)
+
+
+@pytest.mark.parametrize("accountant,z,q,T,pinned", [
+    ("pld", 4.0, 0.01, 10_000, 0.960),  # pessimistic PLD on a coarser grid (1e-3): a little above the reference
+    ("pld", 1.1, 0.004, 15_000, 2.305),
+    ("prv", 4.0, 0.01, 10_000, 0.957),
+    ("prv", 1.1, 0.004, 15_000, 2.306),
+])
+def test_pinned_pld_and_prv_epsilons(accountant, z, q, T, pinned):
+    assert epsilon([(z, q, T)], delta=1e-5, accountant=accountant) == pytest.approx(pinned, abs=1e-3)
+
+
 @pytest.mark.parametrize("accountant", ["rdp", "prv", "pld"])
 @pytest.mark.parametrize("z,q,T,delta", [(4.0, 0.01, 10_000, 1e-5), (1.1, 0.004, 15_000, 1e-5)])
 def test_every_accountant_is_an_upper_bound_at_or_above_pld(accountant, z, q, T, delta):

@@ -1,0 +1,47 @@
+"""Resolving a config before Ray: calibration from a target epsilon uses the accountant that reports."""
+
+import pytest
+
+from orchestrator.accounting import epsilon
+from orchestrator.config import load_config
+from orchestrator.resolve import resolve_config, worst_case_record_epsilon
+from actors.client import local_spec
+
+DIGITS = ["data.dataset=digits", "data.num_clients=20", "server.clients_per_round=5", "server.rounds=40",
+          "server.clip=1.0"]
+
+
+def _calibrated_z(accountant: str, target: float) -> tuple[float, float]:
+    cfg = load_config(overrides=DIGITS + [f"server.accountant={accountant}", f"server.target_epsilon={target}"])
+    s = resolve_config(cfg, capacity=(2.0, 0.0)).config.server
+    return s.noise_multiplier, s.delta
+
+
+@pytest.mark.parametrize("accountant", ["rdp", "pld"])  # prv shares the code path; its bisection takes ~1 min
+def test_client_level_calibration_meets_the_target_with_its_own_accountant(accountant):
+    z, delta = _calibrated_z(accountant, 2.0)
+
+    spent = epsilon([(z, 5 / 20, 40)], delta=delta, accountant=accountant)
+
+    assert spent <= 2.0
+    assert spent > 2.0 - 0.02
+
+
+def test_tighter_accountants_calibrate_less_noise():
+    z_rdp, _ = _calibrated_z("rdp", 2.0)
+    z_pld, _ = _calibrated_z("pld", 2.0)
+
+    assert z_pld < z_rdp  # PLD is tighter than RDP, so the same target needs less noise
+
+
+@pytest.mark.parametrize("accountant", ["rdp", "pld"])
+def test_record_level_calibration_uses_the_client_accountant(accountant):
+    cfg = load_config(overrides=DIGITS + [f"client.accountant={accountant}", "client.target_epsilon=3.0"])
+
+    plan = resolve_config(cfg, capacity=(2.0, 0.0))
+
+    c = plan.config.client
+    worst = worst_case_record_epsilon(local_spec(plan.config), plan.partition.sizes, plan.config.server.rounds,
+                                      delta=c.delta, accountant=accountant)
+    assert worst <= 3.0
+    assert worst > 3.0 - 0.05
