@@ -195,7 +195,8 @@ def _run_trial(params: dict) -> None:
 
 
 def _plain(v: Any) -> Any:
-    return "" if v is None else v
+    """Unset optional values (None) become NaN, so each config column keeps one type in Parquet."""
+    return math.nan if v is None else v
 
 
 def param_space(cfg: ExperimentConfig, sweep: SweepConfig) -> dict:

@@ -25,10 +25,10 @@ clip = 2.0
 [sweep]
 name = "small"
 max_concurrent_trials = 2
-baseline = false
+baseline = true
 checkpoint_every = 1
 [sweep.grid]
-"client.noise_multiplier" = [0.8, 2.0]
+"client.target_epsilon" = [3.0, 8.0]
 "server.noise_multiplier" = [0.0, 0.05]
 """
 
@@ -44,9 +44,9 @@ def test_grid_points_and_baseline():
 
 def test_bad_sweep_values_are_refused(tmp_path):
     cfg = tmp_path / "bad.toml"
-    cfg.write_text(SMALL.replace('"client.noise_multiplier" = [0.8, 2.0]', '"client.noise_multiplier" = [-1.0]'))
+    cfg.write_text(SMALL.replace('"client.target_epsilon" = [3.0, 8.0]', '"client.target_epsilon" = [-1.0]'))
 
-    with pytest.raises(ConfigError, match="client.noise_multiplier"):
+    with pytest.raises(ConfigError, match="client.target_epsilon"):
         load_sweep_config(cfg, [])
     with pytest.raises(ConfigError, match="sweep.colour"):
         load_sweep_config(None, ["sweep.colour=1"])
@@ -72,13 +72,16 @@ def test_two_by_two_grid_through_tune(ray_local, tmp_path):
 
     trials, rounds = run_sweep(cfg, sweep, tmp_path / "out", progress=None)
 
-    assert len(trials) == 4 and (trials["status"] == "TERMINATED").all()
-    assert len(rounds) == 4 * 2 and set(rounds.groupby("trial_id")["round"].max()) == {2}
+    assert len(trials) == 5 and (trials["status"] == "TERMINATED").all()  # 2x2 grid + non-private baseline
+    assert len(rounds) == 5 * 2 and set(rounds.groupby("trial_id")["round"].max()) == {2}
     for col in ("test_accuracy", "eps_record_max", "eps_client", "client.noise_multiplier", "trial_id"):
         assert col in trials.columns and col in rounds.columns
-    assert sorted(trials["client.noise_multiplier"]) == [0.8, 0.8, 2.0, 2.0]
-    assert (trials.loc[trials["server.noise_multiplier"] == 0, "eps_client"] == math.inf).all()
-    assert (trials.loc[trials["server.noise_multiplier"] > 0, "eps_client"] < math.inf).all()
+    private = trials[trials["client.dp"]]
+    assert sorted(private["client.target_epsilon"]) == [3.0, 3.0, 8.0, 8.0]
+    assert (private["eps_record_max"] <= private["client.target_epsilon"]).all()  # calibrated per trial
+    assert trials.loc[~trials["client.dp"], "client.target_epsilon"].isna().all()
+    assert (private.loc[private["server.noise_multiplier"] == 0, "eps_client"] == math.inf).all()
+    assert (private.loc[private["server.noise_multiplier"] > 0, "eps_client"] < math.inf).all()
     out = tmp_path / "out"
     for name in ("trials.parquet", "rounds.parquet", "frontier.parquet"):
         assert len(pd.read_parquet(out / name)) > 0
