@@ -56,11 +56,11 @@ class ActorUpdate:
         return [r for r in self.reports if not r.error]
 
 
-def local_spec(cfg: ExperimentConfig, grad_sample_mode: str = "ghost") -> LocalSpec:
+def local_spec(cfg: ExperimentConfig) -> LocalSpec:
     c = cfg.client
     return LocalSpec(dp=c.dp, noise_multiplier=c.noise_multiplier if c.dp else 0.0, max_grad_norm=c.max_grad_norm,
                      lr=c.lr, momentum=c.momentum, batch_size=c.batch_size, local_epochs=c.local_epochs,
-                     local_steps=c.local_steps, grad_sample_mode=grad_sample_mode)
+                     local_steps=c.local_steps, grad_sample_mode=c.grad_sample_mode)
 
 
 class ClientActor:
