@@ -5,7 +5,8 @@ same triples Opacus accountants keep -- so it checkpoints, moves between process
 and can be re-accounted with another method. Three accountants:
 
 - ``rdp``: Renyi DP of the subsampled Gaussian (Mironov, Talwar, Zhang 2019), Opacus's
-  implementation, converted to (eps, delta) with Balle et al. 2020's bound.
+  series evaluated over all orders at once, converted to (eps, delta) with Balle et al.
+  2020's bound (Opacus's ``get_privacy_spent``).
 - ``prv``: privacy random variables (Gopi, Lee, Wutschitz 2021), Opacus's implementation.
 - ``pld``: privacy loss distributions (Koskela et al. 2020; Doroshenko et al. 2022),
   Google's ``dp_accounting``.
@@ -25,6 +26,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from orchestrator.config import ACCOUNTANTS
+from orchestrator.subsampled_gaussian import rdp_one_step
 
 Event = tuple[float, float, int]  # (noise_multiplier, sample_rate, steps)
 
@@ -46,9 +48,9 @@ def merge_events(events: Iterable[Event]) -> list[Event]:
 
 @lru_cache(maxsize=8192)
 def _rdp_one_step(noise: float, rate: float, orders: tuple[float, ...]) -> np.ndarray:
-    from opacus.accountants.analysis import rdp as opacus_rdp
-
-    return np.asarray(opacus_rdp.compute_rdp(q=rate, noise_multiplier=noise, steps=1, orders=list(orders)))
+    """Opacus's per-step RDP, vectorised (orchestrator/subsampled_gaussian.py): every client of a
+    distinct size brings a distinct rate, so this runs once per client, not once per run."""
+    return rdp_one_step(noise_multiplier=noise, sample_rate=rate, orders=orders)
 
 
 def _epsilon_rdp(events: list[Event], delta: float, orders: tuple[float, ...] = RDP_ORDERS) -> float:
