@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from actors.data import load_from_config
+from actors.data import ImageData, load_from_config
 from actors.local_training import LocalSpec, LocalTrainer
 from actors.models import build_model
 from orchestrator.accounting import Ledger
@@ -73,8 +73,8 @@ class ClientActor:
         self.cfg = cfg
         self.delta_record = delta_record
         self.device = torch.device("cuda" if _assigned_gpu() and torch.cuda.is_available() else "cpu")
-        data = load_from_config(cfg.data)
-        self.shards = {int(cid): data.tensors("train", np.asarray(idx)) for cid, idx in shards.items()}
+        data = load_from_config(cfg.data, cache=False)  # dropped when __init__ returns: only the views stay
+        self.shards = _client_views(data, shards)
         c, h, _ = data.shape
         model = build_model(cfg.model.name, in_channels=c, num_classes=data.num_classes, image_size=h,
                             seed=cfg.run.seed)
@@ -98,8 +98,9 @@ class ClientActor:
             try:
                 reports.append(self._train_one(start, int(cid), round_idx, clip, total))
             except Exception as exc:  # recorded in the round's metrics by the server
-                reports.append(ClientReport(int(cid), len(self.shards.get(cid, ())), 0, 0.0, 0.0, math.nan,
-                                            math.nan, False, math.nan, error=f"{type(exc).__name__}: {exc}"))
+                examples = len(self.shards[cid][1]) if cid in self.shards else 0
+                reports.append(ClientReport(int(cid), examples, 0, 0.0, 0.0, math.nan, math.nan, False, math.nan,
+                                            error=f"{type(exc).__name__}: {exc}"))
                 traceback.print_exc()
         return ActorUpdate(total.cpu().numpy(), reports, time.perf_counter() - t0)
 
@@ -119,6 +120,15 @@ class ClientActor:
         eps = self.ledger.epsilon(cid, delta=self.delta_record) if spec.dp else math.inf
         return ClientReport(cid, len(y), result.steps, result.sample_rate, spec.noise_multiplier,
                             result.train_loss, norm, bool(clip == 0 or norm <= clip), eps)
+
+
+def _client_views(data: ImageData, shards: dict[int, np.ndarray]) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """One normalised tensor of the hosted clients' records, and each client's (x, y) as a view into it:
+    memory is that of the actor's share of the data, whatever the number of clients."""
+    ids = sorted(int(k) for k in shards)
+    x, y = data.tensors("train", np.concatenate([np.asarray(shards[k], dtype=np.int64) for k in ids]))
+    ends = np.cumsum([len(shards[k]) for k in ids])
+    return {k: (x[e - len(shards[k]):e], y[e - len(shards[k]):e]) for k, e in zip(ids, ends)}
 
 
 def initial_weights(cfg: ExperimentConfig, in_channels: int, num_classes: int, image_size: int) -> np.ndarray:

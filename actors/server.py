@@ -56,7 +56,7 @@ class ServerActor:
         self.delta_record, self.delta_client = delta_record, delta_client
         self.num_clients = len(plan.actor)
         self.weights = torch.tensor(weights, dtype=torch.float32)
-        data = load_from_config(cfg.data)
+        data = load_from_config(cfg.data, cache=False)  # dropped when __init__ returns: the test split stays
         self.x_test, self.y_test = data.tensors("test")
         c, h, _ = data.shape
         self.model = build_model(cfg.model.name, in_channels=c, num_classes=data.num_classes, image_size=h,
