@@ -41,7 +41,6 @@ class ClientReport:
     train_loss: float  # mean local loss this round
     delta_norm: float  # L2 norm of the delta before server clipping
     unclipped: bool  # 1[||delta|| <= S]: the adaptive-clipping bit
-    eps_record: float  # this client's record-level epsilon after the round
     error: str = ""  # non-empty: the client failed this round and contributed nothing
 
 
@@ -66,12 +65,10 @@ def local_spec(cfg: ExperimentConfig) -> LocalSpec:
 class ClientActor:
     """Hosts clients ``shards.keys()``. Wrap with ``ray.remote`` to run it as an actor."""
 
-    def __init__(self, cfg: ExperimentConfig, shards: dict[int, np.ndarray], *, delta_record: float,
-                 num_threads: int = 1):
+    def __init__(self, cfg: ExperimentConfig, shards: dict[int, np.ndarray], *, num_threads: int = 1):
         torch.set_num_threads(max(1, int(num_threads)))
         warnings.filterwarnings("ignore", message="Full backward hook is firing")  # Opacus hooks on input layers
         self.cfg = cfg
-        self.delta_record = delta_record
         self.device = torch.device("cuda" if _assigned_gpu() and torch.cuda.is_available() else "cpu")
         data = load_from_config(cfg.data, cache=False)  # dropped when __init__ returns: only the views stay
         self.shards = _client_views(data, shards)
@@ -79,7 +76,8 @@ class ClientActor:
         model = build_model(cfg.model.name, in_channels=c, num_classes=data.num_classes, image_size=h,
                             seed=cfg.run.seed)
         self.trainer = LocalTrainer(model, local_spec(cfg), self.device)
-        self.ledger = Ledger(accountant=cfg.client.accountant)  # record-level histories of the hosted clients
+        # record-level histories of the hosted clients; the server's copy is the one that reports epsilon
+        self.ledger = Ledger(accountant=cfg.client.accountant)
 
     def client_ids(self) -> list[int]:
         return sorted(self.shards)
@@ -99,7 +97,7 @@ class ClientActor:
                 reports.append(self._train_one(start, int(cid), round_idx, clip, total))
             except Exception as exc:  # recorded in the round's metrics by the server
                 examples = len(self.shards[cid][1]) if cid in self.shards else 0
-                reports.append(ClientReport(int(cid), examples, 0, 0.0, 0.0, math.nan, math.nan, False, math.nan,
+                reports.append(ClientReport(int(cid), examples, 0, 0.0, 0.0, math.nan, math.nan, False,
                                             error=f"{type(exc).__name__}: {exc}"))
                 traceback.print_exc()
         return ActorUpdate(total.cpu().numpy(), reports, time.perf_counter() - t0)
@@ -117,9 +115,8 @@ class ClientActor:
         if not torch.isfinite(delta).all():
             raise FloatingPointError("non-finite model delta")
         total += delta
-        eps = self.ledger.epsilon(cid, delta=self.delta_record) if spec.dp else math.inf
         return ClientReport(cid, len(y), result.steps, result.sample_rate, spec.noise_multiplier,
-                            result.train_loss, norm, bool(clip == 0 or norm <= clip), eps)
+                            result.train_loss, norm, bool(clip == 0 or norm <= clip))
 
 
 def _client_views(data: ImageData, shards: dict[int, np.ndarray]) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:

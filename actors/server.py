@@ -65,6 +65,7 @@ class ServerActor:
         self.record = Ledger(accountant=cfg.client.accountant)
         self.client_level = Ledger(accountant=cfg.server.accountant)
         self.eps_record = np.zeros(self.num_clients)  # cache: only participants' epsilons change
+        self.eps_record_next = self._one_round_epsilons()  # each client's epsilon after one more round
         self.round = 0
 
     # --- privacy --------------------------------------------------------------------------
@@ -78,14 +79,37 @@ class ServerActor:
             return math.inf
         return self.client_level.epsilon(FEDERATION, delta=self.delta_client)
 
+    def _round_event(self, k: int) -> tuple[float, float, int]:
+        """Client k's record-level event for one round in which it takes part."""
+        return self.cfg.client.noise_multiplier, self.plan.sample_rate[k], self.plan.steps[k]
+
+    def _one_round_epsilons(self) -> np.ndarray | None:
+        """Every client's epsilon after a first round, computed once per distinct (rate, steps); None when no
+        record-level target needs it. Kept up to date for participants only: O(cohort) work per round."""
+        c = self.cfg.client
+        if c.target_epsilon is None or not c.dp:
+            return None
+        once: dict[tuple[float, int], float] = {}
+        out = np.empty(self.num_clients)
+        for k in range(self.num_clients):
+            key = (self.plan.sample_rate[k], self.plan.steps[k])
+            if key not in once:
+                once[key] = Ledger(c.accountant, {0: [self._round_event(k)]}).epsilon(0, delta=self.delta_record)
+            out[k] = once[key]
+        return out
+
     def _record_events(self, cohort: np.ndarray) -> None:
-        """Record-level events of the cohort, booked at dispatch: a crash never under-reports."""
+        """Record-level events of the cohort, booked before any result is awaited: a crash never under-reports."""
         if not self.cfg.client.dp:
             return
         for k in cohort:
-            self.record.record(int(k), noise_multiplier=self.cfg.client.noise_multiplier,
-                               sample_rate=self.plan.sample_rate[k], steps=self.plan.steps[k])
-            self.eps_record[k] = self.record.epsilon(int(k), delta=self.delta_record)
+            k = int(k)
+            noise, rate, steps = self._round_event(k)
+            self.record.record(k, noise_multiplier=noise, sample_rate=rate, steps=steps)
+            self.eps_record[k] = self.record.epsilon(k, delta=self.delta_record)
+            if self.eps_record_next is not None:
+                hist = self.record.histories[k] + [self._round_event(k)]
+                self.eps_record_next[k] = Ledger(self.record.accountant, {0: hist}).epsilon(0, delta=self.delta_record)
 
     def budget_exceeded_next_round(self) -> str:
         """Why one more round would exceed a target epsilon ('' if it would not)."""
@@ -95,12 +119,8 @@ class ServerActor:
             eps = Ledger(s.accountant, {0: hist}).epsilon(0, delta=self.delta_client)
             if eps > s.target_epsilon:
                 return f"client-level epsilon would reach {eps:.4g} > target {s.target_epsilon}"
-        if c.target_epsilon is not None and c.dp:
-            worst = 0.0
-            for k in range(self.num_clients):
-                hist = self.record.histories.get(k, []) + [(c.noise_multiplier, self.plan.sample_rate[k],
-                                                            self.plan.steps[k])]
-                worst = max(worst, Ledger(c.accountant, {0: hist}).epsilon(0, delta=self.delta_record))
+        if self.eps_record_next is not None:
+            worst = float(self.eps_record_next.max())  # any client may be sampled next: the worst one counts
             if worst > c.target_epsilon:
                 return f"record-level epsilon would reach {worst:.4g} > target {c.target_epsilon}"
         return ""
@@ -113,12 +133,12 @@ class ServerActor:
         s = self.cfg.server
         cohort = sample_cohort(self.num_clients, s.clients_per_round, scheme=s.sampling, seed=self.cfg.run.seed,
                                round_idx=round_idx)
-        self._record_events(cohort)
         by_actor: dict[int, list[int]] = {}
         for k in cohort:
             by_actor.setdefault(self.plan.actor[k], []).append(int(k))
         weights_ref = ray.put(self.weights.numpy())  # one copy in the object store per round
         futures = {a: self.clients[a].train.remote(weights_ref, ids, round_idx, s.clip) for a, ids in by_actor.items()}
+        self._record_events(cohort)  # accounting overlaps the clients' training
         total = np.zeros(self.weights.shape, dtype=np.float32)
         reports: list[ClientReport] = []
         failures: list[str] = []

@@ -39,7 +39,7 @@ class Federation:
         cfg, plan = self.config, self.plan
         c = cfg.client
         client_cls = ray.remote(ClientActor).options(num_cpus=c.num_cpus, num_gpus=c.num_gpus)
-        self.clients = [client_cls.remote(cfg, shards, delta_record=c.delta, num_threads=actor_threads(c.num_cpus))
+        self.clients = [client_cls.remote(cfg, shards, num_threads=actor_threads(c.num_cpus))
                         for shards in plan.actor_shards()]
         ch, h, _ = plan.image_shape
         w0 = initial_weights(cfg, ch, plan.num_classes, h)
