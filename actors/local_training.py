@@ -150,10 +150,10 @@ class LocalTrainer:
         clipped = self.clipper.clipped_sum(xb, yb)
         std = spec.noise_multiplier * spec.max_grad_norm
         for p, g in zip(self.params, clipped.grads):
-            if std > 0:
-                g = g + torch.normal(0.0, std, size=g.shape, generator=generator, device=generator.device,
-                                     dtype=g.dtype).to(g.device)
-            p.grad = g / spec.batch_size  # the expected batch size: Opacus's loss_reduction = "mean"
+            if std > 0:  # (noise + sum) in place: no extra parameter-sized temporaries per step
+                g = torch.normal(0.0, std, size=g.shape, generator=generator, device=generator.device,
+                                 dtype=g.dtype).to(g.device).add_(g)
+            p.grad = g.div_(spec.batch_size)  # the expected batch size: Opacus's loss_reduction = "mean"
         self.optimizer.step()
         return clipped.loss_sum
 
