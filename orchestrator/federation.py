@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Callable
 
@@ -16,11 +15,7 @@ from actors.client import ClientActor, initial_weights
 from actors.server import ServerActor
 from orchestrator.config import ExperimentConfig
 from orchestrator.resolve import Plan, resolve_config
-
-
-def actor_threads(num_cpus: float) -> int:
-    """Torch threads for an actor holding ``num_cpus`` Ray CPUs (at least one)."""
-    return max(1, int(math.floor(num_cpus + 1e-9)))
+from orchestrator.resources import actor_threads
 
 
 class Federation:
