@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from actors.data import load_from_config
+from actors.data import ImageData, load_from_config
 from actors.local_training import LocalSpec, LocalTrainer
 from actors.models import build_model
 from orchestrator.accounting import Ledger
@@ -42,7 +42,6 @@ class ClientReport:
     train_loss: float  # mean local loss this round
     delta_norm: float  # L2 norm of the delta before server clipping
     unclipped: bool  # 1[||delta|| <= S]: the adaptive-clipping bit
-    eps_record: float  # this client's record-level epsilon after the round
     error: str = ""  # non-empty: the client failed this round and contributed nothing
 
 
@@ -57,30 +56,29 @@ class ActorUpdate:
         return [r for r in self.reports if not r.error]
 
 
-def local_spec(cfg: ExperimentConfig, grad_sample_mode: str = "ghost") -> LocalSpec:
+def local_spec(cfg: ExperimentConfig) -> LocalSpec:
     c = cfg.client
     return LocalSpec(dp=c.dp, noise_multiplier=c.noise_multiplier if c.dp else 0.0, max_grad_norm=c.max_grad_norm,
                      lr=c.lr, momentum=c.momentum, batch_size=c.batch_size, local_epochs=c.local_epochs,
-                     local_steps=c.local_steps, grad_sample_mode=grad_sample_mode)
+                     local_steps=c.local_steps, grad_sample_mode=c.grad_sample_mode)
 
 
 class ClientActor:
     """Hosts clients ``shards.keys()``. Wrap with ``ray.remote`` to run it as an actor."""
 
-    def __init__(self, cfg: ExperimentConfig, shards: dict[int, np.ndarray], *, delta_record: float,
-                 num_threads: int = 1):
+    def __init__(self, cfg: ExperimentConfig, shards: dict[int, np.ndarray], *, num_threads: int = 1):
         torch.set_num_threads(max(1, int(num_threads)))
         warnings.filterwarnings("ignore", message="Full backward hook is firing")  # Opacus hooks on input layers
         self.cfg = cfg
-        self.delta_record = delta_record
         self.device = torch.device("cuda" if _assigned_gpu() and torch.cuda.is_available() else "cpu")
-        data = load_from_config(cfg.data)
-        self.shards = {int(cid): data.tensors("train", np.asarray(idx)) for cid, idx in shards.items()}
+        data = load_from_config(cfg.data, cache=False)  # dropped when __init__ returns: only the views stay
+        self.shards = _client_views(data, shards)
         c, h, _ = data.shape
         model = build_model(cfg.model.name, in_channels=c, num_classes=data.num_classes, image_size=h,
                             seed=cfg.run.seed)
         self.trainer = LocalTrainer(model, local_spec(cfg), self.device)
-        self.ledger = Ledger(accountant=cfg.client.accountant)  # record-level histories of the hosted clients
+        # record-level histories of the hosted clients; the server's copy is the one that reports epsilon
+        self.ledger = Ledger(accountant=cfg.client.accountant)
         self._faults: dict[int, tuple[str, float]] = {}
 
     def inject_fault(self, round_idx: int, kind: str, seconds: float = 0.0) -> None:
@@ -127,8 +125,9 @@ class ClientActor:
             try:
                 reports.append(self._train_one(start, int(cid), round_idx, clip, total))
             except Exception as exc:  # recorded in the round's metrics by the server
-                reports.append(ClientReport(int(cid), len(self.shards.get(cid, ())), 0, 0.0, 0.0, math.nan,
-                                            math.nan, False, math.nan, error=f"{type(exc).__name__}: {exc}"))
+                examples = len(self.shards[cid][1]) if cid in self.shards else 0
+                reports.append(ClientReport(int(cid), examples, 0, 0.0, 0.0, math.nan, math.nan, False,
+                                            error=f"{type(exc).__name__}: {exc}"))
                 traceback.print_exc()
         update = ActorUpdate(total.cpu().numpy(), reports, time.perf_counter() - t0)
         if round_idx in self._faults:
@@ -157,9 +156,17 @@ class ClientActor:
         if not torch.isfinite(delta).all():
             raise FloatingPointError("non-finite model delta")
         total += delta
-        eps = self.ledger.epsilon(cid, delta=self.delta_record) if spec.dp else math.inf
         return ClientReport(cid, len(y), result.steps, result.sample_rate, spec.noise_multiplier,
-                            result.train_loss, norm, bool(clip == 0 or norm <= clip), eps)
+                            result.train_loss, norm, bool(clip == 0 or norm <= clip))
+
+
+def _client_views(data: ImageData, shards: dict[int, np.ndarray]) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """One normalised tensor of the hosted clients' records, and each client's (x, y) as a view into it:
+    memory is that of the actor's share of the data, whatever the number of clients."""
+    ids = sorted(int(k) for k in shards)
+    x, y = data.tensors("train", np.concatenate([np.asarray(shards[k], dtype=np.int64) for k in ids]))
+    ends = np.cumsum([len(shards[k]) for k in ids])
+    return {k: (x[e - len(shards[k]):e], y[e - len(shards[k]):e]) for k, e in zip(ids, ends)}
 
 
 def initial_weights(cfg: ExperimentConfig, in_channels: int, num_classes: int, image_size: int) -> np.ndarray:

@@ -11,7 +11,7 @@ int64 labels, with a train and a test split. Sources:
 - ``npz``: a MedMNIST ``.npz`` file (grey or RGB), path given as ``root``.
 
 Sources without a test split get a seeded, stratified split. Loaders are cached per
-process so that many virtual clients in one actor share one copy.
+process (the driver resolves many configs); actors load uncached and keep only their rows.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class ImageData:
             x, y = x[indices], y[indices]
         mean = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
         std = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)
-        xt = (torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) - mean) / std
+        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).sub(mean).div_(std)  # one new copy
         return xt.contiguous(), torch.from_numpy(np.asarray(y, dtype=np.int64))
 
 
@@ -130,7 +130,9 @@ def _load_idx_dataset(name: str, root: str) -> ImageData:
     for split, prefix in (("train", "train"), ("test", "t10k")):
         x = _read_idx(_find_idx(base, folder, f"{prefix}-images-idx3-ubyte"))
         y = _read_idx(_find_idx(base, folder, f"{prefix}-labels-idx1-ubyte"))
-        parts[split] = ((x.astype(np.float32) / 255.0)[:, None], y.astype(np.int64))
+        x = x.astype(np.float32)
+        x /= 255.0  # in place: one float copy of the images, not two
+        parts[split] = (x[:, None], y.astype(np.int64))
     mean, std = _NORMALISATION[name]
     return ImageData(*parts["train"], *parts["test"], 10, mean, std)
 
@@ -190,7 +192,8 @@ def load_dataset(dataset: str, root: str = "", test_fraction: float = 0.2, seed:
     raise DataError(f"unknown dataset {dataset!r}")
 
 
-def load_from_config(data_cfg) -> ImageData:
-    """:func:`load_dataset` for a :class:`orchestrator.config.DataConfig`."""
-    return load_dataset(data_cfg.dataset, data_cfg.root, data_cfg.test_fraction, data_cfg.split_seed,
-                        data_cfg.download)
+def load_from_config(data_cfg, *, cache: bool = True) -> ImageData:
+    """:func:`load_dataset` for a :class:`orchestrator.config.DataConfig`. ``cache=False`` loads afresh and
+    keeps nothing: for actors that take the tensors they need once and drop the rest."""
+    load = load_dataset if cache else load_dataset.__wrapped__
+    return load(data_cfg.dataset, data_cfg.root, data_cfg.test_fraction, data_cfg.split_seed, data_cfg.download)

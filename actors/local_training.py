@@ -1,10 +1,15 @@
 """Local training of one client: DP-SGD with Opacus, or plain SGD for the baseline.
 
 One :class:`LocalTrainer` is built per actor and reused for every client the actor
-hosts: the model, its ``GradSampleModule`` and the ``DPOptimizer`` are made once;
-per client and round only the weights, the optimizer state and the random stream
+hosts: the model and its per-sample clipping engine (an Opacus ``GradSampleModule``
+and ``DPOptimizer``, or :class:`actors.per_sample_clipping.PerSampleClipper`) are made
+once; per client and round only the weights, the optimizer state and the random stream
 change. Sampling is Poisson with rate q = batch_size / shard size, exactly what the
 record-level accountant assumes (Abadi et al. 2016; Mironov et al. 2019).
+
+Both engines compute the same step: sum_i clip_C(g_i) + N(0, (sigma C)^2 I), divided by
+the expected batch size, then the SGD update; the noise is drawn parameter by parameter,
+in model order, from the client's generator.
 """
 
 from __future__ import annotations
@@ -15,6 +20,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn.utils import parameters_to_vector
+
+from actors.per_sample_clipping import PerSampleClipper
+from orchestrator.config import GRAD_SAMPLE_MODES  # bookkeeping: ours; hooks, functorch, ew, ghost: Opacus's
 
 
 def load_flat_(params: list[torch.Tensor], flat: torch.Tensor) -> None:
@@ -39,7 +47,12 @@ class LocalSpec:
     batch_size: int  # expected (Poisson) batch size
     local_epochs: float  # passes over the shard per round
     local_steps: int  # fixed steps per round (0: derived from local_epochs)
-    grad_sample_mode: str = "hooks"  # Opacus per-sample gradient engine
+    grad_sample_mode: str = "bookkeeping"  # per-sample clipping engine, one of GRAD_SAMPLE_MODES
+
+    def __post_init__(self) -> None:
+        if self.grad_sample_mode not in GRAD_SAMPLE_MODES:
+            raise ValueError(f"grad_sample_mode = {self.grad_sample_mode!r}: must be one of "
+                             f"{', '.join(GRAD_SAMPLE_MODES)}")
 
     def sample_rate(self, n: int) -> float:
         """Poisson sampling rate of a shard of ``n`` records."""
@@ -70,7 +83,12 @@ class LocalTrainer:
         self.model = model.to(self.device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.loss_fn = nn.CrossEntropyLoss()
-        if spec.dp:
+        self.clipper: PerSampleClipper | None = None
+        if spec.dp and spec.grad_sample_mode == "bookkeeping":
+            self.module = self.model
+            self.clipper = PerSampleClipper(self.model, max_grad_norm=spec.max_grad_norm)
+            self.optimizer = torch.optim.SGD(self.params, lr=spec.lr, momentum=spec.momentum)
+        elif spec.dp:
             from opacus.grad_sample.utils import wrap_model
             from opacus.optimizers import get_optimizer_class
 
@@ -106,18 +124,38 @@ class LocalTrainer:
         batches = self._poisson_batches if self.spec.dp else self._shuffled_batches
         if self.spec.dp:
             self.optimizer.generator = generator  # DP noise from the client's own stream
+        step = self._bookkeeping_step if self.clipper is not None else self._autograd_step
         for idx in batches(n, steps, rate, generator):
             xb, yb = x[idx].to(self.device, non_blocking=True), y[idx].to(self.device, non_blocking=True)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss = self.loss_fn(self.module(xb), yb)
-            loss.backward()
-            self.optimizer.step()
+            loss_sum = step(xb, yb, generator)
             if len(idx):
-                total_loss += float(loss.detach()) * len(idx)
+                total_loss += loss_sum
                 seen += len(idx)
         self.optimizer.zero_grad(set_to_none=True)
         delta = self.weights() - start
         return LocalResult(delta, steps, rate, seen, total_loss / seen if seen else math.nan)
+
+    def _autograd_step(self, xb: torch.Tensor, yb: torch.Tensor, generator: torch.Generator) -> float:
+        """One step through ``loss.backward()``: plain SGD, or an Opacus DPOptimizer. Returns the batch's loss sum."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss_fn(self.module(xb), yb)
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach()) * len(yb)
+
+    def _bookkeeping_step(self, xb: torch.Tensor, yb: torch.Tensor, generator: torch.Generator) -> float:
+        """One DP-SGD step with the book-keeping engine; noise as Opacus draws it (``_generate_noise``,
+        non-secure mode), but on the generator's device, so that a GPU run keeps the CPU stream."""
+        spec = self.spec
+        clipped = self.clipper.clipped_sum(xb, yb)
+        std = spec.noise_multiplier * spec.max_grad_norm
+        for p, g in zip(self.params, clipped.grads):
+            if std > 0:  # (noise + sum) in place: no extra parameter-sized temporaries per step
+                g = torch.normal(0.0, std, size=g.shape, generator=generator, device=generator.device,
+                                 dtype=g.dtype).to(g.device).add_(g)
+            p.grad = g.div_(spec.batch_size)  # the expected batch size: Opacus's loss_reduction = "mean"
+        self.optimizer.step()
+        return clipped.loss_sum
 
     @staticmethod
     def _poisson_batches(n: int, steps: int, rate: float, gen: torch.Generator):

@@ -79,7 +79,7 @@ class ServerActor:
         self.num_clients = len(plan.actor)
         self.weights = torch.tensor(weights, dtype=torch.float32)
         self.initial_weights = self.weights.clone()  # w_0, for the canary scores <u_j, w_T - w_0>
-        data = load_from_config(cfg.data)
+        data = load_from_config(cfg.data, cache=False)  # dropped when __init__ returns: the test split stays
         self.x_test, self.y_test = data.tensors("test")
         a = cfg.audit
         self.canaries = (Canaries(a.canaries, self.weights.numel(), seed=cfg.run.seed,
@@ -97,6 +97,7 @@ class ServerActor:
         self.client_level = Ledger(accountant=cfg.server.accountant)
         self.eps_record = np.zeros(self.num_clients)  # cache: only participants' epsilons change
         self.resync: set[int] = set()  # actors restarted since their last round: re-send their histories
+        self.eps_record_next = self._one_round_epsilons()  # each client's epsilon after one more round
         self.round = 0
         s = cfg.server
         self.clip = s.initial_clip if s.adaptive_clip else s.clip  # S_t, the clip of the coming round
@@ -117,14 +118,37 @@ class ServerActor:
             return math.inf
         return self.client_level.epsilon(FEDERATION, delta=self.delta_client)
 
+    def _round_event(self, k: int) -> tuple[float, float, int]:
+        """Client k's record-level event for one round in which it takes part."""
+        return self.cfg.client.noise_multiplier, self.plan.sample_rate[k], self.plan.steps[k]
+
+    def _one_round_epsilons(self) -> np.ndarray | None:
+        """Every client's epsilon after a first round, computed once per distinct (rate, steps); None when no
+        record-level target needs it. Kept up to date for participants only: O(cohort) work per round."""
+        c = self.cfg.client
+        if c.target_epsilon is None or not c.dp:
+            return None
+        once: dict[tuple[float, int], float] = {}
+        out = np.empty(self.num_clients)
+        for k in range(self.num_clients):
+            key = (self.plan.sample_rate[k], self.plan.steps[k])
+            if key not in once:
+                once[key] = Ledger(c.accountant, {0: [self._round_event(k)]}).epsilon(0, delta=self.delta_record)
+            out[k] = once[key]
+        return out
+
     def _record_events(self, cohort: np.ndarray) -> None:
-        """Record-level events of the cohort, booked at dispatch: a crash never under-reports."""
+        """Record-level events of the cohort, booked before any result is awaited: a crash never under-reports."""
         if not self.cfg.client.dp:
             return
         for k in cohort:
-            self.record.record(int(k), noise_multiplier=self.cfg.client.noise_multiplier,
-                               sample_rate=self.plan.sample_rate[k], steps=self.plan.steps[k])
-            self.eps_record[k] = self.record.epsilon(int(k), delta=self.delta_record)
+            k = int(k)
+            noise, rate, steps = self._round_event(k)
+            self.record.record(k, noise_multiplier=noise, sample_rate=rate, steps=steps)
+            self.eps_record[k] = self.record.epsilon(k, delta=self.delta_record)
+            if self.eps_record_next is not None:
+                hist = self.record.histories[k] + [self._round_event(k)]
+                self.eps_record_next[k] = Ledger(self.record.accountant, {0: hist}).epsilon(0, delta=self.delta_record)
 
     def budget_exceeded_next_round(self) -> str:
         """Why one more round would exceed a target epsilon ('' if it would not)."""
@@ -134,12 +158,8 @@ class ServerActor:
             eps = Ledger(s.accountant, {0: hist}).epsilon(0, delta=self.delta_client)
             if eps > s.target_epsilon:
                 return f"client-level epsilon would reach {eps:.4g} > target {s.target_epsilon}"
-        if c.target_epsilon is not None and c.dp:
-            worst = 0.0
-            for k in range(self.num_clients):
-                hist = self.record.histories.get(k, []) + [(c.noise_multiplier, self.plan.sample_rate[k],
-                                                            self.plan.steps[k])]
-                worst = max(worst, Ledger(c.accountant, {0: hist}).epsilon(0, delta=self.delta_record))
+        if self.eps_record_next is not None:
+            worst = float(self.eps_record_next.max())  # any client may be sampled next: the worst one counts
             if worst > c.target_epsilon:
                 return f"record-level epsilon would reach {worst:.4g} > target {c.target_epsilon}"
         return ""
@@ -152,7 +172,6 @@ class ServerActor:
         s = self.cfg.server
         cohort = sample_cohort(self.num_clients, s.clients_per_round, scheme=s.sampling, seed=self.cfg.run.seed,
                                round_idx=round_idx)
-        self._record_events(cohort)
         by_actor: dict[int, list[int]] = {}
         for k in cohort:
             by_actor.setdefault(self.plan.actor[k], []).append(int(k))
@@ -163,6 +182,7 @@ class ServerActor:
                 failures += [f"client {k}: actor {a} did not come back" for k in by_actor.pop(a)]
         clip = self.clip
         futures = {a: self.clients[a].train.remote(weights_ref, ids, round_idx, clip) for a, ids in by_actor.items()}
+        self._record_events(cohort)  # accounting overlaps the clients' training
         ready, _ = ray.wait(list(futures.values()), num_returns=len(futures), timeout=s.round_timeout or None)
         ready = set(ready)
         total = np.zeros(self.weights.shape, dtype=np.float32)
@@ -353,9 +373,14 @@ class ServerActor:
         self.record = Ledger.from_state_dict(state["record"])
         self.client_level = Ledger.from_state_dict(state["client_level"])
         self.eps_record = np.zeros(self.num_clients)
+        self.eps_record_next = self._one_round_epsilons()
         if self.cfg.client.dp:
             for k in self.record.histories:
                 self.eps_record[k] = self.record.epsilon(k, delta=self.delta_record)
+                if self.eps_record_next is not None:
+                    hist = self.record.histories[k] + [self._round_event(k)]
+                    self.eps_record_next[k] = Ledger(self.record.accountant, {0: hist}).epsilon(
+                        0, delta=self.delta_record)
 
     def record_histories(self, client_ids: list[int]) -> dict[int, list]:
         return {k: list(self.record.histories.get(k, [])) for k in client_ids}

@@ -21,6 +21,7 @@ PARTITIONS = ("iid", "dirichlet", "shards")
 ACCOUNTANTS = ("rdp", "prv", "pld")
 MODELS = ("auto", "mnist_cnn", "digits_cnn", "cifar_cnn", "tanh_cnn")
 SAMPLINGS = ("poisson", "fixed")
+GRAD_SAMPLE_MODES = ("bookkeeping", "hooks", "functorch", "ew", "ghost")  # see actors/local_training.py
 
 
 class ConfigError(ValueError):
@@ -115,6 +116,7 @@ class ClientConfig:
     batch_size: int = 32  # expected Poisson batch size (sample rate = batch_size / shard size)
     local_epochs: float = 1.0  # local passes over the shard per round
     local_steps: int = 0  # fixed local steps per round; 0 = derive from local_epochs
+    grad_sample_mode: str = "bookkeeping"  # per-sample clipping engine; fastest measured (BENCHMARKS.md)
     num_cpus: float = 1.0  # Ray CPUs per client actor (fractions allowed)
     num_gpus: float = 0.0  # Ray GPUs per client actor (fractions share a device)
     num_actors: int = 0  # client actors; 0 = one per client up to the cluster's CPUs/GPUs
@@ -136,6 +138,7 @@ class ClientConfig:
         _check(_finite("client.local_epochs", self.local_epochs) > 0,
                "client.local_epochs", self.local_epochs, "must be > 0")
         _check_int("client.local_steps", self.local_steps, 0)
+        _check_choice("client.grad_sample_mode", self.grad_sample_mode, GRAD_SAMPLE_MODES)
         _check(_finite("client.num_cpus", self.num_cpus) >= 0, "client.num_cpus", self.num_cpus, "must be >= 0")
         _check(_finite("client.num_gpus", self.num_gpus) >= 0, "client.num_gpus", self.num_gpus, "must be >= 0")
         _check(self.num_gpus <= 1 or float(self.num_gpus).is_integer(), "client.num_gpus", self.num_gpus,

@@ -18,11 +18,7 @@ from actors.client import ClientActor, initial_weights
 from actors.server import ServerActor
 from orchestrator.config import ExperimentConfig
 from orchestrator.resolve import Plan, resolve_config
-
-
-def actor_threads(num_cpus: float) -> int:
-    """Torch threads for an actor holding ``num_cpus`` Ray CPUs (at least one)."""
-    return max(1, int(math.floor(num_cpus + 1e-9)))
+from orchestrator.resources import actor_threads
 
 
 class Federation:
@@ -45,7 +41,7 @@ class Federation:
         c = cfg.client
         client_cls = ray.remote(ClientActor).options(num_cpus=c.num_cpus, num_gpus=c.num_gpus,
                                                      max_restarts=c.max_restarts, max_task_retries=0)
-        self.clients = [client_cls.remote(cfg, shards, delta_record=c.delta, num_threads=actor_threads(c.num_cpus))
+        self.clients = [client_cls.remote(cfg, shards, num_threads=actor_threads(c.num_cpus))
                         for shards in plan.actor_shards()]
         ch, h, _ = plan.image_shape
         w0 = initial_weights(cfg, ch, plan.num_classes, h)

@@ -8,8 +8,6 @@ can print one line and exit 2 without having started anything.
 
 from __future__ import annotations
 
-import math
-import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -24,6 +22,7 @@ from actors.client import local_spec
 from orchestrator.accounting import Event, calibrate_noise_multiplier, epsilon
 from orchestrator.canaries import default_canary_count
 from orchestrator.config import ConfigError, ExperimentConfig
+from orchestrator.resources import auto_num_actors, cluster_capacity
 
 
 @dataclass(frozen=True)
@@ -83,28 +82,6 @@ def count_parameters(model: str, data: ImageData) -> int:
     c, h, _ = data.shape
     net = build_model(model, in_channels=c, num_classes=data.num_classes, image_size=h, seed=0)
     return sum(p.numel() for p in net.parameters())
-
-
-def cluster_capacity() -> tuple[float, float]:
-    """(CPUs, GPUs) of the Ray cluster if connected, else of this machine."""
-    try:
-        import ray
-
-        if ray.is_initialized():
-            res = ray.cluster_resources()
-            return float(res.get("CPU", 1)), float(res.get("GPU", 0))
-    except Exception:  # pragma: no cover - ray import problems surface elsewhere
-        pass
-    return float(os.cpu_count() or 1), 0.0
-
-
-def auto_num_actors(num_clients: int, num_cpus: float, num_gpus: float, capacity: tuple[float, float]) -> int:
-    """One actor per client up to what the cluster can run at once (by CPUs, and GPUs if asked for)."""
-    cpus, gpus = capacity
-    fits = [math.floor(cpus / num_cpus + 1e-9) if num_cpus > 0 else num_clients]
-    if num_gpus > 0:
-        fits.append(math.floor(gpus / num_gpus + 1e-9))
-    return max(1, min(num_clients, *fits))
 
 
 def load_data(cfg: ExperimentConfig) -> ImageData:

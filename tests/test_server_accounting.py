@@ -1,0 +1,60 @@
+"""The server's record-level bookkeeping: per-round work on the cohort only, same numbers as recomputing all."""
+
+import copy
+
+import numpy as np
+import pytest
+
+from actors.client import initial_weights
+from actors.server import ServerActor, sample_cohort
+from orchestrator.accounting import Ledger
+from orchestrator.config import load_config
+from orchestrator.resolve import resolve_config
+
+
+@pytest.fixture(scope="module")
+def server_and_plan():
+    cfg = load_config(overrides=["data.dataset=digits", "data.num_clients=12", "data.partition=dirichlet",
+                                 "data.alpha=0.8", "server.clients_per_round=5", "server.rounds=6",
+                                 "client.target_epsilon=8.0", "client.batch_size=16", "run.seed=3"])
+    plan = resolve_config(cfg, capacity=(2.0, 0.0))
+    c, h, _ = plan.image_shape
+    server = ServerActor(plan.config, [], plan.clients, initial_weights(plan.config, c, plan.num_classes, h),
+                         delta_record=plan.config.client.delta, delta_client=1e-3)
+    for r in range(4):  # four rounds of Poisson cohorts booked, as run_round books them
+        server._record_events(sample_cohort(12, 5, scheme="poisson", seed=3, round_idx=r))
+    return server, plan
+
+
+def brute_force(server, plan, extra_round: bool) -> np.ndarray:
+    c = plan.config.client
+    out = []
+    for k in range(plan.config.data.num_clients):
+        hist = list(server.record.histories.get(k, []))
+        if extra_round:
+            hist.append((c.noise_multiplier, plan.clients.sample_rate[k], plan.clients.steps[k]))
+        out.append(Ledger(c.accountant, {0: hist}).epsilon(0, delta=c.delta))
+    return np.array(out)
+
+
+def test_cohort_updates_match_recomputing_every_client(server_and_plan):
+    server, plan = server_and_plan
+    steps_taken = np.array([server.record.steps(k) for k in range(12)])
+
+    assert len(set(plan.partition.sizes)) > 3  # distinct shard sizes: distinct rates, distinct histories
+    assert len(set(steps_taken)) > 2  # clients took part in different numbers of rounds
+    assert np.allclose(server.eps_record, brute_force(server, plan, extra_round=False), rtol=1e-12)
+    assert np.allclose(server.eps_record_next, brute_force(server, plan, extra_round=True), rtol=1e-12)
+
+
+def test_record_level_target_stops_at_the_worst_next_round(server_and_plan):
+    server, plan = server_and_plan
+    worst_next = float(brute_force(server, plan, extra_round=True).max())
+
+    tight = copy.copy(server)
+    tight.cfg = server.cfg.replace(client={"target_epsilon": worst_next * 0.99})
+    loose = copy.copy(server)
+    loose.cfg = server.cfg.replace(client={"target_epsilon": worst_next * 1.01})
+
+    assert f"record-level epsilon would reach {worst_next:.4g}" in tight.budget_exceeded_next_round()
+    assert loose.budget_exceeded_next_round() == ""
