@@ -122,6 +122,7 @@ def format_audit(row: dict) -> str:
 
 
 CHECKPOINT = "checkpoint.pt"
+TIMING_COLUMNS = ("seconds", "audit_seconds")  # wall-clock columns: the only ones that differ between equal runs
 
 
 def run_federated(cfg: ExperimentConfig, *, progress: Callable[[str], None] | None = print,

@@ -7,14 +7,14 @@ import pandas as pd
 import pytest
 
 from orchestrator.config import load_config
-from orchestrator.federation import run_federated
+from orchestrator.federation import TIMING_COLUMNS, run_federated
 
 pytestmark = pytest.mark.slow
 
 SCHEMA = ["round", "test_accuracy", "test_loss", "train_loss", "eps_record_max", "eps_record_median",
           "delta_record", "eps_client", "delta_client", "clients_sampled", "clients_failed",
           "noise_multiplier_local", "max_grad_norm_local", "noise_multiplier_server", "clip_server", "seconds"]
-TIMING = ["seconds", "audit_seconds"]
+TIMING = list(TIMING_COLUMNS)
 
 DIGITS_4_ACTORS = ["data.dataset=digits", "data.num_clients=4", "server.clients_per_round=4", "server.rounds=3",
                    "client.num_actors=4", "client.num_cpus=0.5", "client.lr=0.5", "client.batch_size=32",

@@ -44,8 +44,10 @@ def test_killed_run_resumes_to_the_uninterrupted_table(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed" in resumed.stdout
 
-    a = pd.read_parquet(whole / "rounds.parquet").drop(columns=["seconds"])
-    b = pd.read_parquet(killed / "rounds.parquet").drop(columns=["seconds"])
+    from orchestrator.federation import TIMING_COLUMNS
+
+    a = pd.read_parquet(whole / "rounds.parquet").drop(columns=list(TIMING_COLUMNS))
+    b = pd.read_parquet(killed / "rounds.parquet").drop(columns=list(TIMING_COLUMNS))
     assert list(b["round"]) == [1, 2, 3, 4, 5]
     pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-6)
 
