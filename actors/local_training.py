@@ -122,8 +122,8 @@ class LocalTrainer:
         self.module.train()
         total_loss, seen = 0.0, 0
         batches = self._poisson_batches if self.spec.dp else self._shuffled_batches
-        if self.spec.dp:
-            self.optimizer.generator = generator  # DP noise from the client's own stream
+        if self.spec.dp and self.clipper is None:
+            self.optimizer.generator = generator  # Opacus's DP noise from the client's own stream
         step = self._bookkeeping_step if self.clipper is not None else self._autograd_step
         for idx in batches(n, steps, rate, generator):
             xb, yb = x[idx].to(self.device, non_blocking=True), y[idx].to(self.device, non_blocking=True)

@@ -71,7 +71,8 @@ class PerSampleClipper:
                                             "use an Opacus grad_sample_mode")
         self._kept: dict[nn.Module, _Kept] = {}
         self._armed = False  # keep tensors only during clipped_sum's own forward pass
-        self._handles = [m.register_forward_hook(self._keep) for m in self.layers]
+        for m in self.layers:
+            m.register_forward_hook(self._keep)
 
     def _keep(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
         if not self._armed:
@@ -80,10 +81,6 @@ class PerSampleClipper:
             raise UnsupportedLayerError(f"{module} ran twice in one forward pass (shared weights)")
         x = inputs[0]
         self._kept[module] = _Kept(x.detach(), output, (x._version, output._version))
-
-    def remove(self) -> None:
-        for h in self._handles:
-            h.remove()
 
     def clipped_sum(self, x: torch.Tensor, y: torch.Tensor) -> ClippedSum:
         """Forward, one backward, per-sample norms and the clipped gradient sum for cross-entropy on (x, y)."""

@@ -30,6 +30,7 @@ from typing import Any, Mapping
 import pandas as pd
 
 from orchestrator.config import ConfigError, ExperimentConfig, from_dict, parse_override, to_dict
+from orchestrator.resources import placement_for_config
 
 SWEEP_FILE = "sweep.json"
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's compact status table (CLIReporter)
@@ -147,11 +148,10 @@ CHECKPOINT_FILE = "federation.pt"
 def trial_bundles(cfg: ExperimentConfig) -> list[dict[str, float]]:
     """Placement-group bundles of one trial: an empty head (the trial's loop only waits on
     actors), the server actor if it asks for CPUs, then one bundle per client actor."""
-    c, s = cfg.client, cfg.server
+    c = cfg.client
     if c.num_cpus == 0 and c.num_gpus == 0:
         raise ConfigError("client.num_cpus", c.num_cpus, "sweeps need client actors to reserve CPUs or GPUs")
-    actor = {"CPU": c.num_cpus, **({"GPU": c.num_gpus} if c.num_gpus else {})}
-    return [{}] + ([{"CPU": s.num_cpus}] if s.num_cpus > 0 else []) + [dict(actor) for _ in range(c.num_actors)]
+    return [dict(b) for b in placement_for_config(cfg, driver_cpus=0.0).bundles]
 
 
 def _run_trial(params: dict) -> None:
