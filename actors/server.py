@@ -37,6 +37,7 @@ from orchestrator.config import ExperimentConfig
 from orchestrator.mechanisms import (adaptive_clipping_delta_multiplier, broadcast_noise, dp_fedavg_aggregate,
                                      noised_unclipped_fraction)
 from orchestrator.membership import loss_threshold_auc, membership_auc_bound, membership_sample
+from orchestrator.server_optimizer import server_learning_rate, server_step
 from orchestrator.seeding import BROADCAST, CLIP_NOISE, COHORT, SERVER_NOISE, numpy_rng, torch_generator
 
 FEDERATION = -1  # the client-level ledger's one party: the federation as a whole
@@ -99,6 +100,7 @@ class ServerActor:
         self.resync: set[int] = set()  # actors restarted since their last round: re-send their histories
         self.eps_record_next = self._one_round_epsilons()  # each client's epsilon after one more round
         self.round = 0
+        self.velocity: torch.Tensor | None = None  # server momentum buffer (FedAvgM)
         s = cfg.server
         self.clip = s.initial_clip if s.adaptive_clip else s.clip  # S_t, the clip of the coming round
         # z is what the ledger books; with adaptive clipping the deltas get sigma_Delta > z and the
@@ -214,7 +216,8 @@ class ServerActor:
                 std=s.count_noise_std, generator=torch_generator(self.cfg.run.seed, CLIP_NOISE, round_idx))
             self.clip = adaptive_clip_update(clip, noised_fraction, target_quantile=s.target_quantile,
                                              learning_rate=s.clip_lr)
-        self.weights = self.weights + s.lr * avg
+        lr = server_learning_rate(s.lr, s.lr_schedule, round_idx, s.rounds)
+        self.weights, self.velocity = server_step(self.weights, avg, self.velocity, lr=lr, momentum=s.momentum)
         self.weights = broadcast_noise(self.weights, std=s.broadcast_noise,
                                        generator=torch_generator(self.cfg.run.seed, BROADCAST, round_idx))
         if s.noise_multiplier > 0:
@@ -254,6 +257,7 @@ class ServerActor:
             "unclipped_fraction_noised": noised_fraction,
             "delta_norm_median": float(np.median([r.delta_norm for r in reports])) if reports else math.nan,
             "update_norm": float(avg.norm()),
+            "lr_server": lr,
             "server_noise_std": diag.std,
             "server_snr": diag.snr,
             "canaries_in_round": canaries_in_round,
@@ -364,12 +368,15 @@ class ServerActor:
         """Everything a resumed run needs, as tensors and plain containers (``torch.load(weights_only=True)``).
         No RNG state is needed: every stream is derived from (seed, round)."""
         return {"round": self.round, "weights": self.weights.clone(), "clip": float(self.clip),
+                "velocity": None if self.velocity is None else self.velocity.clone(),
                 "record": self.record.state_dict(), "client_level": self.client_level.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.round = int(state["round"])
         self.weights = state["weights"].clone().float()
         self.clip = float(state["clip"])  # S_t: adaptive clipping continues where it stopped
+        velocity = state.get("velocity")  # server momentum (absent in checkpoints without it)
+        self.velocity = None if velocity is None else velocity.clone().float()
         self.record = Ledger.from_state_dict(state["record"])
         self.client_level = Ledger.from_state_dict(state["client_level"])
         self.eps_record = np.zeros(self.num_clients)

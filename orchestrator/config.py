@@ -21,6 +21,7 @@ PARTITIONS = ("iid", "dirichlet", "shards")
 ACCOUNTANTS = ("rdp", "prv", "pld")
 MODELS = ("auto", "mnist_cnn", "digits_cnn", "cifar_cnn", "tanh_cnn")
 SAMPLINGS = ("poisson", "fixed")
+LR_SCHEDULES = ("constant", "cosine")  # server.lr_schedule, see orchestrator/server_optimizer.py
 GRAD_SAMPLE_MODES = ("bookkeeping", "hooks", "functorch", "ew", "ghost")  # see actors/local_training.py
 
 
@@ -161,6 +162,8 @@ class ServerConfig:
     delta: float | None = None  # client-level delta; default 1 / N^1.1
     accountant: str = "rdp"  # rdp | prv | pld
     lr: float = 1.0  # server learning rate applied to the noisy average delta
+    lr_schedule: str = "constant"  # constant | cosine (decay to 0 over the rounds): post-processing
+    momentum: float = 0.0  # server momentum beta (FedAvgM): post-processing, no privacy cost
     broadcast_noise: float = 0.0  # std added to the broadcast model: post-processing, NO privacy gain
     num_cpus: float = 0.0  # Ray CPUs for the server actor (it mostly waits)
     round_timeout: float = 0.0  # seconds before a client actor counts as failed; 0 = wait forever
@@ -186,6 +189,9 @@ class ServerConfig:
         _check_delta("server.delta", self.delta)
         _check_choice("server.accountant", self.accountant, ACCOUNTANTS)
         _check(_finite("server.lr", self.lr) > 0, "server.lr", self.lr, "must be > 0")
+        _check_choice("server.lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        mom = _finite("server.momentum", self.momentum)
+        _check(0 <= mom < 1, "server.momentum", self.momentum, "must be in [0, 1)")
         _check(_finite("server.broadcast_noise", self.broadcast_noise) >= 0,
                "server.broadcast_noise", self.broadcast_noise, "must be >= 0")
         _check(_finite("server.num_cpus", self.num_cpus) >= 0, "server.num_cpus", self.num_cpus, "must be >= 0")

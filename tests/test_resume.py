@@ -12,7 +12,9 @@ pytestmark = pytest.mark.slow
 
 ARGS = ["--set", "data.dataset=digits", "--set", "data.num_clients=4", "--set", "server.clients_per_round=3",
         "--set", "server.rounds=5", "--set", "client.num_actors=2", "--set", "client.num_cpus=0.5",
-        "--set", "server.clip=2.0", "--set", "server.noise_multiplier=0.05", "--set", "run.checkpoint_every=2"]
+        "--set", "server.clip=2.0", "--set", "server.noise_multiplier=0.05", "--set", "run.checkpoint_every=2",
+        # server momentum and a cosine schedule: the velocity and the round's learning rate must survive the kill
+        "--set", "server.momentum=0.5", "--set", "server.lr_schedule=cosine"]
 
 
 def cli(*args, cwd):
@@ -65,3 +67,4 @@ def test_checkpoint_loads_without_pickle(tmp_path, ray_local):
 
     assert state["round"] == 2 and state["weights"].dtype == torch.float32
     assert len(state["rows"]) == 2 and state["client_level"]["histories"]
+    assert state["velocity"].shape == state["weights"].shape  # server momentum is part of the state
