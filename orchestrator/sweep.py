@@ -5,6 +5,8 @@ The search space comes from the ``[sweep]`` table of the TOML config:
     [sweep]
     max_concurrent_trials = 2   # trials at once (each reserves its actors in a placement group)
     baseline = true             # add one non-private trial (the horizontal line of the plot)
+    [sweep.baseline_set]        # overrides for the baseline trial alone (non-private SGD wants its own lr)
+    "client.lr" = 0.05
     [sweep.grid]                # cartesian product of these values
     "client.noise_multiplier" = [0.6, 1.0, 1.6]
     [sweep.loguniform]          # sampled num_samples times per grid point
@@ -43,6 +45,7 @@ class SweepConfig:
     max_concurrent_trials: int = 2  # trials at once
     num_samples: int = 1  # samples of the distributions per grid point
     baseline: bool = True  # add one non-private trial
+    baseline_set: Mapping[str, Any] = field(default_factory=dict)  # "section.key" -> value, baseline trial only
     max_failures: int = 2  # retries of a trial from its last checkpoint
     checkpoint_every: int = 5  # rounds between trial checkpoints (and always the last)
     grid: Mapping[str, list] = field(default_factory=dict)  # "section.key" -> values
@@ -59,6 +62,8 @@ class SweepConfig:
             check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, key, v, "must be an integer >= 1")
         check(isinstance(self.max_failures, int) and self.max_failures >= 0, "max_failures", self.max_failures,
               "must be an integer >= 0")
+        for key in self.baseline_set:
+            check(key.count(".") == 1, f"baseline_set.{key}", self.baseline_set[key], "keys look like section.key")
         for table in ("grid", "uniform", "loguniform"):
             for key, values in getattr(self, table).items():
                 check(key.count(".") == 1, f"{table}.{key}", values, "keys look like section.key")
@@ -75,7 +80,7 @@ class SweepConfig:
         pts = [dict(zip(keys, combo)) for combo in itertools.product(*(self.grid[k] for k in keys))] or [{}]
         if self.baseline:
             pts.append({"client.dp": False, "server.noise_multiplier": 0.0, "client.target_epsilon": None,
-                        "server.target_epsilon": None, "run.name": "baseline"})
+                        "server.target_epsilon": None, "run.name": "baseline", **self.baseline_set})
         return pts
 
 

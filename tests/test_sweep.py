@@ -42,6 +42,21 @@ def test_grid_points_and_baseline():
     assert points[-1]["client.dp"] is False
 
 
+def test_baseline_set_overrides_the_baseline_trial_only(tmp_path):
+    cfg_file = tmp_path / "s.toml"
+    cfg_file.write_text(SMALL.replace("[sweep.grid]", '[sweep.baseline_set]\n"client.lr" = 0.05\n[sweep.grid]'))
+    cfg, sweep = load_sweep_config(cfg_file, [])
+
+    trials = [apply_point(cfg, p) for p in sweep.points()]
+
+    assert [t.client.lr for t in trials] == [0.5, 0.5, 0.5, 0.5, 0.05]
+    assert not trials[-1].client.dp
+    with pytest.raises(ConfigError, match="client.lr"):  # validated like any trial, before anything runs
+        load_sweep_config(cfg_file, ["sweep.baseline_set={\"client.lr\"=-1.0}"])
+    with pytest.raises(ConfigError, match="sweep.baseline_set.lr"):
+        SweepConfig(baseline_set={"lr": 0.1})
+
+
 def test_bad_sweep_values_are_refused(tmp_path):
     cfg = tmp_path / "bad.toml"
     cfg.write_text(SMALL.replace('"client.target_epsilon" = [3.0, 8.0]', '"client.target_epsilon" = [-1.0]'))
