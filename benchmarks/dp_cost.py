@@ -8,7 +8,7 @@ non-private step of the same model measured in the same rounds. The ``noise`` ro
 what every DP-SGD step adds whatever the engine: one Gaussian draw per parameter from a
 seeded generator (Opacus's ``_generate_noise``); non-private + noise is the floor.
 
-    python benchmarks/dp_cost.py [--reps 5] [--steps 20] [--threads 1]
+    python benchmarks/dp_cost.py [--reps 5] [--steps 20] [--threads 1] [--batch 32] [--models tanh_cnn]
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=32, help="(expected) batch size")
     p.add_argument("--threads", type=int, default=1, help="torch threads (a client actor's CPU share)")
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of " + ",".join(MODELS))
+    p.add_argument("--name", default="dp_cost", help="result files: benchmarks/results/NAME.md and .json")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")  # Opacus's full-backward-hook notices
@@ -102,7 +103,7 @@ def main() -> None:
                         "all_ms": [s * 1000 for s in times[(model, mode)]]})
     table = common.markdown_table(["model", "grad_sample_mode", "ms / step", "x non-private", "note"], rows)
     print(table)
-    path = common.write_results("dp_cost", {"machine": common.machine(), "args": vars(args), "rows": out}, table)
+    path = common.write_results(args.name, {"machine": common.machine(), "args": vars(args), "rows": out}, table)
     print(f"wrote {path}")
 
 

@@ -1,9 +1,9 @@
 """Scale: seconds per round and peak memory for 100 / 1,000 / 3,000 virtual clients at a cohort of 50.
 
 Real MNIST (60,000 training images, from ``--root``), Dirichlet(0.5) label skew, a fixed
-cohort of exactly 50 clients per round, the default model (mnist_cnn) with record-level
-DP-SGD, 2 client actors, and a fixed amount of work per client: ``--local-steps``
-Poisson batches of expected size ``--batch`` (a smaller shard: all of it per step). A
+cohort of exactly 50 clients per round, the seed's CNN (mnist_cnn, our largest: 1.2 M
+parameters) with record-level DP-SGD, 2 client actors, and a fixed amount of work per
+client: ``--local-steps`` Poisson batches of expected size ``--batch`` (a smaller shard: all of it per step). A
 round's work is thus the same for every client count; what grows with N is the
 orchestration: partitioning, per-client state, sampling, accounting, transfers.
 
