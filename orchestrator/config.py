@@ -344,18 +344,22 @@ def parse_override(item: str) -> tuple[str, str, Any]:
     return section, name, value
 
 
+def read_toml(path: str | Path | None) -> dict[str, Any]:
+    """The TOML file's tables ({} for no file); a missing or malformed file is a ConfigError on --config."""
+    if path is None:
+        return {}
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError("--config", str(path), "file not found")
+    try:
+        return tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("--config", str(path), f"not valid TOML ({exc})") from exc
+
+
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> ExperimentConfig:
     """Load a TOML file (or the defaults), apply ``section.key=value`` overrides, validate."""
-    raw: dict[str, dict[str, Any]] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError("--config", str(path), "file not found")
-        try:
-            raw = tomllib.loads(p.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError("--config", str(path), f"not valid TOML ({exc})") from exc
-    raw = {k: dict(v) if isinstance(v, Mapping) else v for k, v in raw.items()}
+    raw = {k: dict(v) if isinstance(v, Mapping) else v for k, v in read_toml(path).items()}
     for item in overrides:
         section, name, value = parse_override(item)
         if section not in _SECTION_CLASSES:

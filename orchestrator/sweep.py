@@ -31,7 +31,7 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from orchestrator.config import ConfigError, ExperimentConfig, from_dict, parse_override, to_dict
+from orchestrator.config import ConfigError, ExperimentConfig, from_dict, parse_override, read_toml, to_dict
 from orchestrator.resources import placement_for_config
 
 SWEEP_FILE = "sweep.json"
@@ -98,18 +98,7 @@ def split_config(raw: Mapping[str, Any]) -> tuple[dict, SweepConfig]:
 def load_sweep_config(path: str | Path | None, overrides: list[str]) -> tuple[ExperimentConfig, SweepConfig]:
     """Experiment config + sweep config from one TOML file and ``--set`` overrides
     (``sweep.key=value`` overrides address the sweep table)."""
-    import tomllib
-
-    raw: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError("--config", str(path), "file not found")
-        try:
-            raw = tomllib.loads(p.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError("--config", str(path), f"not valid TOML ({exc})") from exc
-    base_raw, sweep = split_config(raw)
+    base_raw, sweep = split_config(read_toml(path))
     sweep_over = [o for o in overrides if o.strip().startswith("sweep.")]
     rest = [o for o in overrides if not o.strip().startswith("sweep.")]
     if sweep_over:
