@@ -40,6 +40,36 @@ def test_real_mnist_loads_offline_from_gz_idx_files(mnist_root):
     assert np.bincount(data.y_test).sum() == 10000
 
 
+def _write_idx(path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as fh:
+        fh.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_idx_reader_on_written_files(tmp_path):
+    """The IDX reader without the real files: what is written (both layouts of data.root) is what loads."""
+    rng = np.random.default_rng(0)
+    arrays = {"train-images-idx3-ubyte": rng.integers(0, 256, (12, 28, 28)),
+              "train-labels-idx1-ubyte": np.arange(12) % 10,
+              "t10k-images-idx3-ubyte": rng.integers(0, 256, (5, 28, 28)),
+              "t10k-labels-idx1-ubyte": np.arange(5)}
+    for root in (tmp_path / "a", tmp_path / "b"):
+        raw = root / "raw" if root.name == "a" else root / "FashionMNIST" / "raw"
+        raw.mkdir(parents=True)
+        for stem, array in arrays.items():
+            _write_idx(raw / f"{stem}.gz", array)
+
+    for name, root in (("mnist", tmp_path / "a"), ("fashion-mnist", tmp_path / "b")):
+        data = load_dataset(name, str(root))
+        assert data.x_train.shape == (12, 1, 28, 28) and data.x_test.shape == (5, 1, 28, 28)
+        np.testing.assert_allclose(data.x_train[:, 0] * 255.0, arrays["train-images-idx3-ubyte"], atol=1e-4)
+        assert data.y_train.tolist() == arrays["train-labels-idx1-ubyte"].tolist()
+        assert data.y_test.tolist() == [0, 1, 2, 3, 4]
+    (tmp_path / "a" / "raw" / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte"):
+        load_dataset.__wrapped__("mnist", str(tmp_path / "a"))  # uncached: the file is gone now
+
+
 def test_medmnist_npz_loads_grey_images(breastmnist_path):
     data = load_dataset("npz", str(breastmnist_path))
 
