@@ -60,7 +60,10 @@ class ImageData:
             x, y = x[indices], y[indices]
         mean = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
         std = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)
-        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).sub(mean).div_(std)  # one new copy
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if not x.flags.writeable:  # a read-only memory map (a feature cache): torch wants its own memory
+            x = x.copy()
+        xt = torch.from_numpy(x).sub(mean).div_(std)  # one new copy
         return xt.contiguous(), torch.from_numpy(np.asarray(y, dtype=np.int64))
 
 
@@ -193,7 +196,19 @@ def load_dataset(dataset: str, root: str = "", test_fraction: float = 0.2, seed:
 
 
 def load_from_config(data_cfg, *, cache: bool = True) -> ImageData:
-    """:func:`load_dataset` for a :class:`orchestrator.config.DataConfig`. ``cache=False`` loads afresh and
-    keeps nothing: for actors that take the tensors they need once and drop the rest."""
-    load = load_dataset if cache else load_dataset.__wrapped__
-    return load(data_cfg.dataset, data_cfg.root, data_cfg.test_fraction, data_cfg.split_seed, data_cfg.download)
+    """The data a model trains on for a :class:`orchestrator.config.DataConfig`: :func:`load_dataset`, then
+    ``data.features`` (actors/features.py). ``cache=False`` loads afresh and keeps nothing: for actors that
+    take the tensors they need once and drop the rest."""
+    args = (data_cfg.dataset, data_cfg.root, data_cfg.test_fraction, data_cfg.split_seed, data_cfg.download)
+    if data_cfg.features == "pixels":
+        return load_dataset(*args) if cache else load_dataset.__wrapped__(*args)
+    load = _load_features if cache else _load_features.__wrapped__
+    return load(*args, data_cfg.features)
+
+
+@lru_cache(maxsize=2)
+def _load_features(dataset: str, root: str, test_fraction: float, seed: int, download: bool,
+                   features: str) -> ImageData:
+    from actors.features import apply_features  # imports kymatio, which pixel runs never need
+
+    return apply_features(load_dataset.__wrapped__(dataset, root, test_fraction, seed, download), features)

@@ -19,9 +19,11 @@ from typing import Any, Mapping, Sequence
 DATASETS = ("mnist5k", "digits", "mnist", "fashion-mnist", "cifar10", "npz")
 PARTITIONS = ("iid", "dirichlet", "shards")
 ACCOUNTANTS = ("rdp", "prv", "pld")
-MODELS = ("auto", "mnist_cnn", "digits_cnn", "cifar_cnn", "tanh_cnn")
+MODELS = ("auto", "mnist_cnn", "digits_cnn", "cifar_cnn", "tanh_cnn", "scatter_linear")
+SCATTER_MODELS = ("scatter_linear",)  # models on data.features = "scatternet"
 SAMPLINGS = ("poisson", "fixed")
 LR_SCHEDULES = ("constant", "cosine")  # server.lr_schedule, see orchestrator/server_optimizer.py
+FEATURES = ("pixels", "scatternet")  # data.features, see actors/features.py
 GRAD_SAMPLE_MODES = ("bookkeeping", "hooks", "functorch", "ew", "ghost")  # see actors/local_training.py
 
 
@@ -79,10 +81,12 @@ class DataConfig:
     test_fraction: float = 0.2  # held-out share, for data sets without a test split
     split_seed: int = 0  # seed of that stratified split (fixed apart from run.seed: same test set)
     download: bool = False  # let torchvision download (off: runs never touch the network)
+    features: str = "pixels"  # pixels | scatternet (fixed wavelet features, cached on disk; no privacy cost)
 
     def __post_init__(self) -> None:
         _check_choice("data.dataset", self.dataset, DATASETS)
         _check_choice("data.partition", self.partition, PARTITIONS)
+        _check_choice("data.features", self.features, FEATURES)
         _check(_finite("data.alpha", self.alpha) > 0, "data.alpha", self.alpha, "must be > 0")
         _check_int("data.shards_per_client", self.shards_per_client, 1)
         _check_int("data.num_clients", self.num_clients, 1)
@@ -275,6 +279,12 @@ class ExperimentConfig:
         if self.audit.canaries:
             _check(self.server.clipping, "audit.canaries", self.audit.canaries,
                    "canary updates have the clip's norm: needs server.clip > 0 or server.adaptive_clip = true")
+        if self.model.name != "auto":  # a pixel CNN cannot read 7x7 feature maps, nor the reverse
+            scatter_model = self.model.name in SCATTER_MODELS
+            _check(scatter_model == (self.data.features == "scatternet"), "model.name", self.model.name,
+                   f"data.features = {self.data.features!r} needs model.name = "
+                   + ("auto or one of " + ", ".join(SCATTER_MODELS) if self.data.features == "scatternet"
+                      else "auto or a pixel model"))
 
     def flat(self) -> dict[str, Any]:
         """The whole config as one flat dict, ``{"section.key": value}``."""

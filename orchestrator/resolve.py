@@ -105,7 +105,7 @@ def resolve_config(cfg: ExperimentConfig, capacity: tuple[float, float] | None =
     except PartitionError as exc:
         raise ConfigError("data.partition", d.partition, str(exc)) from exc
 
-    model = cfg.model.name if cfg.model.name != "auto" else auto_model_name(data.shape[1])
+    model = cfg.model.name if cfg.model.name != "auto" else auto_model_name(data.shape[1], d.features)
     delta_record = c.delta if c.delta is not None else default_delta(n_train)
     if delta_record >= 1 / n_train:
         raise ConfigError("client.delta", c.delta, f"must be < 1/n = {1 / n_train:.3g} (n = {n_train} records)")

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("FEDFRONTIER_SHARED_DATA", ROOT.parent / "shared" / "data"))
+# Feature caches of this test session go to a fresh folder (set before Ray starts: actors inherit it).
+os.environ["FEDFRONTIER_CACHE"] = tempfile.mkdtemp(prefix="fedfrontier-test-cache-")
 
 
 @pytest.fixture(scope="session", autouse=True)

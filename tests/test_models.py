@@ -4,7 +4,8 @@ from opacus.validators import ModuleValidator
 
 from actors.models import MODELS, auto_model_name, build_model
 
-SHAPES = {"mnist_cnn": (1, 28), "digits_cnn": (1, 8), "cifar_cnn": (3, 32), "tanh_cnn": (1, 28)}
+SHAPES = {"mnist_cnn": (1, 28), "digits_cnn": (1, 8), "cifar_cnn": (3, 32), "tanh_cnn": (1, 28),
+          "scatter_linear": (81, 7)}
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -31,3 +32,4 @@ def test_initial_weights_depend_on_the_seed_alone():
 
 def test_auto_model_matches_image_size():
     assert [auto_model_name(s) for s in (8, 28, 32)] == ["digits_cnn", "tanh_cnn", "cifar_cnn"]
+    assert auto_model_name(7, "scatternet") == "scatter_linear"

@@ -12,7 +12,8 @@ from actors.per_sample_clipping import PerSampleClipper, UnsupportedLayerError
 
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing")  # Opacus hooks on input layers
 
-SHAPES = {"mnist_cnn": (1, 28), "digits_cnn": (1, 8), "cifar_cnn": (3, 32), "tanh_cnn": (1, 28)}
+SHAPES = {"mnist_cnn": (1, 28), "digits_cnn": (1, 8), "cifar_cnn": (3, 32), "tanh_cnn": (1, 28),
+          "scatter_linear": (81, 7)}
 
 
 def per_sample_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clip: float):
