@@ -112,6 +112,21 @@ def test_local_dp_sgd_delta_equals_opacus_hooks_mode(name, dataset):
     assert torch.allclose(ours, opacus, rtol=1e-4, atol=1e-6), float((ours - opacus).abs().max())
 
 
+def test_local_dp_sgd_delta_equals_opacus_on_scatternet_features():
+    """scatter_linear on real digits' ScatterNet features (parameter-free GroupNorm, then Linear)."""
+    from actors.features import scatter_transform
+
+    data = load_dataset("digits")
+    x, y = data.tensors("train")
+    x, y = scatter_transform(torch.nn.functional.pad(x[:200], (10, 10, 10, 10))), y[:200]  # 28x28 -> 81x7x7
+
+    ours = _delta("scatter_linear", "bookkeeping", x, y, steps=4)
+    opacus = _delta("scatter_linear", "hooks", x, y, steps=4)
+
+    assert float(ours.norm()) > 0
+    assert torch.allclose(ours, opacus, rtol=1e-4, atol=1e-6), float((ours - opacus).abs().max())
+
+
 def test_engine_is_a_validated_config_key_defaulting_to_bookkeeping():
     from orchestrator.config import ConfigError, load_config
 
