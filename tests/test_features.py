@@ -1,5 +1,7 @@
 """ScatterNet features: per-record (so no privacy cost), computed once, cached, and wired into runs."""
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -69,6 +71,27 @@ def test_cache_is_filled_once_and_read_back(cache, monkeypatch):
     xt, _ = first.tensors("train", np.array([3, 5]))
     assert torch.allclose(xt, torch.from_numpy(np.asarray(first.x_train[[3, 5]])))  # no second normalisation
     assert len(list(cache.glob("*.npy"))) == 2 and not list(cache.glob("*.tmp"))
+
+
+def test_concurrent_first_uses_compute_once(cache, monkeypatch):
+    """Two trials starting together on one node: one fills the cache, the other waits and reads it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = small_data()
+    calls = []
+    real = features.scatter_transform
+
+    def slow(x, **kw):
+        calls.append(len(x))
+        time.sleep(0.3)  # long enough for the others to reach the lock
+        return real(x, **kw)
+
+    monkeypatch.setattr(features, "scatter_transform", slow)
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda _: scatternet(data), range(3)))
+
+    assert calls == [12, 4]
+    assert all(np.array_equal(r.x_train, results[0].x_train) for r in results)
 
 
 def test_other_images_get_another_cache_entry(cache):
