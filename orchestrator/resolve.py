@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+import torch
 
 from actors.data import DataError, ImageData, load_from_config
 from actors.models import auto_model_name, build_model
@@ -79,8 +80,16 @@ def _calibrate(key: str, target: float, delta: float, accountant: str,
 
 
 def count_parameters(model: str, data: ImageData) -> int:
-    c, h, _ = data.shape
+    """Parameters of ``model`` built for ``data``; a ConfigError if it cannot read those inputs (a
+    model for another image size), here rather than in every client actor once the run has started."""
+    c, h, w = data.shape
     net = build_model(model, in_channels=c, num_classes=data.num_classes, image_size=h, seed=0)
+    try:
+        with torch.no_grad():
+            net(torch.zeros(1, c, h, w))
+    except RuntimeError as exc:
+        raise ConfigError("model.name", model, f"does not fit this data's {c}x{h}x{w} inputs "
+                                               f"({str(exc).splitlines()[0]}); try model.name = \"auto\"") from exc
     return sum(p.numel() for p in net.parameters())
 
 
@@ -106,6 +115,7 @@ def resolve_config(cfg: ExperimentConfig, capacity: tuple[float, float] | None =
         raise ConfigError("data.partition", d.partition, str(exc)) from exc
 
     model = cfg.model.name if cfg.model.name != "auto" else auto_model_name(data.shape[1], d.features)
+    num_params = count_parameters(model, data)
     delta_record = c.delta if c.delta is not None else default_delta(n_train)
     if delta_record >= 1 / n_train:
         raise ConfigError("client.delta", c.delta, f"must be < 1/n = {1 / n_train:.3g} (n = {n_train} records)")
@@ -137,7 +147,7 @@ def resolve_config(cfg: ExperimentConfig, capacity: tuple[float, float] | None =
     canaries = cfg.audit.canaries
     if canaries is None:  # audit client-level DP wherever it is claimed and canaries cost little accuracy
         canaries = default_canary_count(noise_multiplier=z, sample_rate=q, clipping=s.clipping,
-                                        num_params=count_parameters(model, data))
+                                        num_params=num_params)
     resolved = cfg.replace(
         model={"name": model},
         client={"delta": delta_record, "noise_multiplier": sigma, "num_actors": num_actors},

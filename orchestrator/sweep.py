@@ -232,7 +232,22 @@ def _tuner(cfg: ExperimentConfig, sweep: SweepConfig, storage: str, restore: boo
         run_config=tune.RunConfig(
             name=sweep.name, storage_path=storage, progress_reporter=_reporter(cfg, sweep), verbose=1,
             failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            callbacks=[_finite_tensorboard_logger()]))
+
+
+def _finite_tensorboard_logger():
+    """Tune's TensorBoard logger, given only the finite numbers of each row: epsilon is inf for a
+    non-private trial (and eps_client without server noise), and tensorboardX warns on every
+    such value, every round. The parquet tables keep the infinities."""
+    from ray.tune.logger import TBXLoggerCallback
+
+    class FiniteTBXLogger(TBXLoggerCallback):
+        def log_trial_result(self, iteration, trial, result):
+            finite = {k: v for k, v in result.items() if not (isinstance(v, float) and not math.isfinite(v))}
+            super().log_trial_result(iteration, trial, finite)
+
+    return FiniteTBXLogger()
 
 
 def _trial_name(trial) -> str:

@@ -33,6 +33,9 @@ CASES = [  # (arguments, key the message must name)
     (["--set", "client.lr"], "client.lr"),
     (["--config", "/nonexistent/config.toml"], "--config"),
     (["--set", "data.num_clients=1000", "--set", "data.min_client_size=10"], "data.partition"),
+    (["--set", "data.dataset=digits", "--set", "model.name=tanh_cnn"], "model.name"),  # 8x8 images: too small
+    (["--set", "data.features=scatternet", "--set", "model.name=tanh_cnn"], "model.name"),
+    (["--set", "data.features=wavelets"], "data.features"),
 ]
 
 

@@ -101,3 +101,19 @@ def test_two_by_two_grid_through_tune(ray_local, tmp_path):
     for name in ("trials.parquet", "rounds.parquet", "frontier.parquet"):
         assert len(pd.read_parquet(out / name)) > 0
     assert (out / "frontier.png").stat().st_size > 20_000
+
+
+def test_tensorboard_gets_only_finite_values(monkeypatch):
+    """epsilon = inf stays in the tables; TensorBoard (tensorboardX warns on inf) is not sent it."""
+    from ray.tune.logger import TBXLoggerCallback
+
+    from orchestrator.sweep import _finite_tensorboard_logger
+
+    seen = []
+    monkeypatch.setattr(TBXLoggerCallback, "log_trial_result", lambda self, i, trial, result: seen.append(result))
+
+    _finite_tensorboard_logger().log_trial_result(1, None, {"eps_client": math.inf, "eps_record_max": 2.5,
+                                                            "test_accuracy": 0.9, "round": 1})
+
+    assert seen == [{"eps_record_max": 2.5, "test_accuracy": 0.9, "round": 1}]
+
