@@ -10,6 +10,20 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("FEDFRONTIER_SHARED_DATA", ROOT.parent / "shared" / "data"))
+# The [data], [model] and [client] tables of the small sweep configs the Tune, resume and job tests write:
+# 4 clients on the 8x8 digits in one actor (seconds per trial).
+DIGITS_SWEEP_BASE = """
+[data]
+dataset = "digits"
+num_clients = 4
+[model]
+name = "digits_cnn"
+[client]
+lr = 0.5
+num_actors = 1
+num_cpus = 1.0
+"""
+
 # Feature caches of this test session go to a fresh folder (set before Ray starts: actors inherit it).
 os.environ["FEDFRONTIER_CACHE"] = tempfile.mkdtemp(prefix="fedfrontier-test-cache-")
 

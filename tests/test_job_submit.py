@@ -10,21 +10,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import DIGITS_SWEEP_BASE, ROOT
 
 pytestmark = pytest.mark.slow
 
-SMALL = """
-[data]
-dataset = "digits"
-num_clients = 4
-[model]
-name = "digits_cnn"
-[client]
-lr = 0.5
-num_actors = 1
-num_cpus = 1.0
-[server]
+SMALL = DIGITS_SWEEP_BASE + """[server]
 rounds = 2
 clients_per_round = 4
 [sweep]

@@ -7,18 +7,9 @@ import pytest
 
 from orchestrator.config import ConfigError
 from orchestrator.sweep import SweepConfig, apply_point, load_sweep_config, run_sweep, trial_bundles
+from tests.conftest import DIGITS_SWEEP_BASE
 
-SMALL = """
-[data]
-dataset = "digits"
-num_clients = 4
-[model]
-name = "digits_cnn"
-[client]
-lr = 0.5
-num_actors = 1
-num_cpus = 1.0
-[server]
+SMALL = DIGITS_SWEEP_BASE + """[server]
 rounds = 2
 clients_per_round = 4
 clip = 2.0

@@ -10,19 +10,11 @@ import time
 import pandas as pd
 import pytest
 
+from tests.conftest import DIGITS_SWEEP_BASE
+
 pytestmark = pytest.mark.slow
 
-CONFIG = """
-[data]
-dataset = "digits"
-num_clients = 4
-[model]
-name = "digits_cnn"
-[client]
-lr = 0.5
-num_actors = 1
-num_cpus = 1.0
-[server]
+CONFIG = DIGITS_SWEEP_BASE + """[server]
 rounds = 4
 clients_per_round = 4
 [sweep]
