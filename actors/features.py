@@ -19,6 +19,7 @@ every node fills its own on first use, under a file lock.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import os
 import sys
 import time
@@ -29,6 +30,7 @@ import torch
 
 from actors.data import ImageData
 from orchestrator.config import FEATURES
+
 SCATTER_J = 2  # scales: the output is 2^J times smaller on each side
 SCATTER_L = 8  # angles per scale
 _VERSION = "scatternet-v1"  # bump when the computation changes, so that old caches are not reused
@@ -68,7 +70,8 @@ def scatter_transform(x: torch.Tensor, *, chunk: int = 1000) -> torch.Tensor:
 
 def _key(data: ImageData) -> str:
     h = hashlib.blake2b(digest_size=16)
-    h.update(f"{_VERSION} J={SCATTER_J} L={SCATTER_L} mean={data.mean} std={data.std}".encode())
+    kymatio = importlib.metadata.version("kymatio")  # its filter bank defines the features too
+    h.update(f"{_VERSION} kymatio={kymatio} J={SCATTER_J} L={SCATTER_L} mean={data.mean} std={data.std}".encode())
     for a in (data.x_train, data.x_test):
         h.update(str(a.shape).encode())
         h.update(np.ascontiguousarray(a, dtype=np.float32).data)
