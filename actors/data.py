@@ -60,10 +60,8 @@ class ImageData:
             x, y = x[indices], y[indices]
         mean = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
         std = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if not x.flags.writeable:  # a read-only memory map (a feature cache): torch wants its own memory
-            x = x.copy()
-        xt = torch.from_numpy(x).sub(mean).div_(std)  # one new copy
+        # One new copy, normalised in place: also what a read-only memory map (a feature cache) needs.
+        xt = torch.from_numpy(np.array(x, dtype=np.float32)).sub_(mean).div_(std)
         return xt.contiguous(), torch.from_numpy(np.asarray(y, dtype=np.int64))
 
 

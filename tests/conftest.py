@@ -10,6 +10,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("FEDFRONTIER_SHARED_DATA", ROOT.parent / "shared" / "data"))
+# (input channels, image side) each model of actors/models.py is built for in the model tests.
+MODEL_SHAPES = {"mnist_cnn": (1, 28), "digits_cnn": (1, 8), "cifar_cnn": (3, 32), "tanh_cnn": (1, 28),
+                "scatter_linear": (81, 7)}
 # The [data], [model] and [client] tables of the small sweep configs the Tune, resume and job tests write:
 # 4 clients on the 8x8 digits in one actor (seconds per trial).
 DIGITS_SWEEP_BASE = """

@@ -3,14 +3,12 @@ import torch
 from opacus.validators import ModuleValidator
 
 from actors.models import MODELS, auto_model_name, build_model
-
-SHAPES = {"mnist_cnn": (1, 28), "digits_cnn": (1, 8), "cifar_cnn": (3, 32), "tanh_cnn": (1, 28),
-          "scatter_linear": (81, 7)}
+from tests.conftest import MODEL_SHAPES
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_every_model_validates_under_opacus_and_runs(name):
-    channels, size = SHAPES[name]
+    channels, size = MODEL_SHAPES[name]
     model = build_model(name, in_channels=channels, num_classes=10, image_size=size, seed=0)
 
     ModuleValidator.validate(model, strict=True)  # raises on BatchNorm or other unsupported layers

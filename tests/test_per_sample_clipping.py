@@ -9,11 +9,9 @@ from actors.data import load_dataset
 from actors.local_training import LocalSpec, LocalTrainer
 from actors.models import MODELS, build_model
 from actors.per_sample_clipping import PerSampleClipper, UnsupportedLayerError
+from tests.conftest import MODEL_SHAPES
 
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing")  # Opacus hooks on input layers
-
-SHAPES = {"mnist_cnn": (1, 28), "digits_cnn": (1, 8), "cifar_cnn": (3, 32), "tanh_cnn": (1, 28),
-          "scatter_linear": (81, 7)}
 
 
 def per_sample_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clip: float):
@@ -32,7 +30,7 @@ def per_sample_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clip: fl
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_clipped_sum_equals_the_per_sample_definition(name):
-    channels, size = SHAPES[name]
+    channels, size = MODEL_SHAPES[name]
     model = build_model(name, in_channels=channels, num_classes=10, image_size=size, seed=0).double()
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(9, channels, size, size, generator=gen, dtype=torch.float64)
@@ -90,7 +88,7 @@ def test_in_place_edit_of_a_kept_output_is_refused():
 
 
 def _delta(name: str, mode: str, x: torch.Tensor, y: torch.Tensor, steps: int) -> torch.Tensor:
-    channels, size = SHAPES[name]
+    channels, size = MODEL_SHAPES[name]
     spec = LocalSpec(dp=True, noise_multiplier=0.7, max_grad_norm=0.5, lr=0.1, momentum=0.5, batch_size=16,
                      local_epochs=1.0, local_steps=steps, grad_sample_mode=mode)
     model = build_model(name, in_channels=channels, num_classes=10, image_size=size, seed=3)
