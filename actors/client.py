@@ -23,13 +23,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from actors.data import ImageData, load_from_config
+from actors.data import ImageData
+from actors.model_inputs import load_from_config
 from actors.local_training import LocalSpec, LocalTrainer
 from actors.models import build_model
-from orchestrator.accounting import Ledger
-from orchestrator.clipping import clip_by_l2_norm
-from orchestrator.config import ExperimentConfig
-from orchestrator.seeding import CLIENT, torch_generator
+from privacy.accounting import Ledger
+from privacy.clipping import clip_by_l2_norm
+from privacy.config import ExperimentConfig
+from privacy.seeding import CLIENT, torch_generator
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ int64 labels, with a train and a test split. Sources:
 
 Sources without a test split get a seeded, stratified split. Loaders are cached per
 process (the driver resolves many configs); actors load uncached and keep only their rows.
+What a model trains on (these images, then ``data.features``) is :mod:`actors.model_inputs`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from orchestrator.seeding import SPLIT, numpy_rng
+from privacy.seeding import SPLIT, numpy_rng
 
 # Per-channel normalisation constants (mean, std) of each source, on [0, 1] pixels.
 _NORMALISATION = {
@@ -191,22 +192,3 @@ def load_dataset(dataset: str, root: str = "", test_fraction: float = 0.2, seed:
     if dataset == "npz":
         return _load_npz(root)
     raise DataError(f"unknown dataset {dataset!r}")
-
-
-def load_from_config(data_cfg, *, cache: bool = True) -> ImageData:
-    """The data a model trains on for a :class:`orchestrator.config.DataConfig`: :func:`load_dataset`, then
-    ``data.features`` (actors/features.py). ``cache=False`` loads afresh and keeps nothing: for actors that
-    take the tensors they need once and drop the rest."""
-    args = (data_cfg.dataset, data_cfg.root, data_cfg.test_fraction, data_cfg.split_seed, data_cfg.download)
-    if data_cfg.features == "pixels":
-        return load_dataset(*args) if cache else load_dataset.__wrapped__(*args)
-    load = _load_features if cache else _load_features.__wrapped__
-    return load(*args, data_cfg.features)
-
-
-@lru_cache(maxsize=2)
-def _load_features(dataset: str, root: str, test_fraction: float, seed: int, download: bool,
-                   features: str) -> ImageData:
-    from actors.features import apply_features  # imports kymatio, which pixel runs never need
-
-    return apply_features(load_dataset.__wrapped__(dataset, root, test_fraction, seed, download), features)

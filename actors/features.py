@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from actors.data import ImageData
-from orchestrator.config import FEATURES
+from privacy.config import FEATURES
 
 SCATTER_J = 2  # scales: the output is 2^J times smaller on each side
 SCATTER_L = 8  # angles per scale

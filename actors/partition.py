@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from orchestrator.seeding import PARTITION, numpy_rng
+from privacy.seeding import PARTITION, numpy_rng
 
 
 class PartitionError(ValueError):

@@ -11,7 +11,7 @@ clients also report 1[||Delta_k|| <= S_t], the server releases their noised shar
 moves S_t toward the target quantile; the deltas then get the multiplier sigma_Delta
 that composes with the count's to the booked z.
 
-For the empirical audit, canary clients (``orchestrator.canaries``) join the clipped
+For the empirical audit, canary clients (``privacy.canaries``) join the clipped
 sum before the noise, never a ledger; after the last round the server scores them and
 runs a membership-inference test on the final model (``audit``).
 """
@@ -26,19 +26,19 @@ import numpy as np
 import torch
 
 from actors.client import ActorUpdate, ClientReport
-from actors.data import load_from_config
+from actors.model_inputs import load_from_config
 from actors.models import build_model
 from actors.local_training import load_flat_
-from orchestrator.accounting import Ledger
-from orchestrator.audit import audit_delta, one_run_audit
-from orchestrator.canaries import Canaries
-from orchestrator.clipping import adaptive_clip_update
-from orchestrator.config import ExperimentConfig
-from orchestrator.mechanisms import (adaptive_clipping_delta_multiplier, broadcast_noise, dp_fedavg_aggregate,
+from privacy.accounting import Ledger
+from privacy.audit import audit_delta, one_run_audit
+from privacy.canaries import Canaries
+from privacy.clipping import adaptive_clip_update
+from privacy.config import ExperimentConfig
+from privacy.mechanisms import (adaptive_clipping_delta_multiplier, broadcast_noise, dp_fedavg_aggregate,
                                      noised_unclipped_fraction)
-from orchestrator.membership import loss_threshold_auc, membership_auc_bound, membership_sample
-from orchestrator.server_optimizer import server_learning_rate, server_step
-from orchestrator.seeding import BROADCAST, CLIP_NOISE, COHORT, SERVER_NOISE, numpy_rng, torch_generator
+from privacy.membership import loss_threshold_auc, membership_auc_bound, membership_sample
+from actors.server_optimizer import server_learning_rate, server_step
+from privacy.seeding import BROADCAST, CLIP_NOISE, COHORT, SERVER_NOISE, numpy_rng, torch_generator
 
 FEDERATION = -1  # the client-level ledger's one party: the federation as a whole
 
@@ -317,7 +317,7 @@ class ServerActor:
 
         ``eps_audit_lower``: the one-run canary audit's lower bound on the client-level epsilon at
         ``audit.confidence`` (Steinke, Nasr, Jagielski 2023), scoring canary j by <u_j, w_T - w_0>, at
-        ``audit_delta`` (<= delta_client, see :func:`orchestrator.audit.audit_delta`); the claim it
+        ``audit_delta`` (<= delta_client, see :func:`privacy.audit.audit_delta`); the claim it
         checks is ``eps_client_at_audit_delta``, the client-level ledger read at that delta.
         ``mia_auc``: the loss-threshold attack's AUC, training records against test records;
         ``mia_auc_bound``: the largest AUC the reported guarantees allow (NaN if none applies).

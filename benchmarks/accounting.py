@@ -3,7 +3,7 @@
 Every client of a distinct shard size has its own sample rate, so a run with thousands of
 Dirichlet clients evaluates the per-step RDP (all 152 orders) once per distinct rate, in
 the server at the client's first round. This times that evaluation for Opacus's
-``compute_rdp`` and for ``orchestrator.subsampled_gaussian.rdp_one_step`` (same series,
+``compute_rdp`` and for ``privacy.subsampled_gaussian.rdp_one_step`` (same series,
 vectorised), alternating the two, over the rates of real Dirichlet partitions of MNIST.
 
     python benchmarks/accounting.py [--sigma 1.0] [--batch 8] [--clients 100,1000,3000]
@@ -32,8 +32,8 @@ def main() -> None:
 
     from actors.data import load_dataset
     from actors.partition import partition
-    from orchestrator.accounting import RDP_ORDERS
-    from orchestrator.subsampled_gaussian import rdp_one_step
+    from privacy.accounting import RDP_ORDERS
+    from privacy.subsampled_gaussian import rdp_one_step
 
     labels = load_dataset("mnist", args.root).y_train
     rows, out = [], []

@@ -58,7 +58,7 @@ LABELS = {"none": "non-private, plain PyTorch loop", "bookkeeping": "DP-SGD, boo
 
 
 def config(engine: str, actors: int = 0):
-    from orchestrator.config import load_config
+    from privacy.config import load_config
 
     dp = ["client.dp=false"] if engine == "none" else ["client.dp=true", f"client.grad_sample_mode={engine}"]
     return load_config(overrides=[*OVERRIDES, *dp, f"client.num_actors={actors}"])
@@ -69,7 +69,7 @@ class SingleProcess:
 
     def __init__(self, engine: str, threads: int):
         from actors.client import initial_weights, local_spec
-        from actors.data import load_from_config
+        from actors.model_inputs import load_from_config
         from actors.local_training import LocalTrainer
         from actors.models import build_model
         from orchestrator.resolve import resolve_config
@@ -87,7 +87,7 @@ class SingleProcess:
         self.trainer = LocalTrainer(self.model, self.spec) if self.opacus is None else None
 
     def round(self, r: int) -> None:
-        from orchestrator.seeding import CLIENT, torch_generator
+        from privacy.seeding import CLIENT, torch_generator
 
         total = torch.zeros_like(self.weights)
         for k, (x, y) in enumerate(self.shards):

@@ -19,7 +19,7 @@ from pathlib import Path
 def main(argv: list[str] | None = None) -> int:
     from orchestrator.cli import default_sweep_config, print_frontier
     from orchestrator.cluster import ensure_ray
-    from orchestrator.config import ConfigError
+    from privacy.config import ConfigError
     from orchestrator.sweep import load_sweep_config, run_sweep
 
     p = argparse.ArgumentParser(prog="python -m experiments.frontier", description=__doc__.splitlines()[0])

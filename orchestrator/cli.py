@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from orchestrator.config import ConfigError, load_config, to_dict
+from privacy.config import ConfigError, load_config, to_dict
 
 
 def _out_dir(out: str | None, name: str, kind: str, overwrite: bool) -> Path:
@@ -27,7 +27,7 @@ def _out_dir(out: str | None, name: str, kind: str, overwrite: bool) -> Path:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from orchestrator.config import from_dict
+    from privacy.config import from_dict
     from orchestrator.federation import CHECKPOINT, run_federated
     from orchestrator.resolve import resolve_config
 
@@ -96,7 +96,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _saved_sweep(path: Path):
-    from orchestrator.config import from_dict
+    from privacy.config import from_dict
     from orchestrator.sweep import SweepConfig
 
     saved = json.loads(path.read_text())

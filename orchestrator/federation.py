@@ -16,7 +16,7 @@ import pandas as pd
 
 from actors.client import ClientActor, initial_weights
 from actors.server import ServerActor
-from orchestrator.config import ExperimentConfig
+from privacy.config import ExperimentConfig
 from orchestrator.resolve import Plan, resolve_config
 from orchestrator.resources import actor_threads
 

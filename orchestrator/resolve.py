@@ -14,15 +14,16 @@ from typing import Callable
 import numpy as np
 import torch
 
-from actors.data import DataError, ImageData, load_from_config
+from actors.data import DataError, ImageData
+from actors.model_inputs import load_from_config
 from actors.models import auto_model_name, build_model
 from actors.partition import Partition, PartitionError, partition
 from actors.local_training import LocalSpec
 from actors.server import ClientPlan
 from actors.client import local_spec
-from orchestrator.accounting import Event, calibrate_noise_multiplier, epsilon
-from orchestrator.canaries import default_canary_count
-from orchestrator.config import ConfigError, ExperimentConfig
+from privacy.accounting import Event, calibrate_noise_multiplier, epsilon
+from privacy.canaries import default_canary_count
+from privacy.config import ConfigError, ExperimentConfig
 from orchestrator.resources import auto_num_actors, cluster_capacity
 
 

@@ -31,7 +31,7 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from orchestrator.config import ConfigError, ExperimentConfig, from_dict, parse_override, read_toml, to_dict
+from privacy.config import ConfigError, ExperimentConfig, from_dict, parse_override, read_toml, to_dict
 from orchestrator.resources import placement_for_config
 
 SWEEP_FILE = "sweep.json"

@@ -4,7 +4,7 @@ import dp_accounting
 import pytest
 from dp_accounting import pld, rdp
 
-from orchestrator.accounting import (RDP_ORDERS, Ledger, calibrate_for_schedule, epsilon, merge_events)
+from privacy.accounting import (RDP_ORDERS, Ledger, calibrate_for_schedule, epsilon, merge_events)
 
 SETTINGS = [  # (z, q, T, delta)
     (1.0, 0.1, 100, 1e-5),
@@ -58,7 +58,7 @@ def test_fractional_order_rdp_equals_the_exact_integral(alpha):
     import numpy as np
     from scipy import integrate
 
-    from orchestrator.accounting import _rdp_one_step
+    from privacy.accounting import _rdp_one_step
 
     q, sigma = 0.1, 1.0
 

@@ -9,9 +9,9 @@ import torch
 from dp_accounting import rdp
 from scipy import stats
 
-from orchestrator.clipping import adaptive_clip_update
-from orchestrator.config import ConfigError, ServerConfig, load_config
-from orchestrator.mechanisms import adaptive_clipping_delta_multiplier, noised_unclipped_fraction
+from privacy.clipping import adaptive_clip_update
+from privacy.config import ConfigError, ServerConfig, load_config
+from privacy.mechanisms import adaptive_clipping_delta_multiplier, noised_unclipped_fraction
 from orchestrator.resolve import resolve_config
 
 

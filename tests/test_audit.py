@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from orchestrator.audit import GUESS_FRACTIONS, audit_delta, epsilon_lower_bound, one_run_audit, p_value
+from privacy.audit import GUESS_FRACTIONS, audit_delta, epsilon_lower_bound, one_run_audit, p_value
 
 
 def test_paper_worked_example_1000_canaries_100_correct_guesses():

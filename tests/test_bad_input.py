@@ -79,7 +79,7 @@ def test_resume_of_a_directory_that_is_not_a_run(tmp_path):
 def test_config_errors_survive_pickling():
     import pickle
 
-    from orchestrator.config import ConfigError
+    from privacy.config import ConfigError
 
     err = pickle.loads(pickle.dumps(ConfigError("client.lr", -1, "must be > 0")))
 
@@ -87,7 +87,7 @@ def test_config_errors_survive_pickling():
 
 
 def test_relative_data_root_becomes_absolute(tmp_path, monkeypatch):
-    from orchestrator.config import DataConfig
+    from privacy.config import DataConfig
 
     monkeypatch.chdir(tmp_path)
 

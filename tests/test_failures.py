@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from orchestrator.accounting import Ledger
-from orchestrator.config import load_config
+from privacy.accounting import Ledger
+from privacy.config import load_config
 from orchestrator.federation import Federation, rounds_frame
 from orchestrator.resolve import resolve_config
 

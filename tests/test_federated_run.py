@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from orchestrator.config import load_config
+from privacy.config import load_config
 from orchestrator.federation import TIMING_COLUMNS, run_federated
 
 pytestmark = pytest.mark.slow
@@ -60,7 +60,7 @@ def test_same_seed_gives_the_same_table(digits_tables):
 
 
 def test_reported_epsilons_are_the_accountants_of_what_ran(digits_tables):
-    from orchestrator.accounting import epsilon
+    from privacy.accounting import epsilon
 
     df, _ = digits_tables
     last = df.iloc[-1]

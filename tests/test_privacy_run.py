@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from orchestrator.accounting import epsilon
-from orchestrator.config import load_config
+from privacy.accounting import epsilon
+from privacy.config import load_config
 from orchestrator.federation import run_federated
 
 pytestmark = pytest.mark.slow

@@ -2,8 +2,8 @@
 
 import pytest
 
-from orchestrator.accounting import epsilon
-from orchestrator.config import load_config
+from privacy.accounting import epsilon
+from privacy.config import load_config
 from orchestrator.resolve import resolve_config, worst_case_record_epsilon
 from actors.client import local_spec
 

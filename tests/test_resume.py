@@ -57,7 +57,7 @@ def test_killed_run_resumes_to_the_uninterrupted_table(tmp_path):
 def test_checkpoint_loads_without_pickle(tmp_path, ray_local):
     import torch
 
-    from orchestrator.config import load_config
+    from privacy.config import load_config
     from orchestrator.federation import CHECKPOINT, run_federated
 
     cfg = load_config(overrides=ARGS[1::2])

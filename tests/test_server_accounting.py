@@ -7,8 +7,8 @@ import pytest
 
 from actors.client import initial_weights
 from actors.server import ServerActor, sample_cohort
-from orchestrator.accounting import Ledger
-from orchestrator.config import load_config
+from privacy.accounting import Ledger
+from privacy.config import load_config
 from orchestrator.resolve import resolve_config
 
 

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from orchestrator.config import ConfigError, load_config
-from orchestrator.server_optimizer import server_learning_rate, server_step
+from privacy.config import ConfigError, load_config
+from actors.server_optimizer import server_learning_rate, server_step
 
 
 def test_cosine_schedule_matches_torch_cosine_annealing():

@@ -5,7 +5,7 @@ import math
 import pandas as pd
 import pytest
 
-from orchestrator.config import ConfigError
+from privacy.config import ConfigError
 from orchestrator.sweep import SweepConfig, apply_point, load_sweep_config, run_sweep, trial_bundles
 from tests.conftest import DIGITS_SWEEP_BASE
 

@@ -7,7 +7,7 @@ probability 1/2, decided once before training; an included canary is then Poisso
 every round at the real clients' rate q, and its update joins the clipped sum *before*
 the server's noise, exactly as a real client's would. After training, canary j's score is
 <u_j, w_T - w_0>: an included canary has pushed the model along u_j. The scores and the
-inclusion bits go to :func:`orchestrator.audit.one_run_audit`.
+inclusion bits go to :func:`privacy.audit.one_run_audit`.
 
 A direction is Gaussian on a random support of at most ``SUPPORT`` coordinates, normalised:
 any update of norm <= S is a legal client update, so sparsity changes nothing in the privacy
@@ -16,7 +16,7 @@ size) (a 1.2 M-parameter CNN with 1,000 dense canaries took ~12 s a round and ~2
 one CPU). Two such directions overlap about as little as two dense ones (inner product ~
 1/sqrt(SUPPORT) either way at this size). Directions are drawn from their seeds on first use
 and kept (about 48 kB per canary: 48 MB for 1,000). Every draw comes from
-``orchestrator.seeding`` streams.
+``privacy.seeding`` streams.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from orchestrator.seeding import AUDIT, numpy_rng
+from privacy.seeding import AUDIT, numpy_rng
 
 # sub-streams of the AUDIT purpose
 _INCLUSION, _DIRECTION, _SAMPLING = 0, 1, 2

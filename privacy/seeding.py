@@ -11,8 +11,8 @@ import torch
 
 # Purposes, fixed integers so that adding a stream never shifts another one.
 PARTITION, SPLIT, INIT, COHORT, SERVER_NOISE, CLIENT, BROADCAST, AUDIT, CLIP_NOISE = range(9)
-# AUDIT's first id picks a sub-stream: 0-2 canaries (orchestrator.canaries), 3-4 membership samples
-# (orchestrator.membership).
+# AUDIT's first id picks a sub-stream: 0-2 canaries (privacy.canaries), 3-4 membership samples
+# (privacy.membership).
 
 
 def derive_seed(seed: int, purpose: int, *ids: int) -> int:

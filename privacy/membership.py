@@ -17,9 +17,9 @@ from typing import Sequence
 import numpy as np
 from scipy import stats
 
-from orchestrator.seeding import AUDIT, numpy_rng
+from privacy.seeding import AUDIT, numpy_rng
 
-_MEMBERS, _NONMEMBERS = 3, 4  # sub-streams of the AUDIT purpose (0-2: orchestrator.canaries)
+_MEMBERS, _NONMEMBERS = 3, 4  # sub-streams of the AUDIT purpose (0-2: privacy.canaries)
 
 
 def membership_sample(n_train: int, n_test: int, records: int, *, seed: int) -> tuple[np.ndarray, np.ndarray]:

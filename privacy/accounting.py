@@ -24,8 +24,8 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from orchestrator.config import ACCOUNTANTS
-from orchestrator.subsampled_gaussian import rdp_one_step
+from privacy.config import ACCOUNTANTS
+from privacy.subsampled_gaussian import rdp_one_step
 
 Event = tuple[float, float, int]  # (noise_multiplier, sample_rate, steps)
 
@@ -47,7 +47,7 @@ def merge_events(events: Iterable[Event]) -> list[Event]:
 
 @lru_cache(maxsize=8192)
 def _rdp_one_step(noise: float, rate: float, orders: tuple[float, ...]) -> np.ndarray:
-    """Opacus's per-step RDP, vectorised (orchestrator/subsampled_gaussian.py): every client of a
+    """Opacus's per-step RDP, vectorised (privacy/subsampled_gaussian.py): every client of a
     distinct size brings a distinct rate, so this runs once per client, not once per run."""
     return rdp_one_step(noise_multiplier=noise, sample_rate=rate, orders=orders)
 

@@ -10,11 +10,13 @@ in :func:`orchestrator.resolve.resolve_config`, still before Ray starts.
 from __future__ import annotations
 
 import dataclasses
-import math
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+
+from privacy.validation import (ConfigError, _check, _check_choice, _check_delta, _check_int,
+                                _check_optional_positive, _finite)
 
 DATASETS = ("mnist5k", "digits", "mnist", "fashion-mnist", "cifar10", "npz")
 PARTITIONS = ("iid", "dirichlet", "shards")
@@ -22,51 +24,9 @@ ACCOUNTANTS = ("rdp", "prv", "pld")
 MODELS = ("auto", "mnist_cnn", "digits_cnn", "cifar_cnn", "tanh_cnn", "scatter_linear")
 SCATTER_MODELS = ("scatter_linear",)  # models on data.features = "scatternet"
 SAMPLINGS = ("poisson", "fixed")
-LR_SCHEDULES = ("constant", "cosine")  # server.lr_schedule, see orchestrator/server_optimizer.py
+LR_SCHEDULES = ("constant", "cosine")  # server.lr_schedule, see actors/server_optimizer.py
 FEATURES = ("pixels", "scatternet")  # data.features, see actors/features.py
 GRAD_SAMPLE_MODES = ("bookkeeping", "hooks", "functorch", "ew", "ghost")  # see actors/local_training.py
-
-
-class ConfigError(ValueError):
-    """A config value is not allowed. The message names the key, the value and the rule."""
-
-    def __init__(self, key: str, value: Any, rule: str):
-        self.key, self.value, self.rule = key, value, rule
-        super().__init__(f"{key} = {value!r}: {rule}")
-
-    def __reduce__(self):  # picklable, so it crosses process boundaries (Ray, Tune) intact
-        return (type(self), (self.key, self.value, self.rule))
-
-
-def _finite(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(key, value, "must be a finite number")
-    return float(value)
-
-
-def _check(cond: bool, key: str, value: Any, rule: str) -> None:
-    if not cond:
-        raise ConfigError(key, value, rule)
-
-
-def _check_int(key: str, value: Any, minimum: int) -> None:
-    _check(isinstance(value, int) and not isinstance(value, bool), key, value, "must be an integer")
-    _check(value >= minimum, key, value, f"must be >= {minimum}")
-
-
-def _check_choice(key: str, value: Any, choices: Sequence[str]) -> None:
-    _check(value in choices, key, value, f"must be one of {', '.join(choices)}")
-
-
-def _check_optional_positive(key: str, value: Any) -> None:
-    if value is not None:
-        _check(_finite(key, value) > 0, key, value, "must be > 0 (or omitted)")
-
-
-def _check_delta(key: str, value: Any) -> None:
-    if value is not None:
-        v = _finite(key, value)
-        _check(0 < v < 1, key, value, "must be in (0, 1) (or omitted for the 1/n^1.1 default)")
 
 
 @dataclass(frozen=True)
@@ -252,7 +212,8 @@ class AuditConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    seed: int = 0  # seeds every random draw (partition, sampling, noise, init)
+    seed: int = 0  # seeds the split, the initial model and the audit's canaries: the same across trials
+    noise_seed: int | None = None  # seeds every noise and sampling stream; None = fresh OS entropy per run/trial
     name: str = "run"  # label carried into result tables
     eval_every: int = 1  # evaluate the global model every k rounds (and always the last)
     checkpoint_every: int = 5  # rounds between checkpoints of a run directory (and always the last)
@@ -260,6 +221,8 @@ class RunConfig:
     def __post_init__(self) -> None:
         _check_int("run.checkpoint_every", self.checkpoint_every, 1)
         _check_int("run.seed", self.seed, 0)
+        if self.noise_seed is not None:
+            _check_int("run.noise_seed", self.noise_seed, 0)
         _check(isinstance(self.name, str) and bool(self.name), "run.name", self.name, "must be a non-empty string")
         _check_int("run.eval_every", self.eval_every, 1)
 
@@ -296,7 +259,6 @@ class ExperimentConfig:
         return from_dict({**_nested(self), **{k: {**_nested(self)[k], **v} for k, v in sections.items()}})
 
 
-SECTIONS = {f.name: f.type for f in fields(ExperimentConfig)}
 _SECTION_CLASSES = {"data": DataConfig, "model": ModelConfig, "client": ClientConfig,
                     "server": ServerConfig, "audit": AuditConfig, "run": RunConfig}
 

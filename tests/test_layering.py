@@ -1,0 +1,78 @@
+"""Dependencies run one way: privacy <- actors <- orchestrator <- experiments, with no cycle between files.
+
+Every import counts, also the ones inside functions (a lazy import is still a dependency)."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("privacy", "actors", "orchestrator", "experiments")
+ALLOWED = {"privacy": set(), "actors": {"privacy"}, "orchestrator": {"privacy", "actors"},
+           "experiments": {"privacy", "actors", "orchestrator"}}
+
+
+def project_imports(path: Path) -> set[str]:
+    """Modules of this project that ``path`` imports, anywhere in the file."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                 else [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+                 else [])
+        out |= {n for n in names if n.split(".")[0] in PACKAGES}
+    return out
+
+
+def modules() -> dict[str, set[str]]:
+    graph = {}
+    for pkg in PACKAGES:
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            graph[name] = project_imports(path)
+    return graph
+
+
+GRAPH = modules()
+
+
+@pytest.mark.parametrize("module", sorted(GRAPH))
+def test_module_imports_only_packages_below_it(module):
+    own = module.split(".")[0]
+
+    reached = {imp.split(".")[0] for imp in GRAPH[module]} - {own}
+
+    assert reached <= ALLOWED[own], f"{module} imports {sorted(reached - ALLOWED[own])}"
+
+
+def test_no_import_cycle_between_files():
+    def target(name: str) -> str | None:  # "privacy.config.ConfigError"-style names resolve to their module
+        while name and name not in GRAPH:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    edges = {m: {t for t in map(target, imps) if t and t != m} for m, imps in GRAPH.items()}
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    cycles = []
+
+    def visit(m: str, path: list[str]) -> None:
+        state[m] = 1
+        for n in sorted(edges[m]):
+            if state.get(n) == 1:
+                cycles.append(path[path.index(n):] + [n] if n in path else [m, n])
+            elif n not in state:
+                visit(n, path + [n])
+        state[m] = 2
+
+    for m in sorted(edges):
+        if m not in state:
+            visit(m, [m])
+
+    assert not cycles, f"import cycles: {cycles}"
+
+
+def test_the_check_sees_lazy_imports(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text("def f():\n    from orchestrator.resolve import resolve_config\n    import actors.models\n")
+
+    assert project_imports(f) == {"orchestrator.resolve", "actors.models"}
