@@ -15,6 +15,7 @@ in model order, from the client's generator.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import torch
@@ -68,10 +69,11 @@ class LocalSpec:
 @dataclass(frozen=True)
 class LocalResult:
     delta: torch.Tensor  # flat parameter change (local - global), on the trainer's device
-    steps: int  # optimizer steps taken
-    sample_rate: float  # Poisson rate used for every step (DP) or batch share (non-private)
-    examples_seen: int  # records processed over all steps
     train_loss: float  # mean loss over the round's batches
+
+
+class RoundDeadline(RuntimeError):
+    """A client's local training ran past its share of the round's time budget."""
 
 
 class LocalTrainer:
@@ -110,10 +112,11 @@ class LocalTrainer:
     def weights(self) -> torch.Tensor:
         return parameters_to_vector(self.params).detach()
 
-    def train(self, weights: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-              generator: torch.Generator) -> LocalResult:
+    def train(self, weights: torch.Tensor, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, *,
+              stop_at: float = math.inf) -> LocalResult:
         """Start from ``weights`` and run the spec's local steps on (x, y); all randomness
-        (batch sampling, DP noise) comes from ``generator``."""
+        (batch sampling, DP noise) comes from ``generator``. Past ``stop_at`` (``time.monotonic()``)
+        the client stops with :class:`RoundDeadline` and releases nothing."""
         start = weights.to(self.device)
         load_flat_(self.params, start)
         self.optimizer.state.clear()  # momentum does not leak from one client to the next
@@ -126,6 +129,8 @@ class LocalTrainer:
             self.optimizer.generator = generator  # Opacus's DP noise from the client's own stream
         step = self._bookkeeping_step if self.clipper is not None else self._autograd_step
         for idx in batches(n, steps, rate, generator):
+            if time.monotonic() > stop_at:
+                raise RoundDeadline(f"stopped after {seen} records: past its share of server.round_timeout")
             xb, yb = x[idx].to(self.device, non_blocking=True), y[idx].to(self.device, non_blocking=True)
             loss_sum = step(xb, yb, generator)
             if len(idx):
@@ -133,7 +138,7 @@ class LocalTrainer:
                 seen += len(idx)
         self.optimizer.zero_grad(set_to_none=True)
         delta = self.weights() - start
-        return LocalResult(delta, steps, rate, seen, total_loss / seen if seen else math.nan)
+        return LocalResult(delta, total_loss / seen if seen else math.nan)
 
     def _autograd_step(self, xb: torch.Tensor, yb: torch.Tensor, generator: torch.Generator) -> float:
         """One step through ``loss.backward()``: plain SGD, or an Opacus DPOptimizer. Returns the batch's loss sum."""

@@ -1,6 +1,7 @@
 """Resolve a config against its data, before any Ray process starts.
 
-Fills every default that depends on the data (model, deltas, number of actors),
+Fills every default that depends on the data (model, deltas, number of actors) and the
+run's noise seed (fresh OS entropy unless given),
 calibrates noise from target epsilons with the accountant that will report, and
 rejects what the data makes impossible -- all as :class:`ConfigError`, so the CLI
 can print one line and exit 2 without having started anything.
@@ -9,7 +10,6 @@ can print one line and exit 2 without having started anything.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -18,12 +18,12 @@ from actors.data import DataError, ImageData
 from actors.model_inputs import load_from_config
 from actors.models import auto_model_name, build_model
 from actors.partition import Partition, PartitionError, partition
-from actors.local_training import LocalSpec
-from actors.server import ClientPlan
 from actors.client import local_spec
-from privacy.accounting import Event, calibrate_noise_multiplier, epsilon
+from actors.client_plan import ClientPlan
+from privacy.calibration import calibrate_for_schedule, calibrate_record_level
 from privacy.canaries import default_canary_count
 from privacy.config import ConfigError, ExperimentConfig
+from privacy.seeding import fresh_noise_seed
 from orchestrator.resources import auto_num_actors, cluster_capacity
 
 
@@ -50,32 +50,10 @@ def default_delta(n: int) -> float:
     return 1.0 / n ** 1.1
 
 
-def _record_histories(spec: LocalSpec, sizes: np.ndarray, rounds: int, sigma: float) -> list[list[Event]]:
-    """Worst-case record-level histories: every client takes part in every round. Only Pareto-maximal
-    (rate, steps) pairs are kept, since epsilon grows with both."""
-    pairs = sorted({(spec.sample_rate(int(n)), spec.steps(int(n)) * rounds) for n in sizes}, reverse=True)
-    front, best_steps = [], -1
-    for q, t in pairs:  # rates descending: keep a pair only if it has more steps than every higher rate
-        if t > best_steps:
-            front.append([(sigma, q, t)])
-            best_steps = t
-    return front
-
-
-def worst_case_record_epsilon(spec: LocalSpec, sizes: np.ndarray, rounds: int, *, delta: float,
-                              accountant: str) -> float:
-    """Largest record-level epsilon any client could reach if sampled every round."""
-    return max(epsilon(h, delta=delta, accountant=accountant)
-               for h in _record_histories(spec, sizes, rounds, spec.noise_multiplier))
-
-
-def _calibrate(key: str, target: float, delta: float, accountant: str,
-               histories: Callable[[float], list[list[Event]]]) -> float:
-    """Calibrate on the largest epsilon over several histories (a max of monotone functions is monotone)."""
+def _calibrated(key: str, target: float, calibrate) -> float:
+    """A calibration whose impossible target is a ConfigError on ``key``."""
     try:
-        return calibrate_noise_multiplier(
-            target_epsilon=target,
-            eps_of=lambda x: max(epsilon(h, delta=delta, accountant=accountant) for h in histories(x)))
+        return calibrate()
     except ValueError as exc:
         raise ConfigError(key, target, str(exc)) from exc
 
@@ -127,17 +105,20 @@ def resolve_config(cfg: ExperimentConfig, capacity: tuple[float, float] | None =
     if c.target_epsilon is not None and not c.dp:
         raise ConfigError("client.target_epsilon", c.target_epsilon, "needs client.dp = true")
 
-    sizes = part.sizes
     spec = local_spec(cfg)
+    rates = [spec.sample_rate(int(n)) for n in part.sizes]
+    steps = [spec.steps(int(n)) for n in part.sizes]
     sigma = c.noise_multiplier
     if c.target_epsilon is not None:
-        sigma = _calibrate("client.target_epsilon", c.target_epsilon, delta_record, c.accountant,
-                           lambda x: _record_histories(spec, sizes, s.rounds, x))
+        sigma = _calibrated("client.target_epsilon", c.target_epsilon, lambda: calibrate_record_level(
+            target_epsilon=c.target_epsilon, delta=delta_record, sample_rates=rates, steps_per_round=steps,
+            rounds=s.rounds, accountant=c.accountant))
     z = s.noise_multiplier
     q = s.clients_per_round / d.num_clients
     if s.target_epsilon is not None:
-        z = _calibrate("server.target_epsilon", s.target_epsilon, delta_client, s.accountant,
-                       lambda x: [[(x, q, s.rounds)]])
+        z = _calibrated("server.target_epsilon", s.target_epsilon, lambda: calibrate_for_schedule(
+            target_epsilon=s.target_epsilon, delta=delta_client, sample_rate=q, steps=s.rounds,
+            accountant=s.accountant))
     num_actors = c.num_actors or auto_num_actors(d.num_clients, c.num_cpus, c.num_gpus,
                                                  capacity or cluster_capacity())
     if num_actors > d.num_clients:
@@ -149,12 +130,11 @@ def resolve_config(cfg: ExperimentConfig, capacity: tuple[float, float] | None =
     if canaries is None:  # audit client-level DP wherever it is claimed and canaries cost little accuracy
         canaries = default_canary_count(noise_multiplier=z, sample_rate=q, clipping=s.clipping,
                                         num_params=num_params)
+    noise_seed = cfg.run.noise_seed if cfg.run.noise_seed is not None else fresh_noise_seed()
     resolved = cfg.replace(
         model={"name": model},
         client={"delta": delta_record, "noise_multiplier": sigma, "num_actors": num_actors},
-        server=server, audit={"canaries": canaries})
-    spec = local_spec(resolved)
-    plan = ClientPlan(actor=tuple(k % num_actors for k in range(d.num_clients)),
-                      sample_rate=tuple(spec.sample_rate(int(n)) for n in sizes),
-                      steps=tuple(spec.steps(int(n)) for n in sizes))
+        server=server, audit={"canaries": canaries}, run={"noise_seed": noise_seed})
+    plan = ClientPlan(actor=tuple(k % num_actors for k in range(d.num_clients)), sample_rate=tuple(rates),
+                      steps=tuple(steps))
     return Plan(resolved, part, plan, data.shape, data.num_classes, n_train, len(data.y_test))

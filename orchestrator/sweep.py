@@ -19,124 +19,48 @@ bundle for the trial's own loop, one per actor), so trials never deadlock on res
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field, fields
+import zlib
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pandas as pd
 
-from privacy.config import ConfigError, ExperimentConfig, from_dict, parse_override, read_toml, to_dict
 from orchestrator.resources import placement_for_config
+from orchestrator.sweep_config import SweepConfig, apply_point, load_sweep_config, split_config  # noqa: F401
+from privacy.config import ConfigError, ExperimentConfig, from_dict, to_dict
 
 SWEEP_FILE = "sweep.json"
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's compact status table (CLIReporter)
 
 
-@dataclass(frozen=True)
-class SweepConfig:
-    name: str = "frontier"  # Tune experiment name (a folder under storage_path)
-    storage_path: str = ""  # results root: a shared directory or a URI; "" = the --out directory
-    max_concurrent_trials: int = 2  # trials at once
-    num_samples: int = 1  # samples of the distributions per grid point
-    baseline: bool = True  # add one non-private trial
-    baseline_set: Mapping[str, Any] = field(default_factory=dict)  # "section.key" -> value, baseline trial only
-    max_failures: int = 2  # retries of a trial from its last checkpoint
-    checkpoint_every: int = 5  # rounds between trial checkpoints (and always the last)
-    grid: Mapping[str, list] = field(default_factory=dict)  # "section.key" -> values
-    uniform: Mapping[str, list] = field(default_factory=dict)  # "section.key" -> [low, high]
-    loguniform: Mapping[str, list] = field(default_factory=dict)  # "section.key" -> [low, high]
-
-    def __post_init__(self) -> None:
-        def check(cond: bool, key: str, value: Any, rule: str) -> None:
-            if not cond:
-                raise ConfigError(f"sweep.{key}", value, rule)
-
-        for key in ("max_concurrent_trials", "num_samples", "checkpoint_every"):
-            v = getattr(self, key)
-            check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, key, v, "must be an integer >= 1")
-        check(isinstance(self.max_failures, int) and self.max_failures >= 0, "max_failures", self.max_failures,
-              "must be an integer >= 0")
-        for key in self.baseline_set:
-            check(key.count(".") == 1, f"baseline_set.{key}", self.baseline_set[key], "keys look like section.key")
-        for table in ("grid", "uniform", "loguniform"):
-            for key, values in getattr(self, table).items():
-                check(key.count(".") == 1, f"{table}.{key}", values, "keys look like section.key")
-                check(isinstance(values, list) and len(values) >= 1, f"{table}.{key}", values, "must be a list")
-                if table != "grid":
-                    check(len(values) == 2 and values[0] < values[1], f"{table}.{key}", values,
-                          "must be [low, high] with low < high")
-                if table == "loguniform":
-                    check(values[0] > 0, f"{table}.{key}", values, "bounds must be > 0")
-
-    def points(self) -> list[dict[str, Any]]:
-        """Grid points as override dicts (one empty point when there is no grid), plus the baseline."""
-        keys = list(self.grid)
-        pts = [dict(zip(keys, combo)) for combo in itertools.product(*(self.grid[k] for k in keys))] or [{}]
-        if self.baseline:
-            pts.append({"client.dp": False, "server.noise_multiplier": 0.0, "client.target_epsilon": None,
-                        "server.target_epsilon": None, "run.name": "baseline", **self.baseline_set})
-        return pts
-
-
-def split_config(raw: Mapping[str, Any]) -> tuple[dict, SweepConfig]:
-    """Separate the ``[sweep]`` table from the experiment sections."""
-    raw = dict(raw)
-    sweep_raw = dict(raw.pop("sweep", {}) or {})
-    known = {f.name for f in fields(SweepConfig)}
-    for key in sweep_raw:
-        if key not in known:
-            raise ConfigError(f"sweep.{key}", sweep_raw[key], f"unknown key; allowed: {', '.join(sorted(known))}")
-    return raw, SweepConfig(**sweep_raw)
-
-
-def load_sweep_config(path: str | Path | None, overrides: list[str]) -> tuple[ExperimentConfig, SweepConfig]:
-    """Experiment config + sweep config from one TOML file and ``--set`` overrides
-    (``sweep.key=value`` overrides address the sweep table)."""
-    base_raw, sweep = split_config(read_toml(path))
-    sweep_over = [o for o in overrides if o.strip().startswith("sweep.")]
-    rest = [o for o in overrides if not o.strip().startswith("sweep.")]
-    if sweep_over:
-        sraw = {k: v for k, v in sweep.__dict__.items()}
-        for item in sweep_over:
-            _, name, value = parse_override(item)
-            sraw[name] = value
-        _, sweep = split_config({"sweep": sraw})
-    cfg = _apply(from_dict(base_raw), rest)
-    for point in sweep.points():  # every trial's config must validate before anything starts
-        apply_point(cfg, point)
-    return cfg, sweep
-
-
-def _apply(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:
-    point = {}
-    for item in overrides:
-        section, name, value = parse_override(item)
-        point[f"{section}.{name}"] = value
-    return apply_point(cfg, point)
-
-
-def apply_point(cfg: ExperimentConfig, point: Mapping[str, Any]) -> ExperimentConfig:
-    """``cfg`` with ``{"section.key": value}`` changes applied and validated."""
-    nested = to_dict(cfg)
-    for key, value in point.items():
-        section, name = key.split(".", 1)
-        if section not in nested:
-            raise ConfigError(key, value, f"unknown section; allowed: {', '.join(nested)}")
-        if name not in nested[section]:
-            raise ConfigError(key, value, f"unknown key; allowed: {', '.join(sorted(nested[section]))}")
-        nested[section][name] = value
-    return from_dict(nested)
-
-
 # --- the trial -------------------------------------------------------------------------------
 
-CHECKPOINT_FILE = "federation.pt"
+LABELS = {"client.noise_multiplier": "σ", "client.max_grad_norm": "clip C", "client.target_epsilon": "ε target rec",
+          "server.noise_multiplier": "z", "server.clip": "clip S", "server.target_epsilon": "ε target cli",
+          "client.lr": "lr", "server.lr": "server lr"}  # Tune's progress table: short names of swept keys
+
+
+def trial_config(params: dict) -> ExperimentConfig:
+    """One trial's config from its Tune parameters: the base, its grid point, its sampled values. With
+    ``run.noise_seed`` given in the base, each trial gets its own seed derived from it (reproducible, never
+    shared); without, each trial's noise seed is fresh entropy (drawn when the trial resolves)."""
+    from privacy.seeding import TRIAL, derive_seed
+
+    base = from_dict(params["base"])
+    point = dict(params["point"]["set"])
+    sampled = {k: v for k, v in params.items() if k not in ("base", "point")}
+    cfg = apply_point(base, {**point, **sampled})
+    if cfg.client.num_actors == 0:  # a trial reserves its actors up front: one actor hosting all clients
+        cfg = cfg.replace(client={"num_actors": 1})
+    if base.run.noise_seed is not None:
+        tag = zlib.crc32(json.dumps(sampled, sort_keys=True, default=str).encode())
+        cfg = cfg.replace(run={"noise_seed": derive_seed(base.run.noise_seed, TRIAL, params["point"]["index"], tag)})
+    return cfg
 
 
 def trial_bundles(cfg: ExperimentConfig) -> list[dict[str, float]]:
@@ -148,56 +72,54 @@ def trial_bundles(cfg: ExperimentConfig) -> list[dict[str, float]]:
     return [dict(b) for b in placement_for_config(cfg, driver_cpus=0.0).bundles]
 
 
+def trial_resources(params: dict):
+    """What Tune reserves for a trial: a function of that trial's own config (a grid over
+    ``client.num_actors``, ``num_cpus`` or ``num_gpus`` reserves what each trial needs)."""
+    from ray import tune
+
+    return tune.PlacementGroupFactory(trial_bundles(trial_config(params)))
+
+
 def _run_trial(params: dict) -> None:
-    """Tune function trainable: one federated run, one report per round."""
+    """Tune function trainable: one federated run through the round loop, one report per round."""
     import torch
     from ray import tune
 
-    from orchestrator.federation import Federation
+    from orchestrator.federation import CHECKPOINT, Federation, load_checkpoint
     from orchestrator.resolve import resolve_config
+    from orchestrator.round_loop import run_rounds
 
-    base = from_dict(params["base"])
-    point = dict(params["point"])
-    point.update({k: v for k, v in params.items() if k not in ("base", "point", "checkpoint_every")})
-    plan = resolve_config(apply_point(base, point))
-    cfg = plan.config
-    fed = Federation(plan).start()
-    start = 0
+    cfg, state = trial_config(params), None
     ckpt = tune.get_checkpoint()
-    if ckpt is not None:  # a retried or resumed trial continues from its last checkpoint
+    if ckpt is not None:  # a retried or resumed trial continues from its last checkpoint, with its noise seed
         with ckpt.as_directory() as d:
-            state = torch.load(Path(d) / CHECKPOINT_FILE, weights_only=True)
-        fed.load_state_dict(state)
-        start = int(state["round"])
-    flat = cfg.flat()
-    every = int(params.get("checkpoint_every", 5))
+            state = load_checkpoint(Path(d) / CHECKPOINT)
+        cfg = from_dict(state["config"])
+    plan = resolve_config(cfg)
+    fed = Federation(plan).start()
+
+    def on_row(row: dict, checkpoint: dict | None) -> None:
+        if checkpoint is None:
+            tune.report(row)
+            return
+        with tempfile.TemporaryDirectory() as d:
+            torch.save(checkpoint, Path(d) / CHECKPOINT)
+            tune.report(row, checkpoint=tune.Checkpoint.from_directory(d))
+
     try:
-        for r in range(start, cfg.server.rounds):
-            row = fed.step(r)
-            if row is None:
-                break
-            row = {**row, **{k: _plain(v) for k, v in flat.items()}, "stopped": fed.stopped_reason}
-            last = r + 1 == cfg.server.rounds
-            if (r + 1) % every == 0 or last:
-                with tempfile.TemporaryDirectory() as d:
-                    torch.save(fed.state_dict(), Path(d) / CHECKPOINT_FILE)
-                    tune.report(row, checkpoint=tune.Checkpoint.from_directory(d))
-            else:
-                tune.report(row)
+        if state is not None:
+            fed.load_state_dict(state)
+        run_rounds(fed, plan.config, on_row=on_row, rows=state["rows"] if state else None,
+                   start=int(state["round"]) if state else 0)
     finally:
         fed.close()
-
-
-def _plain(v: Any) -> Any:
-    """Unset optional values (None) become NaN, so each config column keeps one type in Parquet."""
-    return math.nan if v is None else v
 
 
 def param_space(cfg: ExperimentConfig, sweep: SweepConfig) -> dict:
     from ray import tune
 
-    space: dict[str, Any] = {"base": to_dict(cfg), "point": tune.grid_search(sweep.points()),
-                             "checkpoint_every": sweep.checkpoint_every}
+    points = [{"index": i, "set": p} for i, p in enumerate(sweep.points())]
+    space: dict[str, Any] = {"base": to_dict(cfg), "point": tune.grid_search(points)}
     for key, (lo, hi) in sweep.uniform.items():
         space[key] = tune.uniform(lo, hi)
     for key, (lo, hi) in sweep.loguniform.items():
@@ -205,13 +127,16 @@ def param_space(cfg: ExperimentConfig, sweep: SweepConfig) -> dict:
     return space
 
 
-def _reporter(cfg: ExperimentConfig, sweep: SweepConfig):
+def _reporter(sweep: SweepConfig):
+    """Tune's status table: one column per swept key (σ, clip, ...), then round, accuracy and both epsilons."""
     from ray import tune
 
-    params = {"point": "point", **{k: k for k in {**sweep.uniform, **sweep.loguniform}}}
+    swept = list(sweep.grid) + [k for k in sweep.baseline_set if k not in sweep.grid]
+    params = {f"point/set/{k}": LABELS.get(k, k) for k in swept}
+    params.update({k: LABELS.get(k, k) for k in {**sweep.uniform, **sweep.loguniform}})
     return tune.CLIReporter(
-        metric_columns={"round": "round", "test_accuracy": "acc", "eps_record_max": "eps_rec",
-                        "eps_client": "eps_cli"},
+        metric_columns={"round": "round", "test_accuracy": "acc", "eps_record_max": "ε record",
+                        "eps_client": "ε client"},
         parameter_columns=params, max_report_frequency=15, sort_by_metric=True,
         metric="test_accuracy", mode="max", max_progress_rows=12)
 
@@ -219,7 +144,8 @@ def _reporter(cfg: ExperimentConfig, sweep: SweepConfig):
 def _tuner(cfg: ExperimentConfig, sweep: SweepConfig, storage: str, restore: bool):
     from ray import tune
 
-    trainable = tune.with_resources(_run_trial, tune.PlacementGroupFactory(trial_bundles(cfg)))
+    trial_bundles(cfg)  # the base config's resources are valid (a clear error before Tune starts)
+    trainable = tune.with_resources(_run_trial, trial_resources)
     if restore:
         return tune.Tuner.restore(f"{storage.rstrip('/')}/{sweep.name}", trainable, resume_unfinished=True,
                                   resume_errored=True, param_space=param_space(cfg, sweep))
@@ -230,7 +156,7 @@ def _tuner(cfg: ExperimentConfig, sweep: SweepConfig, storage: str, restore: boo
                                     num_samples=sweep.num_samples, reuse_actors=False,
                                     trial_dirname_creator=_trial_dirname, trial_name_creator=_trial_name),
         run_config=tune.RunConfig(
-            name=sweep.name, storage_path=storage, progress_reporter=_reporter(cfg, sweep), verbose=1,
+            name=sweep.name, storage_path=storage, progress_reporter=_reporter(sweep), verbose=1,
             failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             callbacks=[_finite_tensorboard_logger()]))

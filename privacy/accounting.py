@@ -2,17 +2,21 @@
 
 A history is plain data, a list of ``(noise_multiplier, sample_rate, steps)`` -- the
 same triples Opacus accountants keep -- so it checkpoints, moves between processes
-and can be re-accounted with another method. Three accountants:
+and can be re-accounted with another method. Three accountants, all upper bounds:
 
+- ``pld`` (default): privacy loss distributions (Koskela et al. 2020; Doroshenko et al.
+  2022, "Connect the Dots"), Google's ``dp_accounting`` with pessimistic rounding on a
+  grid of ``PLD_VALUE_INTERVAL`` nats: the tightest of the three that stays a bound.
 - ``rdp``: Renyi DP of the subsampled Gaussian (Mironov, Talwar, Zhang 2019), Opacus's
   series evaluated over all orders at once, converted to (eps, delta) with Balle et al.
-  2020's bound (the formula of Opacus's ``get_privacy_spent``).
-- ``prv``: privacy random variables (Gopi, Lee, Wutschitz 2021), Opacus's implementation.
-- ``pld``: privacy loss distributions (Koskela et al. 2020; Doroshenko et al. 2022),
-  Google's ``dp_accounting``.
+  2020's bound (the formula of Opacus's ``get_privacy_spent``). Loose by 8-22 % in eps
+  on the shipped configs (benchmarks/results/accounting.md), but cheap and closed-form.
+- ``prv``: privacy random variables (Gopi, Lee, Wutschitz 2021), Opacus's implementation,
+  the upper end of its error bound.
 
-Calibration (:func:`calibrate_noise_multiplier`) uses the very same functions that
-report, so a calibrated run never reports more than its target.
+``epsilon`` is memoised on the merged history, so the server's per-round, per-client calls
+cost one evaluation per distinct history. Calibration lives in ``privacy/calibration.py``
+and calls the very same function, so a calibrated run never reports more than its target.
 """
 
 from __future__ import annotations
@@ -30,6 +34,10 @@ from privacy.subsampled_gaussian import rdp_one_step
 Event = tuple[float, float, int]  # (noise_multiplier, sample_rate, steps)
 
 RDP_ORDERS: tuple[float, ...] = tuple([1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)) + [80, 128, 256])
+DEFAULT_ACCOUNTANT = "pld"  # the tightest of the three that stays an upper bound (pessimistic PLD)
+PLD_VALUE_INTERVAL = 1e-3  # PLD grid step in privacy loss (nats); dp_accounting's default is 1e-4 (10x slower,
+#                            equal to 3 decimals on the shipped configs: benchmarks/results/accounting.md)
+TIGHT_ACCOUNTANT_CAP = 100.0  # above this RDP epsilon, pld/prv report RDP's value (see epsilon())
 
 
 def merge_events(events: Iterable[Event]) -> list[Event]:
@@ -64,9 +72,31 @@ def rdp_to_epsilon(*, orders: Sequence[float], rdp: np.ndarray, delta: float) ->
     return float(np.nanmin(eps))  # an optimum at the edge of the orders is still a valid (looser) bound
 
 
+def rdp_to_delta(*, orders: Sequence[float], rdp: np.ndarray, epsilon: float) -> float:
+    """Smallest delta over the orders a > 1 of delta(a) = exp((a - 1)(rdp(a) - epsilon)) (1 - 1/a)^a / (a - 1):
+    the inverse of :func:`rdp_to_epsilon` (Canonne, Kamath, Steinke 2020, Prop. 12; Balle et al. 2020), at most 1."""
+    a = np.asarray(orders, dtype=float)
+    r = np.asarray(rdp, dtype=float)
+    ok = (a > 1) & np.isfinite(r)
+    if not ok.any():
+        return 1.0
+    a, r = a[ok], r[ok]
+    log_delta = (a - 1) * (r - epsilon) + a * np.log1p(-1 / a) - np.log(a - 1)
+    return float(min(1.0, np.exp(np.min(log_delta))))
+
+
+def rdp_curve(events: Iterable[Event], *, orders: Sequence[float] = RDP_ORDERS) -> np.ndarray:
+    """RDP of a history at each order: the per-step RDP of each event times its steps, summed (RDP
+    composes additively; Mironov 2017, Prop. 1). Inf at every order if an event had no noise."""
+    orders = tuple(float(a) for a in orders)
+    out = np.zeros(len(orders))
+    for n, q, s in merge_events(events):
+        out = out + _rdp_one_step(float(n), float(q), orders) * s
+    return out
+
+
 def _epsilon_rdp(events: list[Event], delta: float, orders: tuple[float, ...] = RDP_ORDERS) -> float:
-    rdp = sum(_rdp_one_step(n, q, orders) * s for n, q, s in events)  # RDP adds up, linear in steps
-    return rdp_to_epsilon(orders=orders, rdp=rdp, delta=delta)
+    return rdp_to_epsilon(orders=orders, rdp=rdp_curve(events, orders=orders), delta=delta)
 
 
 def _epsilon_prv(events: list[Event], delta: float) -> float:
@@ -74,27 +104,44 @@ def _epsilon_prv(events: list[Event], delta: float) -> float:
 
     acc = PRVAccountant()
     acc.history = list(events)
-    return float(acc.get_epsilon(delta=delta))
+    return float(acc.get_epsilon(delta=delta))  # Opacus returns the upper end of its error bound
+
+
+@lru_cache(maxsize=128)
+def _pld_one_step(noise: float, rate: float):
+    """One Poisson-subsampled Gaussian step as a privacy loss distribution: exactly what dp_accounting's
+    ``PLDAccountant`` builds for a ``PoissonSampledDpEvent(GaussianDpEvent)`` (connect-the-dots, add/remove
+    neighbours), pessimistic rounding. Building it is about half the cost of a call, so it is kept."""
+    from dp_accounting.pld import privacy_loss_distribution
+
+    return privacy_loss_distribution.from_gaussian_mechanism(
+        standard_deviation=noise, sampling_prob=rate, pessimistic_estimate=True,
+        value_discretization_interval=PLD_VALUE_INTERVAL)
 
 
 def _epsilon_pld(events: list[Event], delta: float) -> float:
-    import dp_accounting
-    from dp_accounting import pld
-
-    acc = pld.PLDAccountant(value_discretization_interval=1e-3)
-    for n, q, s in events:
-        acc.compose(dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(n)), int(s))
-    return float(acc.get_epsilon(delta))
+    total = None
+    for n, q, s in sorted(events):
+        pld = _pld_one_step(float(n), float(q)).self_compose(int(s))
+        total = pld if total is None else total.compose(pld)
+    return float(total.get_epsilon_for_delta(delta))
 
 
 _METHODS: dict[str, Callable[[list[Event], float], float]] = {
     "rdp": _epsilon_rdp, "prv": _epsilon_prv, "pld": _epsilon_pld}
 
 
-def epsilon(events: Iterable[Event], *, delta: float, accountant: str = "rdp",
+def epsilon(events: Iterable[Event], *, delta: float, accountant: str = DEFAULT_ACCOUNTANT,
             orders: Sequence[float] | None = None) -> float:
     """Epsilon spent by a history at ``delta``: 0 for no event, inf if any event had no noise.
-    ``orders`` (RDP only) overrides the Renyi orders searched."""
+
+    ``pld`` and ``prv`` report min(their bound, RDP's bound) -- both are upper bounds, so their minimum
+    is one too -- and report RDP's alone once it exceeds ``TIGHT_ACCOUNTANT_CAP`` (their grids grow with
+    epsilon, and at tiny noise would need gigabytes; at such an epsilon there is no privacy to tighten).
+    So a tight accountant is never above RDP, which is what calibration brackets its search with.
+    Results are memoised on (merged history, delta, accountant): identically sampled clients share them.
+    ``orders`` (RDP only) overrides the Renyi orders searched.
+    """
     if accountant not in ACCOUNTANTS:
         raise ValueError(f"accountant = {accountant!r}: must be one of {', '.join(ACCOUNTANTS)}")
     if not 0 < delta < 1:
@@ -108,44 +155,15 @@ def epsilon(events: Iterable[Event], *, delta: float, accountant: str = "rdp",
         if accountant != "rdp":
             raise ValueError("orders apply to the rdp accountant only")
         return _epsilon_rdp(merged, delta, tuple(float(a) for a in orders))
-    return _METHODS[accountant](merged, delta)
+    return _epsilon_cached(tuple(sorted(merged)), float(delta), accountant)
 
 
-def calibrate_noise_multiplier(*, target_epsilon: float, eps_of: Callable[[float], float],
-                               tolerance: float = 0.01, bounds: tuple[float, float] = (0.05, 500.0)) -> float:
-    """Smallest noise multiplier (within ``tolerance`` in epsilon) with ``eps_of(sigma) <= target_epsilon``.
-
-    ``eps_of`` must be non-increasing in sigma (any accountant of a fixed schedule is). Bisection
-    on log sigma; the answer always satisfies the target. Raises ``ValueError`` if even the
-    largest multiplier in ``bounds`` cannot reach it.
-    """
-    if not target_epsilon > 0:
-        raise ValueError(f"target_epsilon = {target_epsilon}: must be > 0")
-    lo, hi = bounds
-    if eps_of(hi) > target_epsilon:
-        raise ValueError(f"target epsilon {target_epsilon} is unreachable: even noise multiplier {hi} spends "
-                         f"{eps_of(hi):.3g}; train for fewer rounds or steps, or sample less")
-    if eps_of(lo) <= target_epsilon:
-        return lo
-    while hi / lo > 1 + 1e-6:
-        mid = math.sqrt(lo * hi)
-        e = eps_of(mid)
-        if e > target_epsilon:
-            lo = mid
-        else:
-            hi = mid
-            if target_epsilon - e < tolerance:
-                break
-    return hi
-
-
-def calibrate_for_schedule(*, target_epsilon: float, delta: float, sample_rate: float, steps: int,
-                           accountant: str = "rdp", tolerance: float = 0.01) -> float:
-    """Noise multiplier for ``steps`` Poisson-subsampled Gaussian steps at ``sample_rate`` to spend
-    at most ``target_epsilon`` at ``delta`` (what Opacus's ``get_noise_multiplier`` answers)."""
-    return calibrate_noise_multiplier(
-        target_epsilon=target_epsilon, tolerance=tolerance,
-        eps_of=lambda z: epsilon([(z, sample_rate, steps)], delta=delta, accountant=accountant))
+@lru_cache(maxsize=16384)
+def _epsilon_cached(events: tuple[Event, ...], delta: float, accountant: str) -> float:
+    eps_rdp = _epsilon_rdp(list(events), delta)
+    if accountant == "rdp" or eps_rdp > TIGHT_ACCOUNTANT_CAP:
+        return eps_rdp
+    return min(eps_rdp, _METHODS[accountant](list(events), delta))
 
 
 @dataclass
@@ -156,7 +174,7 @@ class Ledger:
     ``torch.save``. A party that did not take part in a round records nothing for it.
     """
 
-    accountant: str = "rdp"
+    accountant: str = DEFAULT_ACCOUNTANT
     histories: dict[int, list[Event]] = field(default_factory=dict)
 
     def record(self, party: int, *, noise_multiplier: float, sample_rate: float, steps: int) -> None:

@@ -6,8 +6,6 @@ Pure tensor/float functions; the client actors and the server both call them.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-
 import torch
 
 
@@ -23,24 +21,6 @@ def clip_by_l2_norm(delta: torch.Tensor, clip: float) -> tuple[torch.Tensor, flo
     if clip > 0 and norm > clip:
         return delta * (clip / norm), norm
     return delta, norm
-
-
-@dataclass(frozen=True)
-class AdaptiveClipConfig:
-    """Geometric quantile clipping (Andrew et al. 2021, "Differentially Private Learning with
-    Adaptive Clipping", NeurIPS)."""
-
-    target_quantile: float = 0.5  # gamma: share of client deltas meant to be unclipped
-    learning_rate: float = 0.2  # eta: geometric step size
-    initial_clip: float = 0.1  # S_0
-
-    def __post_init__(self) -> None:
-        if not 0 < self.target_quantile < 1:
-            raise ValueError(f"target_quantile = {self.target_quantile}: must be in (0, 1)")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate = {self.learning_rate}: must be > 0")
-        if not self.initial_clip > 0:
-            raise ValueError(f"initial_clip = {self.initial_clip}: must be > 0")
 
 
 def adaptive_clip_update(clip: float, unclipped_fraction: float, *, target_quantile: float,

@@ -1,18 +1,32 @@
-"""Seed derivation: every random stream is a pure function of (run seed, purpose, ids).
+"""Seed derivation: every random stream is a pure function of (seed, purpose, ids).
 
 Streams derived this way do not depend on which process draws them, so results
-are the same however clients are packed into actors.
+are the same however clients are packed into actors. Two seeds feed them:
+
+- ``run.seed``: what may be shared across the trials of a sweep -- the partition, the split,
+  the initial model, the audit's canaries and membership samples;
+- ``run.noise_seed``: everything that makes a release private -- the cohort, each client's
+  batches and DP-SGD noise, the server's noise. Fresh OS entropy for every run and trial unless
+  given (:func:`fresh_noise_seed`), and recorded, so that no two releases share their noise while
+  a resumed run or a deliberate re-run reproduces its table.
 """
 
 from __future__ import annotations
+
+import secrets
 
 import numpy as np
 import torch
 
 # Purposes, fixed integers so that adding a stream never shifts another one.
-PARTITION, SPLIT, INIT, COHORT, SERVER_NOISE, CLIENT, BROADCAST, AUDIT, CLIP_NOISE = range(9)
+PARTITION, SPLIT, INIT, COHORT, SERVER_NOISE, CLIENT, BROADCAST, AUDIT, CLIP_NOISE, TRIAL = range(10)
 # AUDIT's first id picks a sub-stream: 0-2 canaries (privacy.canaries), 3-4 membership samples
 # (privacy.membership).
+
+
+def fresh_noise_seed() -> int:
+    """A 62-bit noise seed from the operating system's entropy source."""
+    return secrets.randbits(62)
 
 
 def derive_seed(seed: int, purpose: int, *ids: int) -> int:

@@ -4,8 +4,8 @@ import pytest
 
 from privacy.accounting import epsilon
 from privacy.config import load_config
-from orchestrator.resolve import resolve_config, worst_case_record_epsilon
-from actors.client import local_spec
+from orchestrator.resolve import resolve_config
+from privacy.calibration import worst_case_record_epsilon
 
 DIGITS = ["data.dataset=digits", "data.num_clients=20", "server.clients_per_round=5", "server.rounds=40",
           "server.clip=1.0"]
@@ -41,7 +41,18 @@ def test_record_level_calibration_uses_the_client_accountant(accountant):
     plan = resolve_config(cfg, capacity=(2.0, 0.0))
 
     c = plan.config.client
-    worst = worst_case_record_epsilon(local_spec(plan.config), plan.partition.sizes, plan.config.server.rounds,
+    worst = worst_case_record_epsilon(noise_multiplier=c.noise_multiplier, sample_rates=plan.clients.sample_rate,
+                                      steps_per_round=plan.clients.steps, rounds=plan.config.server.rounds,
                                       delta=c.delta, accountant=accountant)
     assert worst <= 3.0
     assert worst > 3.0 - 0.05
+
+
+def test_every_resolve_draws_a_fresh_noise_seed_unless_one_is_given():
+    cfg = load_config(overrides=DIGITS)
+
+    seeds = {resolve_config(cfg, capacity=(2.0, 0.0)).config.run.noise_seed for _ in range(3)}
+    given = resolve_config(cfg.replace(run={"noise_seed": 7}), capacity=(2.0, 0.0)).config.run.noise_seed
+
+    assert len(seeds) == 3 and all(s >= 0 for s in seeds)
+    assert given == 7

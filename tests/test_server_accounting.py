@@ -1,15 +1,15 @@
-"""The server's record-level bookkeeping: per-round work on the cohort only, same numbers as recomputing all."""
+"""The server's record-level bookkeeping (privacy/ledgers.py): per-round work on the cohort only, same numbers as recomputing all."""
 
 import copy
 
 import numpy as np
 import pytest
 
-from actors.client import initial_weights
-from actors.server import ServerActor, sample_cohort
+from orchestrator.resolve import resolve_config
 from privacy.accounting import Ledger
 from privacy.config import load_config
-from orchestrator.resolve import resolve_config
+from privacy.ledgers import PrivacyLedgers
+from privacy.sampling import sample_cohort
 
 
 @pytest.fixture(scope="module")
@@ -18,11 +18,9 @@ def server_and_plan():
                                  "data.alpha=0.8", "server.clients_per_round=5", "server.rounds=6",
                                  "client.target_epsilon=8.0", "client.batch_size=16", "run.seed=3"])
     plan = resolve_config(cfg, capacity=(2.0, 0.0))
-    c, h, _ = plan.image_shape
-    server = ServerActor(plan.config, [], plan.clients, initial_weights(plan.config, c, plan.num_classes, h),
-                         delta_record=plan.config.client.delta, delta_client=1e-3)
-    for r in range(4):  # four rounds of Poisson cohorts booked, as run_round books them
-        server._record_events(sample_cohort(12, 5, scheme="poisson", seed=3, round_idx=r))
+    server = PrivacyLedgers(plan.config, sample_rates=plan.clients.sample_rate, steps=plan.clients.steps)
+    for r in range(4):  # four rounds of Poisson cohorts booked, as the server actor books them
+        server.book_cohort(sample_cohort(12, 5, scheme="poisson", seed=3, round_idx=r))
     return server, plan
 
 

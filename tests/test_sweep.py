@@ -13,11 +13,12 @@ SMALL = DIGITS_SWEEP_BASE + """[server]
 rounds = 2
 clients_per_round = 4
 clip = 2.0
+[run]
+checkpoint_every = 1
 [sweep]
 name = "small"
 max_concurrent_trials = 2
 baseline = true
-checkpoint_every = 1
 [sweep.grid]
 "client.target_epsilon" = [3.0, 8.0]
 "server.noise_multiplier" = [0.0, 0.05]

@@ -17,11 +17,12 @@ pytestmark = pytest.mark.slow
 CONFIG = DIGITS_SWEEP_BASE + """[server]
 rounds = 4
 clients_per_round = 4
+[run]
+checkpoint_every = 1
 [sweep]
 name = "resumable"
 max_concurrent_trials = 1
 baseline = false
-checkpoint_every = 1
 [sweep.grid]
 "client.noise_multiplier" = [0.8, 1.2, 2.0]
 """

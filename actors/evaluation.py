@@ -1,0 +1,89 @@
+"""What the server measures on the global model: test accuracy and loss, and the final model's audit.
+
+The audit has two parts (docs/privacy.md section 4): the one-run canary audit of client-level DP
+(Steinke, Nasr, Jagielski 2023: score canary j by <u_j, w_T - w_0>, :mod:`privacy.audit`) and the
+loss-threshold membership test (:mod:`privacy.membership`) beside the AUC the guarantees allow.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from actors.local_training import load_flat_
+from actors.model_inputs import load_from_config
+from actors.models import build_model
+from privacy.audit import audit_delta, one_run_audit
+from privacy.canaries import Canaries
+from privacy.config import ExperimentConfig
+from privacy.ledgers import PrivacyLedgers
+from privacy.membership import loss_threshold_auc, membership_auc_bound, membership_sample
+
+AUDIT_COLUMNS = ("eps_audit_lower", "eps_client_at_audit_delta", "audit_delta", "audit_guesses", "audit_correct",
+                 "mia_auc", "mia_auc_bound")
+
+
+class Evaluator:
+    """The test split, the membership samples and one model to load weights into."""
+
+    def __init__(self, cfg: ExperimentConfig):
+        self.cfg = cfg
+        data = load_from_config(cfg.data, cache=False)  # dropped when __init__ returns: the test split stays
+        self.x_test, self.y_test = data.tensors("test")
+        self.members = self.nonmembers = None
+        if cfg.audit.membership:
+            mem, non = membership_sample(len(data.y_train), len(data.y_test), cfg.audit.membership_records,
+                                         seed=cfg.run.seed)
+            self.members, self.nonmembers = data.tensors("train", mem), data.tensors("test", non)
+        c, h, _ = data.shape
+        self.model = build_model(cfg.model.name, in_channels=c, num_classes=data.num_classes, image_size=h,
+                                 seed=cfg.run.seed)
+        self.params = list(self.model.parameters())
+
+    @torch.no_grad()
+    def evaluate(self, weights: torch.Tensor, batch_size: int = 1000) -> tuple[float, float]:
+        """(accuracy, mean cross-entropy) of ``weights`` on the test split."""
+        load_flat_(self.params, weights)
+        self.model.eval()
+        correct, loss = 0, 0.0
+        for i in range(0, len(self.y_test), batch_size):
+            out = self.model(self.x_test[i:i + batch_size])
+            y = self.y_test[i:i + batch_size]
+            loss += float(torch.nn.functional.cross_entropy(out, y, reduction="sum"))
+            correct += int((out.argmax(1) == y).sum())
+        return correct / len(self.y_test), loss / len(self.y_test)
+
+    @torch.no_grad()
+    def losses(self, weights: torch.Tensor, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> np.ndarray:
+        """Per-record cross-entropy of ``weights``."""
+        load_flat_(self.params, weights)
+        self.model.eval()
+        return torch.cat([torch.nn.functional.cross_entropy(self.model(x[i:i + batch_size]), y[i:i + batch_size],
+                                                            reduction="none")
+                          for i in range(0, len(y), batch_size)]).numpy()
+
+    def audit(self, weights: torch.Tensor, initial_weights: torch.Tensor, canaries: Canaries | None,
+              ledgers: PrivacyLedgers) -> dict:
+        """Audit columns for ``weights`` (the final model); NaN where that audit is off.
+
+        ``eps_audit_lower``: the canary audit's lower bound at ``audit.confidence``, at ``audit_delta``
+        (<= delta_client, :func:`privacy.audit.audit_delta`); the claim it checks is
+        ``eps_client_at_audit_delta``. ``mia_auc``: the loss-threshold attack's AUC, training records
+        against test records; ``mia_auc_bound``: the largest AUC the reported guarantees allow."""
+        out = dict.fromkeys(AUDIT_COLUMNS, math.nan)
+        if canaries is not None:
+            conf = self.cfg.audit.confidence
+            delta = audit_delta(canaries=canaries.count, delta=ledgers.delta_client, confidence=conf)
+            result = one_run_audit(canaries.scores(weights - initial_weights), canaries.included, delta=delta,
+                                   confidence=conf)
+            out.update(eps_audit_lower=result.eps_lower, eps_client_at_audit_delta=ledgers.eps_client(delta),
+                       audit_delta=delta, audit_guesses=result.guesses, audit_correct=result.correct)
+        if self.members is not None:
+            out["mia_auc"] = loss_threshold_auc(self.losses(weights, *self.members),
+                                                self.losses(weights, *self.nonmembers))
+            out["mia_auc_bound"] = membership_auc_bound(
+                eps_record=ledgers.eps_record_max(), delta_record=ledgers.delta_record,
+                eps_client=ledgers.eps_client(), delta_client=ledgers.delta_client)
+        return out

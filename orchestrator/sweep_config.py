@@ -1,0 +1,117 @@
+"""The ``[sweep]`` table: which trials a sweep runs, validated before anything starts.
+
+    [sweep]
+    max_concurrent_trials = 2   # trials at once (each reserves its actors in a placement group)
+    baseline = true             # add one non-private trial (the horizontal line of the plot)
+    [sweep.baseline_set]        # overrides for the baseline trial alone (non-private SGD wants its own lr)
+    "client.lr" = 0.05
+    [sweep.grid]                # cartesian product of these values
+    "client.noise_multiplier" = [0.6, 1.0, 1.6]
+    [sweep.loguniform]          # sampled num_samples times per grid point
+    "client.lr" = [0.05, 1.0]
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from privacy.config import ConfigError, ExperimentConfig, from_dict, parse_override, read_toml, to_dict
+
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    name: str = "frontier"  # Tune experiment name (a folder under storage_path)
+    storage_path: str = ""  # results root: a shared directory or a URI; "" = the --out directory
+    max_concurrent_trials: int = 2  # trials at once
+    num_samples: int = 1  # samples of the distributions per grid point
+    baseline: bool = True  # add one non-private trial
+    baseline_set: Mapping[str, Any] = field(default_factory=dict)  # "section.key" -> value, baseline trial only
+    max_failures: int = 2  # retries of a trial from its last checkpoint (every run.checkpoint_every rounds)
+    grid: Mapping[str, list] = field(default_factory=dict)  # "section.key" -> values
+    uniform: Mapping[str, list] = field(default_factory=dict)  # "section.key" -> [low, high]
+    loguniform: Mapping[str, list] = field(default_factory=dict)  # "section.key" -> [low, high]
+
+    def __post_init__(self) -> None:
+        def check(cond: bool, key: str, value: Any, rule: str) -> None:
+            if not cond:
+                raise ConfigError(f"sweep.{key}", value, rule)
+
+        for key in ("max_concurrent_trials", "num_samples"):
+            v = getattr(self, key)
+            check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, key, v, "must be an integer >= 1")
+        check(isinstance(self.max_failures, int) and self.max_failures >= 0, "max_failures", self.max_failures,
+              "must be an integer >= 0")
+        for key in self.baseline_set:
+            check(key.count(".") == 1, f"baseline_set.{key}", self.baseline_set[key], "keys look like section.key")
+        for table in ("grid", "uniform", "loguniform"):
+            for key, values in getattr(self, table).items():
+                check(key.count(".") == 1, f"{table}.{key}", values, "keys look like section.key")
+                check(isinstance(values, list) and len(values) >= 1, f"{table}.{key}", values, "must be a list")
+                if table != "grid":
+                    check(len(values) == 2 and values[0] < values[1], f"{table}.{key}", values,
+                          "must be [low, high] with low < high")
+                if table == "loguniform":
+                    check(values[0] > 0, f"{table}.{key}", values, "bounds must be > 0")
+
+    def points(self) -> list[dict[str, Any]]:
+        """Grid points as override dicts (one empty point when there is no grid), plus the baseline."""
+        keys = list(self.grid)
+        pts = [dict(zip(keys, combo)) for combo in itertools.product(*(self.grid[k] for k in keys))] or [{}]
+        if self.baseline:
+            pts.append({"client.dp": False, "server.noise_multiplier": 0.0, "client.target_epsilon": None,
+                        "server.target_epsilon": None, "run.name": "baseline", **self.baseline_set})
+        return pts
+
+
+def split_config(raw: Mapping[str, Any]) -> tuple[dict, SweepConfig]:
+    """Separate the ``[sweep]`` table from the experiment sections."""
+    raw = dict(raw)
+    sweep_raw = dict(raw.pop("sweep", {}) or {})
+    known = {f.name for f in fields(SweepConfig)}
+    for key in sweep_raw:
+        if key not in known:
+            raise ConfigError(f"sweep.{key}", sweep_raw[key], f"unknown key; allowed: {', '.join(sorted(known))}")
+    return raw, SweepConfig(**sweep_raw)
+
+
+def load_sweep_config(path: str | Path | None, overrides: list[str]) -> tuple[ExperimentConfig, SweepConfig]:
+    """Experiment config + sweep config from one TOML file and ``--set`` overrides
+    (``sweep.key=value`` overrides address the sweep table)."""
+    base_raw, sweep = split_config(read_toml(path))
+    sweep_over = [o for o in overrides if o.strip().startswith("sweep.")]
+    rest = [o for o in overrides if not o.strip().startswith("sweep.")]
+    if sweep_over:
+        sraw = {k: v for k, v in sweep.__dict__.items()}
+        for item in sweep_over:
+            _, name, value = parse_override(item)
+            sraw[name] = value
+        _, sweep = split_config({"sweep": sraw})
+    cfg = _apply(from_dict(base_raw), rest)
+    for point in sweep.points():  # every trial's config must validate before anything starts
+        apply_point(cfg, point)
+    return cfg, sweep
+
+
+def _apply(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:
+    point = {}
+    for item in overrides:
+        section, name, value = parse_override(item)
+        point[f"{section}.{name}"] = value
+    return apply_point(cfg, point)
+
+
+def apply_point(cfg: ExperimentConfig, point: Mapping[str, Any]) -> ExperimentConfig:
+    """``cfg`` with ``{"section.key": value}`` changes applied and validated."""
+    nested = to_dict(cfg)
+    for key, value in point.items():
+        section, name = key.split(".", 1)
+        if section not in nested:
+            raise ConfigError(key, value, f"unknown section; allowed: {', '.join(nested)}")
+        if name not in nested[section]:
+            raise ConfigError(key, value, f"unknown key; allowed: {', '.join(sorted(nested[section]))}")
+        nested[section][name] = value
+    return from_dict(nested)

@@ -1,0 +1,131 @@
+"""The two ledgers of a federated run and the budget check: what every reported epsilon comes from.
+
+Record-level: one history per client, a (sigma, q_k, steps_k) event booked for client k in every
+round it is sampled for, *when the round is dispatched* (a crash never under-reports). The
+system's record-level epsilon is the maximum over clients (every record lives on one client).
+Client-level: one history for the federation, one Poisson-subsampled Gaussian event (z, q, 1) per
+round with server noise. A run stops before a round that could push either past its target.
+
+Per-round work is O(cohort): only the sampled clients' epsilons change, and each client's epsilon
+"after one more round" (what the budget check needs) is kept up to date for them alone.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from privacy.accounting import Event, Ledger
+from privacy.config import ExperimentConfig
+
+FEDERATION = -1  # the client-level ledger's one party: the federation as a whole
+
+
+class PrivacyLedgers:
+    """Both guarantees of one run. ``sample_rates[k]`` and ``steps[k]`` are client k's record-level
+    Poisson rate and local steps per round; deltas are the resolved ``client.delta``/``server.delta``."""
+
+    def __init__(self, cfg: ExperimentConfig, *, sample_rates: Sequence[float], steps: Sequence[int]):
+        if len(sample_rates) != len(steps) or not len(steps):
+            raise ValueError("need one sample rate and one step count per client")
+        self.cfg = cfg
+        self.sample_rates, self.steps = tuple(sample_rates), tuple(steps)
+        self.num_clients = len(steps)
+        self.delta_record, self.delta_client = cfg.client.delta, cfg.server.delta
+        self.record = Ledger(accountant=cfg.client.accountant)
+        self.client_level = Ledger(accountant=cfg.server.accountant)
+        self._refresh()
+
+    @property
+    def client_sample_rate(self) -> float:
+        """q = m / N, the rate at which the server samples clients."""
+        return self.cfg.server.clients_per_round / self.num_clients
+
+    def _event(self, k: int) -> Event:
+        """Client k's record-level event for one round in which it takes part."""
+        return self.cfg.client.noise_multiplier, self.sample_rates[k], self.steps[k]
+
+    def _epsilon_after(self, history: list[Event]) -> float:
+        return Ledger(self.record.accountant, {0: history}).epsilon(0, delta=self.delta_record)
+
+    def _refresh(self) -> None:
+        """Recompute every cached epsilon from the histories (at start and after a restore)."""
+        self.eps_record = np.zeros(self.num_clients)
+        self.eps_record_next = self._one_round_epsilons()
+        if not self.cfg.client.dp:
+            return
+        for k in self.record.histories:
+            self._update_client(k)
+
+    def _one_round_epsilons(self) -> np.ndarray | None:
+        """Every client's epsilon after a first round, once per distinct (rate, steps); None when no
+        record-level target needs it."""
+        c = self.cfg.client
+        if c.target_epsilon is None or not c.dp:
+            return None
+        once: dict[Event, float] = {}
+        out = np.empty(self.num_clients)
+        for k in range(self.num_clients):
+            event = self._event(k)
+            if event not in once:
+                once[event] = self._epsilon_after([event])
+            out[k] = once[event]
+        return out
+
+    def _update_client(self, k: int) -> None:
+        self.eps_record[k] = self.record.epsilon(k, delta=self.delta_record)
+        if self.eps_record_next is not None:
+            self.eps_record_next[k] = self._epsilon_after(self.record.histories[k] + [self._event(k)])
+
+    def book_cohort(self, cohort: Sequence[int]) -> None:
+        """Record-level events of a round's cohort, booked before any result is awaited."""
+        if not self.cfg.client.dp:
+            return
+        for k in map(int, cohort):
+            noise, rate, steps = self._event(k)
+            self.record.record(k, noise_multiplier=noise, sample_rate=rate, steps=steps)
+            self._update_client(k)
+
+    def book_server_round(self) -> None:
+        """The round's client-level event (nothing without server noise: then eps_client is inf)."""
+        z = self.cfg.server.noise_multiplier
+        if z > 0:
+            self.client_level.record(FEDERATION, noise_multiplier=z, sample_rate=self.client_sample_rate, steps=1)
+
+    # --- what is reported ---------------------------------------------------------------------
+    def eps_record_max(self) -> float:
+        return float(self.eps_record.max()) if self.cfg.client.dp else math.inf
+
+    def eps_record_median(self) -> float:
+        return float(np.median(self.eps_record)) if self.cfg.client.dp else math.inf
+
+    def eps_client(self, delta: float | None = None) -> float:
+        """Client-level epsilon at ``delta`` (default: the run's delta_client)."""
+        if self.cfg.server.noise_multiplier == 0:
+            return math.inf
+        return self.client_level.epsilon(FEDERATION, delta=self.delta_client if delta is None else delta)
+
+    def budget_exceeded_next_round(self) -> str:
+        """Why one more round would exceed a target epsilon ('' if it would not)."""
+        c, s = self.cfg.client, self.cfg.server
+        if s.target_epsilon is not None and s.noise_multiplier > 0:
+            hist = self.client_level.histories.get(FEDERATION, []) + [(s.noise_multiplier, self.client_sample_rate, 1)]
+            eps = Ledger(s.accountant, {0: hist}).epsilon(0, delta=self.delta_client)
+            if eps > s.target_epsilon:
+                return f"client-level epsilon would reach {eps:.4g} > target {s.target_epsilon}"
+        if self.eps_record_next is not None:
+            worst = float(self.eps_record_next.max())  # any client may be sampled next: the worst one counts
+            if worst > c.target_epsilon:
+                return f"record-level epsilon would reach {worst:.4g} > target {c.target_epsilon}"
+        return ""
+
+    # --- checkpoints --------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"record": self.record.state_dict(), "client_level": self.client_level.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.record = Ledger.from_state_dict(state["record"])
+        self.client_level = Ledger.from_state_dict(state["client_level"])
+        self._refresh()

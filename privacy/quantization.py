@@ -1,0 +1,215 @@
+"""Client-side encoding of a real vector to integers mod 2^b, and its decoding, for secure aggregation.
+
+Pipeline of one client (Kairouz, Liu, Steinke 2021, "The Distributed Discrete Gaussian Mechanism for
+Federated Learning with Secure Aggregation", ICML; the same steps as Agarwal, Kairouz, Liu 2021, "The
+Skellam Mechanism for Differentially Private Federated Learning", NeurIPS):
+
+    x (||x||_2 <= clip)  ->  scale * x  ->  H D (scale * x) on the zero-padded power-of-two length
+    ->  conditional randomised rounding to Z^d (norm at most :func:`rounded_l2_bound`)
+    ->  + integer noise share (privacy.skellam)  ->  mod 2^b  (:func:`to_ring`)
+
+The server sums the ring vectors mod 2^b and calls :meth:`Quantizer.decode` on the sum. The rotation
+(random signs D then the orthonormal Walsh-Hadamard H) spreads a vector's energy over all coordinates so
+that few bits suffice; its seed is public (shared by the cohort of a round), its inverse is exact.
+The rounding's randomness and the noise are private: each draw takes an explicit ``numpy`` Generator.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+MAX_BITS = 32  # ring Z_{2^b}, b <= 32: sums of up to 2^32 clients still fit a uint64 before the mod
+
+
+def padded_dim(dim: int) -> int:
+    """Smallest power of two >= dim: the length the Walsh-Hadamard transform works on."""
+    if dim < 1:
+        raise ValueError(f"dim = {dim}: a vector needs at least one coordinate")
+    return 1 << (int(dim) - 1).bit_length()
+
+
+def fwht(x: np.ndarray) -> np.ndarray:
+    """Orthonormal fast Walsh-Hadamard transform along the last axis: H x / sqrt(n), n a power of two.
+
+    H (Sylvester order) is symmetric and H H = n I, so this transform is its own inverse and keeps
+    L2 norms. O(n log n) butterflies, vectorised over the leading axes."""
+    y = np.array(x, dtype=np.float64)
+    n = y.shape[-1]
+    if n & (n - 1) or n == 0:
+        raise ValueError(f"length {n}: pad to a power of two first (padded_dim)")
+    lead, h = y.shape[:-1], 1
+    while h < n:
+        y = y.reshape(*lead, -1, 2, h)
+        y = np.stack((y[..., 0, :] + y[..., 1, :], y[..., 0, :] - y[..., 1, :]), axis=-2)
+        h *= 2
+    return y.reshape(*lead, n) / math.sqrt(n)
+
+
+def random_signs(n: int, *, seed: int) -> np.ndarray:
+    """The diagonal D of the randomised Hadamard rotation: n signs +-1 drawn from ``seed``."""
+    return np.random.default_rng(seed).choice(np.array([-1.0, 1.0]), size=n)
+
+
+def rotate(x: np.ndarray, *, seed: int) -> np.ndarray:
+    """Randomised Hadamard rotation H D x of x zero-padded to :func:`padded_dim`; an isometry."""
+    x = np.asarray(x, dtype=np.float64)
+    n = padded_dim(x.shape[-1])
+    padded = np.zeros(x.shape[:-1] + (n,))
+    padded[..., :x.shape[-1]] = x
+    return fwht(padded * random_signs(n, seed=seed))
+
+
+def unrotate(y: np.ndarray, *, dim: int, seed: int) -> np.ndarray:
+    """Exact inverse of :func:`rotate`: D H y (D and H are their own inverses), cut back to ``dim``."""
+    y = np.asarray(y, dtype=np.float64)
+    return (fwht(y) * random_signs(y.shape[-1], seed=seed))[..., :dim]
+
+
+def rounded_l2_bound(*, l2: float, dim: int, beta: float) -> float:
+    """L2 norm bound of a vector of norm <= l2 after (conditional) randomised rounding to Z^dim.
+
+    Delta_2 = min( sqrt(l2^2 + dim/4 + sqrt(2 log(1/beta)) (l2 + sqrt(dim)/2)),  l2 + sqrt(dim) ).
+    The second term holds always (each coordinate moves by less than 1); the first is the threshold
+    of conditional rounding, which a draw passes with probability >= 1 - beta, and which the
+    rounding then enforces by re-drawing, so it is a hard bound (beta = 0: unconditional rounding,
+    only the second term). ``l2`` is on the integer grid (scale * clip); ``dim`` counts every
+    coordinate that is rounded (the padded length when rotating).
+    Source: Kairouz, Liu, Steinke 2021 (arXiv 2102.06387), Theorem 1 / Proposition 22 (the numbers their
+    reference code cites), same form as google-research/federated ``rounded_l2_norm_bound``.
+    """
+    if l2 < 0 or dim < 1 or not 0 <= beta < 1:
+        raise ValueError(f"l2 = {l2}, dim = {dim}, beta = {beta}: need l2 >= 0, dim >= 1, 0 <= beta < 1")
+    always = l2 + math.sqrt(dim)
+    if beta == 0:
+        return always
+    conditional = l2 ** 2 + dim / 4 + math.sqrt(2 * math.log(1 / beta)) * (l2 + math.sqrt(dim) / 2)
+    return min(always, math.sqrt(conditional))
+
+
+def rounded_l1_bound(*, l2: float, dim: int) -> float:
+    """L1 norm bound of an integer vector of L2 norm <= l2 in Z^dim: Delta_1 = min(sqrt(dim) l2, l2^2).
+
+    sqrt(dim) l2 is Cauchy-Schwarz; l2^2 holds because |z| <= z^2 for every integer z.
+    Source: Agarwal, Kairouz, Liu 2021 (Skellam); the form of their reference accounting code
+    (google-research/federated, distributed_dp/accounting_utils.py, ``rounded_l1_norm_bound``)."""
+    if l2 < 0 or dim < 1:
+        raise ValueError(f"l2 = {l2}, dim = {dim}: need l2 >= 0 and dim >= 1")
+    return min(math.sqrt(dim) * l2, l2 * l2)
+
+
+def conditional_round(x: np.ndarray, *, norm_bound: float, rng: np.random.Generator,
+                      max_tries: int) -> tuple[np.ndarray, int]:
+    """Unbiased randomised rounding x -> floor(x) + Bernoulli(x - floor(x)), coordinates independent,
+    re-drawn until ||rounded||_2 <= norm_bound. Returns (int64 vector, draws used).
+    Raises ValueError after ``max_tries`` draws that all exceed the bound."""
+    base = np.floor(x)
+    frac = x - base
+    for tries in range(1, max_tries + 1):
+        z = (base + (rng.random(x.shape) < frac)).astype(np.int64)
+        if float(np.linalg.norm(z.astype(np.float64))) <= norm_bound:
+            return z, tries
+    raise ValueError(f"conditional rounding exceeded the norm bound {norm_bound:.4g} in {max_tries} draws: "
+                     "raise beta or max_tries, or check that the input is clipped to `clip`")
+
+
+def to_ring(z: np.ndarray, *, bits: int) -> tuple[np.ndarray, int]:
+    """Integers -> Z_{2^b} as uint64 in [0, 2^b); also the number of coordinates that wrapped, i.e.
+    fell outside the signed range [-2^(b-1), 2^(b-1)) that :func:`from_ring` decodes to."""
+    _check_bits(bits)
+    z = np.asarray(z, dtype=np.int64)
+    half = 1 << (bits - 1)
+    wrapped = int(np.count_nonzero((z < -half) | (z >= half)))
+    return z.view(np.uint64) & np.uint64((1 << bits) - 1), wrapped
+
+
+def from_ring(u: np.ndarray, *, bits: int) -> np.ndarray:
+    """Z_{2^b} -> the centred signed representative in [-2^(b-1), 2^(b-1)), as int64."""
+    _check_bits(bits)
+    v = (np.asarray(u, dtype=np.uint64) & np.uint64((1 << bits) - 1)).astype(np.int64)
+    return np.where(v >= 1 << (bits - 1), v - (1 << bits), v)
+
+
+def ring_sum(vectors, *, bits: int) -> np.ndarray:
+    """Sum of ring vectors mod 2^b (uint64 addition wraps mod 2^64, a multiple of 2^b)."""
+    _check_bits(bits)
+    total = np.zeros_like(np.asarray(vectors[0], dtype=np.uint64))
+    for v in vectors:
+        total += np.asarray(v, dtype=np.uint64)
+    return total & np.uint64((1 << bits) - 1)
+
+
+def _check_bits(bits: int) -> None:
+    if not 2 <= int(bits) <= MAX_BITS:
+        raise ValueError(f"bits = {bits}: use 2 <= bits <= {MAX_BITS}")
+
+
+@dataclass(frozen=True)
+class EncodeDiagnostics:
+    input_norm: float  # ||x||_2 before scaling, real units
+    rounded_norm: float  # ||rounded||_2 on the integer grid
+    norm_bound: float  # the conditional-rounding threshold (= L2 sensitivity on the grid)
+    rounding_tries: int  # draws conditional rounding needed
+
+
+@dataclass(frozen=True)
+class Quantizer:
+    """Scale, rotate and round a clipped real vector to integers; decode a sum of such vectors.
+
+    Assumes every input has ||x||_2 <= clip (clip first: privacy.clipping). ``scale`` is gamma^-1 of
+    the papers: integer units per real unit, so the grid step is 1 / scale."""
+
+    scale: float  # integer units per real unit (grid step 1 / scale)
+    clip: float  # L2 norm bound of each input, real units
+    bits: int = 16  # ring Z_{2^bits} of secure aggregation
+    rotate: bool = True  # randomised Hadamard rotation before rounding
+    beta: float = math.exp(-0.5)  # conditional rounding: a draw passes w.p. >= 1 - beta; 0 = unconditional
+    max_tries: int = 1000  # conditional rounding draws before giving up with an error
+
+    def __post_init__(self):
+        if not (self.scale > 0 and math.isfinite(self.scale)):
+            raise ValueError(f"scale = {self.scale}: must be a positive finite number")
+        if not (self.clip > 0 and math.isfinite(self.clip)):
+            raise ValueError(f"clip = {self.clip}: must be a positive finite number")
+        _check_bits(self.bits)
+        if not 0 <= self.beta < 1:
+            raise ValueError(f"beta = {self.beta}: must be in [0, 1); 0 turns conditional rounding off")
+        if self.max_tries < 1:
+            raise ValueError(f"max_tries = {self.max_tries}: must be >= 1")
+
+    def grid_dim(self, dim: int) -> int:
+        """Length of the integer vector for an input of length ``dim`` (padded when rotating)."""
+        return padded_dim(dim) if self.rotate else int(dim)
+
+    def l2_sensitivity(self, dim: int) -> float:
+        """L2 sensitivity on the integer grid of one client's encoded vector: :func:`rounded_l2_bound`."""
+        return rounded_l2_bound(l2=self.scale * self.clip, dim=self.grid_dim(dim), beta=self.beta)
+
+    def l1_sensitivity(self, dim: int) -> float:
+        """L1 sensitivity on the integer grid: :func:`rounded_l1_bound` of the L2 sensitivity."""
+        return rounded_l1_bound(l2=self.l2_sensitivity(dim), dim=self.grid_dim(dim))
+
+    def encode(self, x: np.ndarray, *, rng: np.random.Generator,
+               rotation_seed: int) -> tuple[np.ndarray, EncodeDiagnostics]:
+        """x -> int64 vector on the grid (not yet noised nor reduced mod 2^b), with diagnostics."""
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 1:
+            raise ValueError(f"x has shape {x.shape}: encode one flat vector at a time")
+        norm = float(np.linalg.norm(x))
+        if norm > self.clip * (1 + 1e-9):
+            raise ValueError(f"||x||_2 = {norm:.6g} exceeds clip = {self.clip}: clip the vector before encoding")
+        y = self.scale * (rotate(x, seed=rotation_seed) if self.rotate else x)
+        bound = self.l2_sensitivity(x.size)
+        z, tries = conditional_round(y, norm_bound=bound, rng=rng, max_tries=self.max_tries)
+        return z, EncodeDiagnostics(norm, float(np.linalg.norm(z.astype(np.float64))), bound, tries)
+
+    def decode(self, ring_total: np.ndarray, *, dim: int, rotation_seed: int) -> np.ndarray:
+        """A sum mod 2^b of encoded vectors -> the real sum (divide by the cohort afterwards).
+        Exact up to rounding and noise as long as no coordinate of the true integer sum left
+        [-2^(b-1), 2^(b-1)); past that it wraps (see :func:`to_ring`)."""
+        z = from_ring(ring_total, bits=self.bits).astype(np.float64) / self.scale
+        if z.shape != (self.grid_dim(dim),):
+            raise ValueError(f"sum has shape {z.shape}, expected ({self.grid_dim(dim)},) for dim = {dim}")
+        return unrotate(z, dim=dim, seed=rotation_seed) if self.rotate else z

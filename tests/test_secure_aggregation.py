@@ -1,0 +1,163 @@
+"""Secure aggregation (Bonawitz et al. 2017): exact sums with drop-outs, clear errors, uniform uploads, Shamir."""
+
+import itertools
+import pickle
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from privacy.secure_aggregation import (PRIME, RandomStream, SecAggClient, SecAggConfig, SecAggServer, Survivors,
+                                        harary_graph, shamir_reconstruct, shamir_share)
+
+
+def run_round(cfg, inputs, *, drop_before_sharing=(), drop_before_masking=(), drop_before_unmasking=(), seed=0):
+    """One round as the actors will run it: only messages pass between the clients and the server."""
+    clients = {i: SecAggClient(i, cfg, entropy=b"test-%d" % seed) for i in inputs}
+    server = SecAggServer(cfg, graph_seed=seed)
+    directory = server.collect_keys([c.advertise_keys() for c in clients.values()])
+    forwarded = server.route_shares([c.share_keys(directory) for i, c in clients.items()
+                                     if i not in drop_before_sharing])
+    masked = [clients[i].masked_input(inputs[i], forwarded[i]) for i in forwarded if i not in drop_before_masking]
+    survivors = server.collect_masked(masked)
+    total, diag = server.unmask([clients[i].unmasking_shares(survivors) for i in sorted(survivors.ids)
+                                 if i not in drop_before_unmasking])
+    return total, survivors, diag, masked
+
+
+def integer_inputs(n, cfg, seed=0):
+    rng = np.random.default_rng(seed)
+    half = 1 << (cfg.bits - 1)
+    return {i: rng.integers(-half, half, cfg.dim) for i in range(n)}  # the whole signed range of the ring
+
+
+def exact_sum(inputs, ids, bits):
+    return (sum(inputs[i] for i in ids) % (1 << bits)).astype(np.uint64)
+
+
+def test_the_unmasked_sum_is_the_exact_integer_sum_without_dropouts():
+    cfg = SecAggConfig(dim=300, bits=16, threshold=4)
+    inputs = integer_inputs(6, cfg)
+
+    total, survivors, diag, _ = run_round(cfg, inputs)
+
+    assert survivors.ids == frozenset(range(6)) and diag.survivors == 6
+    np.testing.assert_array_equal(total, exact_sum(inputs, range(6), 16))
+
+
+def test_the_unmasked_sum_is_exact_with_dropouts_at_every_stage():
+    cfg = SecAggConfig(dim=300, bits=32, threshold=4)
+    inputs = integer_inputs(9, cfg, seed=1)
+
+    total, survivors, diag, _ = run_round(cfg, inputs, drop_before_sharing={0}, drop_before_masking={3, 7},
+                                          drop_before_unmasking={5})
+
+    assert survivors.ids == frozenset({1, 2, 4, 5, 6, 8})  # 5 masked its input, then vanished: its input counts
+    assert (diag.dropped_before_sharing, diag.dropped_after_sharing, diag.responders) == (1, 2, 5)
+    np.testing.assert_array_equal(total, exact_sum(inputs, survivors.ids, 32))
+
+
+def test_a_sparse_neighbour_graph_gives_the_exact_sum_with_dropouts():
+    cfg = SecAggConfig(dim=200, bits=20, threshold=3, neighbours=4)
+    inputs = integer_inputs(16, cfg, seed=2)
+
+    total, survivors, _, _ = run_round(cfg, inputs, drop_before_sharing={4}, drop_before_masking={0, 9, 13},
+                                       drop_before_unmasking={2})
+
+    np.testing.assert_array_equal(total, exact_sum(inputs, survivors.ids, 20))
+
+
+def test_the_sparse_graph_is_symmetric_and_k_regular():
+    graph = harary_graph(range(20), k=6, seed=3)
+
+    assert all(len(nbrs) == 6 and u not in nbrs for u, nbrs in graph.items())
+    assert all(u in graph[v] for u, nbrs in graph.items() for v in nbrs)
+    assert harary_graph(range(5), k=6, seed=3) == {u: frozenset(range(5)) - {u} for u in range(5)}  # small: complete
+
+
+def test_too_few_survivors_is_an_error_not_a_wrong_sum():
+    cfg = SecAggConfig(dim=50, bits=16, threshold=4)
+    inputs = integer_inputs(6, cfg)
+
+    with pytest.raises(ValueError, match="too many drop-outs: 3 clients sent masked inputs, need t = 4"):
+        run_round(cfg, inputs, drop_before_masking={0, 1, 2})
+
+
+def test_too_few_unmasking_responses_is_an_error_not_a_wrong_sum():
+    cfg = SecAggConfig(dim=50, bits=16, threshold=4)
+    inputs = integer_inputs(6, cfg)
+
+    with pytest.raises(ValueError, match="too many drop-outs: 3 shares of client .*, need t = 4"):
+        run_round(cfg, inputs, drop_before_masking={0}, drop_before_unmasking={1, 2})
+
+
+def test_a_client_refuses_to_unmask_for_too_few_survivors():
+    cfg = SecAggConfig(dim=10, bits=16, threshold=3)
+    client = SecAggClient(0, cfg, entropy=b"x")
+
+    with pytest.raises(ValueError, match="too many drop-outs: 2 survivors, need t = 3"):
+        client.unmasking_shares(Survivors(frozenset({0, 1})))
+
+
+def test_threshold_above_the_cohort_is_a_clear_error():
+    cfg = SecAggConfig(dim=10, bits=16, threshold=4)
+    server = SecAggServer(cfg)
+    keys = [SecAggClient(i, cfg, entropy=b"x").advertise_keys() for i in range(3)]
+
+    with pytest.raises(ValueError, match="threshold t = 4 above the cohort of 3 clients"):
+        server.collect_keys(keys)
+    with pytest.raises(ValueError, match="holders of each secret"):
+        SecAggConfig(dim=10, bits=16, threshold=6, neighbours=4)
+    with pytest.raises(ValueError, match="even k"):
+        SecAggConfig(dim=10, bits=16, threshold=2, neighbours=3)
+
+
+def test_each_client_reveals_one_secret_per_peer_never_both():
+    cfg = SecAggConfig(dim=20, bits=16, threshold=3)
+    inputs = integer_inputs(6, cfg)
+    clients = {i: SecAggClient(i, cfg, entropy=b"y") for i in inputs}
+    server = SecAggServer(cfg)
+    directory = server.collect_keys([c.advertise_keys() for c in clients.values()])
+    forwarded = server.route_shares([c.share_keys(directory) for c in clients.values()])
+    survivors = server.collect_masked([clients[i].masked_input(inputs[i], forwarded[i]) for i in (0, 1, 2, 3)])
+
+    replies = [clients[i].unmasking_shares(survivors) for i in sorted(survivors.ids)]
+
+    for r in replies:
+        assert set(r.self_mask_shares) == {0, 1, 2, 3} and set(r.key_shares) == {4, 5}
+    assert all(pickle.loads(pickle.dumps(r)) == r for r in replies)  # plain data: Ray can carry it
+
+
+def _masked_upload(x, cfg, seed):
+    inputs = {0: x, 1: np.zeros(cfg.dim, np.int64), 2: np.zeros(cfg.dim, np.int64)}
+    _, _, _, masked = run_round(cfg, inputs, seed=seed)
+    return next(m.vector for m in masked if m.sender == 0)
+
+
+def test_a_single_masked_upload_is_uniform_and_does_not_depend_on_the_input():
+    cfg = SecAggConfig(dim=40_000, bits=8, threshold=2)
+    rng = np.random.default_rng(4)
+    skewed = rng.binomial(6, 0.2, cfg.dim).astype(np.int64)  # small, very non-uniform integers
+    constant = np.full(cfg.dim, 77, np.int64)
+
+    uploads = [_masked_upload(skewed, cfg, seed=10), _masked_upload(constant, cfg, seed=11)]
+
+    counts = [np.bincount(u.astype(np.int64), minlength=256) for u in uploads]
+    assert all(stats.chisquare(c).pvalue > 1e-3 for c in counts)  # uniform on Z_256
+    assert stats.chi2_contingency(np.vstack(counts)).pvalue > 1e-3  # same distribution for both inputs
+    assert abs(stats.pearsonr(uploads[0].astype(float), skewed).statistic) < 4 / np.sqrt(cfg.dim)
+    assert stats.chisquare(np.bincount(skewed, minlength=256)).pvalue < 1e-12  # the test sees non-uniformity
+
+
+def test_shamir_reconstructs_from_any_t_shares_and_not_from_t_minus_1():
+    rng = RandomStream(b"shamir")
+    secret = rng.field_element()
+    holders = list(range(10))
+
+    shares = shamir_share(secret, threshold=4, holders=holders, rng=rng)
+
+    assert all(shamir_reconstruct({v: shares[v] for v in subset}) == secret
+               for subset in itertools.combinations(holders, 4))
+    assert all(shamir_reconstruct({v: shares[v] for v in subset}) != secret
+               for subset in itertools.combinations(holders, 3))
+    assert all(0 <= y < PRIME for y in shares.values())
