@@ -10,6 +10,11 @@ int64 labels, with a train and a test split. Sources:
 - ``cifar10``: torchvision's CIFAR-10 from ``root`` (``download=False`` by default);
 - ``npz``: a MedMNIST ``.npz`` file (grey or RGB), path given as ``root``.
 
+Every record's model input is a function of that record and public constants alone: each source is
+normalised with fixed published constants, never with statistics of the (private) data, which would
+be a release no accountant books (GUIDE section 3). Files are checked when opened
+(:mod:`actors.data_checks`): a bad one is a :class:`DataError` naming the file and the rule.
+
 Sources without a test split get a seeded, stratified split. Loaders are cached per
 process (the driver resolves many configs); actors load uncached and keep only their rows.
 What a model trains on (these images, then ``data.features``) is :mod:`actors.model_inputs`.
@@ -17,8 +22,6 @@ What a model trains on (these images, then ``data.features``) is :mod:`actors.mo
 
 from __future__ import annotations
 
-import gzip
-import struct
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -26,9 +29,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from actors.data_checks import (DataError, check_classes, check_images, check_labels, check_same_image_shape,
+                                parse_idx, read_bytes, read_npz)
 from privacy.seeding import SPLIT, numpy_rng
 
-# Per-channel normalisation constants (mean, std) of each source, on [0, 1] pixels.
+__all__ = ["DataError", "ImageData", "load_dataset", "stratified_split"]
+
+# Per-channel normalisation constants (mean, std) of each source, on [0, 1] pixels: the published
+# constants of each data set, fixed in advance, so no record's input depends on any other record.
 _NORMALISATION = {
     "mnist5k": ((0.1307,), (0.3081,)),
     "mnist": ((0.1307,), (0.3081,)),
@@ -36,6 +44,10 @@ _NORMALISATION = {
     "fashion-mnist": ((0.2860,), (0.3530,)),
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
 }
+# MedMNIST (.npz): mean 0.5, std 0.5 per channel, i.e. pixels mapped to [-1, 1], as in MedMNIST's own
+# examples (transforms.Normalize(mean=[.5], std=[.5])). Any .npz may be private (hospitals' scans), so
+# its own mean and std would be a statistic of every record, released through every input and feature.
+_NPZ_MEAN, _NPZ_STD = 0.5, 0.5
 
 
 @dataclass(frozen=True)
@@ -64,10 +76,6 @@ class ImageData:
         # One new copy, normalised in place: also what a read-only memory map (a feature cache) needs.
         xt = torch.from_numpy(np.array(x, dtype=np.float32)).sub_(mean).div_(std)
         return xt.contiguous(), torch.from_numpy(np.asarray(y, dtype=np.int64))
-
-
-class DataError(ValueError):
-    """The data set cannot be found or read; the message says where it looked."""
 
 
 def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -104,17 +112,6 @@ def _load_digits(test_fraction: float, seed: int) -> ImageData:
     return _split_arrays(x, np.asarray(bunch.target, dtype=np.int64), "digits", test_fraction, seed)
 
 
-def _read_idx(path: Path) -> np.ndarray:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        data = fh.read()
-    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or dtype_code != 0x08:
-        raise DataError(f"{path}: not an unsigned-byte IDX file")
-    dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
-
-
 def _find_idx(root: Path, folder: str, stem: str) -> Path:
     for base in (root, root / "raw", root / folder / "raw"):
         for name in (stem, stem + ".gz"):
@@ -130,11 +127,17 @@ def _load_idx_dataset(name: str, root: str) -> ImageData:
         raise DataError(f"data.root {root!r} is not a directory")
     parts = {}
     for split, prefix in (("train", "train"), ("test", "t10k")):
-        x = _read_idx(_find_idx(base, folder, f"{prefix}-images-idx3-ubyte"))
-        y = _read_idx(_find_idx(base, folder, f"{prefix}-labels-idx1-ubyte"))
+        x_path = _find_idx(base, folder, f"{prefix}-images-idx3-ubyte")
+        y_path = _find_idx(base, folder, f"{prefix}-labels-idx1-ubyte")
+        x_name, y_name = str(x_path.relative_to(base)), str(y_path.relative_to(base))  # messages name these
+        x = parse_idx(read_bytes(x_path, x_name), x_name, ndim=3)
+        y = parse_idx(read_bytes(y_path, y_name), y_name, ndim=1)
+        check_images(x, x_name, "images", ranks=(3,))
+        y = check_labels(y, y_name, "labels", count=len(x), images=f"images in {x_path.name}", classes=10)
         x = x.astype(np.float32)
         x /= 255.0  # in place: one float copy of the images, not two
-        parts[split] = (x[:, None], y.astype(np.int64))
+        parts[split] = (x[:, None], y)
+    check_same_image_shape(parts["train"][0], parts["test"][0], str(base))
     mean, std = _NORMALISATION[name]
     return ImageData(*parts["train"], *parts["test"], 10, mean, std)
 
@@ -154,27 +157,30 @@ def _load_cifar10(root: str, download: bool) -> ImageData:
     return ImageData(*parts, 10, mean, std)
 
 
+def _npz_images(a: np.ndarray) -> np.ndarray:
+    """(N, H, W) or (N, H, W, C) pixels in [0, 255] -> float32 (N, C, H, W) in [0, 1]."""
+    a = a.astype(np.float32) / 255.0
+    return a[:, None] if a.ndim == 3 else a.transpose(0, 3, 1, 2)
+
+
 def _load_npz(path: str) -> ImageData:
     p = Path(path).expanduser()
     if not p.is_file():
         raise DataError(f"data.root {path!r}: .npz file not found")
-    with np.load(p, allow_pickle=False) as f:
-        missing = {"train_images", "train_labels", "test_images", "test_labels"} - set(f.files)
-        if missing:
-            raise DataError(f"{p}: missing arrays {sorted(missing)} (MedMNIST layout expected)")
-        arrays = {k: f[k] for k in ("train_images", "train_labels", "test_images", "test_labels")}
-
-    def images(a: np.ndarray) -> np.ndarray:
-        a = a.astype(np.float32) / 255.0
-        return a[:, None] if a.ndim == 3 else a.transpose(0, 3, 1, 2)
-
-    x_train, x_test = images(arrays["train_images"]), images(arrays["test_images"])
-    y_train = arrays["train_labels"].reshape(-1).astype(np.int64)
-    y_test = arrays["test_labels"].reshape(-1).astype(np.int64)
+    arrays, name = read_npz(p), p.name
+    labels = {}
+    for split in ("train", "test"):
+        images = arrays[f"{split}_images"]
+        check_images(images, name, f"{split}_images", ranks=(3, 4))
+        labels[split] = check_labels(arrays[f"{split}_labels"], name, f"{split}_labels", count=len(images),
+                                     images=f"{split}_images")
+    x_train, x_test = _npz_images(arrays["train_images"]), _npz_images(arrays["test_images"])
+    check_same_image_shape(x_train, x_test, name)
+    num_classes = int(max(labels["train"].max(), labels["test"].max())) + 1
+    check_classes(num_classes, name)
     channels = x_train.shape[1]
-    mean = tuple(float(x_train[:, c].mean()) for c in range(channels))
-    std = tuple(float(x_train[:, c].std()) or 1.0 for c in range(channels))
-    return ImageData(x_train, y_train, x_test, y_test, int(max(y_train.max(), y_test.max())) + 1, mean, std)
+    return ImageData(x_train, labels["train"], x_test, labels["test"], num_classes,
+                     (_NPZ_MEAN,) * channels, (_NPZ_STD,) * channels)
 
 
 @lru_cache(maxsize=4)

@@ -8,12 +8,14 @@ Needs Better Features (or Much More Data)", ICLR): each C x H x W image becomes
 than an end-to-end CNN on pixels (their MNIST figures: 98.7 % vs 98.1 % at epsilon = 3).
 
 The transform has no trainable parameters and looks at no other record, so it costs no
-privacy: a record's features are a function of that record alone. It is not free in time
-(about 1 ms per 28 x 28 image on two cores), so the features of a data set are computed
-once and cached on disk, keyed by a hash of the normalised images and the transform's
-settings. Each process then memory-maps the cache and reads only the rows it needs.
-The cache lives in ``$FEDFRONTIER_CACHE`` (default ``~/.cache/fedfrontier``); on a cluster
-every node fills its own on first use, under a file lock.
+privacy: a record's features are a function of that record alone -- its input is the record
+normalised with public constants (actors/data.py), never with statistics of the data set.
+It is not free in time (about 1 ms per 28 x 28 image on two cores), so the features of a
+data set are computed once and cached on disk, keyed by a hash of the images themselves, the
+public normalisation constants and the transform's settings. The key names a local file and
+is never released; it changes no record's features. Each process then memory-maps the cache
+and reads only the rows it needs. The cache lives in ``$FEDFRONTIER_CACHE`` (default
+``~/.cache/fedfrontier``); on a cluster every node fills its own on first use, under a file lock.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import importlib.metadata
 import os
 import sys
 import time
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +49,9 @@ def cache_dir() -> Path:
     return Path(os.environ.get("FEDFRONTIER_CACHE", "~/.cache/fedfrontier")).expanduser() / "features"
 
 
+@lru_cache(maxsize=4)
 def _scattering(height: int, width: int):
+    """The transform for one image size, built once per process (its filter bank takes about a second)."""
     # kymatio.torch also imports the 3-D transform, which needs scipy.special.sph_harm (gone from
     # SciPy 1.17); the 2-D front end imports alone.
     from kymatio.scattering2d.frontend.torch_frontend import ScatteringTorch2D

@@ -1,8 +1,11 @@
-"""Every bad value: one line naming the key, the value and the rule; exit code 2; nothing written."""
+"""Every bad value or data file: one line naming the key, the value (the file) and the rule; exit code 2;
+nothing written."""
 
+import gzip
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 CASES = [  # (arguments, key the message must name)
@@ -55,6 +58,71 @@ def test_bad_value_gives_one_line_and_exit_code_2(args, key, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("fedfrontier: error: "), result.stderr
     assert key in lines[0]
     assert "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+def _npz(n_labels: int = 100, labels=None):
+    """A writer of a MedMNIST-layout .npz (100 + 20 28x28 grey images, 2 classes) with the given flaw;
+    returns data.root."""
+    def write(folder):
+        rng = np.random.default_rng(0)
+        path = folder / "breast.npz"
+        np.savez(path, train_images=rng.integers(0, 256, (100, 28, 28), dtype=np.uint8),
+                 train_labels=(np.arange(n_labels) % 2)[:, None] if labels is None else labels,
+                 test_images=rng.integers(0, 256, (20, 28, 28), dtype=np.uint8), test_labels=np.arange(20)[:, None] % 2)
+        return path
+    return write
+
+
+def _file(data: bytes):
+    def write(folder):
+        (folder / "breast.npz").write_bytes(data)
+        return folder / "breast.npz"
+    return write
+
+
+def _mnist(cut_images: int):
+    """A writer of MNIST IDX files (12 train, 5 test) in folder/raw, the train images cut short."""
+    def write(folder):
+        (folder / "raw").mkdir()
+        for stem, array in (("train-images-idx3-ubyte", np.zeros((12, 28, 28))), ("t10k-images-idx3-ubyte",
+                            np.zeros((5, 28, 28))), ("train-labels-idx1-ubyte", np.arange(12) % 10),
+                            ("t10k-labels-idx1-ubyte", np.arange(5))):
+            data = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+            data += array.astype(np.uint8).tobytes()
+            if stem == "train-images-idx3-ubyte":
+                data = data[:-cut_images]
+            with gzip.open(folder / "raw" / f"{stem}.gz", "wb") as fh:
+                fh.write(data)
+        return folder
+    return write
+
+
+# The cases of issue 15.5 through the CLI (each run imports torch: seconds); every rule, and more bad files,
+# are checked on the loaders directly in tests/test_data.py.
+DATA_CASES = {  # case: (writer of data.root, dataset, what the message must say)
+    "npz: 100 images, 90 labels": (_npz(n_labels=90), "npz", "breast.npz: 100 train_images but 90 train_labels"),
+    "npz: negative labels": (_npz(labels=-(np.arange(100) % 2)), "npz", "breast.npz: train_labels include negative"),
+    "not an npz": (_file(b"id,label\n1,0\n"), "npz", "breast.npz: not an .npz archive"),
+    "empty npz": (_file(b""), "npz", "breast.npz: empty file"),
+    "truncated IDX": (_mnist(cut_images=1000), "mnist", "raw/train-images-idx3-ubyte.gz: truncated"),
+}
+
+
+@pytest.mark.parametrize("case", DATA_CASES)
+def test_bad_data_file_gives_one_line_and_exit_code_2(case, tmp_path):
+    write, dataset, expected = DATA_CASES[case]
+    (tmp_path / "data").mkdir()
+    root = write(tmp_path / "data")
+    out = tmp_path / "run"
+
+    result = run_cli("run", "--set", f"data.dataset={dataset}", "--set", f"data.root={root}", "--out", str(out),
+                     cwd=tmp_path)
+
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("fedfrontier: error: data.root = "), result.stderr
+    assert expected in lines[0], lines[0]
     assert not out.exists()
 
 

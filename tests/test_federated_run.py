@@ -18,13 +18,20 @@ TIMING = list(TIMING_COLUMNS)
 
 DIGITS_4_ACTORS = ["data.dataset=digits", "data.num_clients=4", "server.clients_per_round=4", "server.rounds=3",
                    "client.num_actors=4", "client.num_cpus=0.5", "client.lr=0.5", "client.batch_size=32",
-                   "client.noise_multiplier=0.8", "server.clip=2.0", "server.noise_multiplier=0.05"]
+                   "client.noise_multiplier=0.8", "server.clip=2.0", "server.noise_multiplier=0.05",
+                   "run.noise_seed=11", "client.accountant=rdp", "server.accountant=rdp"]
 
 
 @pytest.fixture(scope="module")
 def digits_tables(ray_local):
     cfg = load_config(overrides=DIGITS_4_ACTORS)
     return run_federated(cfg, progress=None), run_federated(cfg, progress=None)
+
+
+@pytest.fixture(scope="module")
+def fresh_noise_table(ray_local):
+    """The same config without a noise seed: the run draws its own."""
+    return run_federated(load_config(overrides=[o for o in DIGITS_4_ACTORS if not o.startswith("run.noise_seed")]), progress=None)
 
 
 def test_run_completes_with_the_schema_and_config_columns(digits_tables):
@@ -53,10 +60,19 @@ def test_both_epsilons_are_finite_positive_and_non_decreasing(digits_tables):
     assert (df["eps_record_median"] <= df["eps_record_max"]).all()
 
 
-def test_same_seed_gives_the_same_table(digits_tables):
+def test_same_seeds_give_the_same_table(digits_tables):
     a, b = digits_tables
 
     pd.testing.assert_frame_equal(a.drop(columns=TIMING), b.drop(columns=TIMING))
+
+
+def test_a_run_without_a_noise_seed_draws_fresh_noise_and_records_it(digits_tables, fresh_noise_table):
+    seeded, fresh = digits_tables[0], fresh_noise_table
+
+    assert (seeded["run.noise_seed"] == 11).all()
+    assert fresh["run.noise_seed"].nunique() == 1 and fresh["run.noise_seed"].iloc[0] != 11
+    assert not np.allclose(seeded["update_norm"], fresh["update_norm"])  # other cohort batches and noise
+    assert (seeded["eps_record_max"] == fresh["eps_record_max"]).all()  # same mechanism, same guarantee
 
 
 def test_reported_epsilons_are_the_accountants_of_what_ran(digits_tables):
@@ -66,9 +82,9 @@ def test_reported_epsilons_are_the_accountants_of_what_ran(digits_tables):
     last = df.iloc[-1]
 
     q = 4 / 4  # every client every round
-    assert last["eps_client"] == pytest.approx(epsilon([(0.05, q, 3)], delta=last["delta_client"]))
+    assert last["eps_client"] == pytest.approx(epsilon([(0.05, q, 3)], delta=last["delta_client"], accountant="rdp"))
     # every digits client holds 359 or 360 records; batch 32 -> Poisson rate 32/n, round(n/32) steps a round
-    worst = max(epsilon([(0.8, 32 / n, 3 * round(n / 32))], delta=last["delta_record"]) for n in (359, 360))
+    worst = max(epsilon([(0.8, 32 / n, 3 * round(n / 32))], delta=last["delta_record"], accountant="rdp") for n in (359, 360))
     assert last["eps_record_max"] == pytest.approx(worst, rel=1e-6)
 
 

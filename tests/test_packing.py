@@ -11,7 +11,7 @@ pytestmark = pytest.mark.slow
 
 DIGITS_8_CLIENTS = ["data.dataset=digits", "data.num_clients=8", "server.clients_per_round=5", "server.rounds=3",
                     "client.num_cpus=0.5", "client.lr=0.5", "client.noise_multiplier=0.8", "server.clip=2.0",
-                    "server.noise_multiplier=0.05", "run.seed=7"]
+                    "server.noise_multiplier=0.05", "run.seed=7", "run.noise_seed=7"]
 PACKING = ["client.num_actors", *TIMING_COLUMNS]  # what may differ between packings: the knob itself and timing
 
 

@@ -62,36 +62,49 @@ def test_each_level_reports_with_its_configured_accountant(adaptive_table):
 # as built and once with the server's noise removed while the ledger still books z.
 AUDITED = ["data.dataset=digits", "data.num_clients=4", "server.clients_per_round=4", "server.rounds=3",
            "client.num_actors=2", "client.num_cpus=0.5", "client.lr=0.5", "client.dp=false",
-           "server.clip=1.0", "server.noise_multiplier=5.0", "server.delta=1e-6", "audit.canaries=1000"]
+           "server.clip=1.0", "server.noise_multiplier=5.0", "server.delta=1e-6", "audit.canaries=1000",
+           "server.accountant=rdp"]
 
 
 @pytest.fixture(scope="module")
 def audited_run(ray_local):
-    """A correct run, stepped by hand so that the audit can also be asked for mid-run."""
-    from orchestrator.federation import Federation, rounds_frame
+    """A correct run through the round loop, with the audit also asked for mid-run (after round 1)."""
+    from orchestrator.federation import Federation
     from orchestrator.resolve import resolve_config
+    from orchestrator.round_loop import rounds_frame, run_rounds
 
     plan = resolve_config(load_config(overrides=AUDITED))
     fed = Federation(plan).start()
+    mid_run = {}
     try:
-        rows = [fed.step(0)]
-        mid_run = fed.audit()
-        rows += [fed.step(r) for r in (1, 2)]
+        rows = run_rounds(fed, plan.config, on_row=lambda row, _: row["round"] == 1 and mid_run.update(
+            fed.final_columns()))
     finally:
         fed.close()
-    return rounds_frame(rows, plan.config), mid_run
+    return rounds_frame(rows), mid_run
 
 
 @pytest.fixture(scope="module")
 def broken_run(ray_local):
-    return run_federated(load_config(overrides=AUDITED), progress=None, test_fault="drop_server_noise")
+    """A deliberate privacy bug: the deltas get no noise while the ledger still books z."""
+    from orchestrator.resolve import resolve_config
+    from privacy.client_level import CentralGaussianMechanism
+
+    class DropsItsNoise(CentralGaussianMechanism):
+        def __init__(self, server, *, noise_seed):
+            super().__init__(server, noise_seed=noise_seed)
+            self.delta_multiplier = 0.0
+
+    plan = resolve_config(load_config(overrides=AUDITED))
+    mechanism = DropsItsNoise(plan.config.server, noise_seed=plan.config.run.noise_seed)
+    return run_federated(plan.config, plan=plan, progress=None, mechanism=mechanism)
 
 
 def test_audit_lower_bound_stays_below_the_claimed_epsilon_on_a_correct_run(audited_run):
     df, _ = audited_run
     last = df.iloc[-1]
 
-    assert last["eps_client"] == pytest.approx(epsilon([(5.0, 1.0, 3)], delta=1e-6))  # canaries change no booking
+    assert last["eps_client"] == pytest.approx(epsilon([(5.0, 1.0, 3)], delta=1e-6, accountant="rdp"))  # canaries change no booking
     assert last["audit_delta"] == 1e-6  # small enough already: audited at the claim's own delta
     assert last["eps_client_at_audit_delta"] == last["eps_client"]
     assert last["audit_guesses"] > 0

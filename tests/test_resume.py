@@ -12,7 +12,7 @@ pytestmark = pytest.mark.slow
 
 ARGS = ["--set", "data.dataset=digits", "--set", "data.num_clients=4", "--set", "server.clients_per_round=3",
         "--set", "server.rounds=5", "--set", "client.num_actors=2", "--set", "client.num_cpus=0.5",
-        "--set", "server.clip=2.0", "--set", "server.noise_multiplier=0.05", "--set", "run.checkpoint_every=2",
+        "--set", "server.clip=2.0", "--set", "server.noise_multiplier=0.05", "--set", "run.checkpoint_every=2", "--set", "run.noise_seed=4",
         # server momentum and a cosine schedule: the velocity and the round's learning rate must survive the kill
         "--set", "server.momentum=0.5", "--set", "server.lr_schedule=cosine"]
 
