@@ -56,9 +56,34 @@ def train_cohort(clients: list, plan: ClientPlan, cohort: np.ndarray, weights: n
     out = Collected()
     died = _collect(clients, first, by_actor, weights.shape, round_timeout, out, may_retry=True)
     if died:  # once more, on the restarted processes
-        _collect(clients, {a: submit(a) for a in died}, by_actor, weights.shape, round_timeout, out, may_retry=False)
+        back = [a for a in died if wait_until_ready(clients[a])]
+        for a in set(died) - set(back):
+            out.failures += [f"client {k}: actor {a} died and did not come back" for k in by_actor[a]]
+        if back:
+            _collect(clients, {a: submit(a) for a in back}, by_actor, weights.shape, round_timeout, out,
+                     may_retry=False)
         out.retried = sum(len(by_actor[a]) for a in died)
     return out
+
+
+def wait_until_ready(actor, wait_s: float = 180.0) -> bool:
+    """Wait for a restarting actor to answer (Ray reports it unavailable meanwhile); False if it is dead
+    for good (out of restarts) or does not answer within ``wait_s``."""
+    import time
+
+    import ray
+    from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError
+
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            ray.get(actor.client_ids.remote(), timeout=30)
+            return True
+        except ActorDiedError:
+            return False
+        except (ActorUnavailableError, GetTimeoutError):
+            time.sleep(0.5)
+    return False
 
 
 def _collect(clients: list, futures: dict, by_actor: dict[int, list[int]], shape: tuple, round_timeout: float,

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+
+LOOPBACK = "127.0.0.1"
+# Ray's switch for its single-machine mode (its default on macOS and Windows): with it off, Ray takes
+# the loopback address as the node IP instead of the host's outward address.
+_RAY_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 def ensure_ray(num_cpus: int | None = None) -> None:
-    """Attach to ``RAY_ADDRESS`` (e.g. under ``ray job submit``) or start a local Ray bound to
-    127.0.0.1 with no dashboard, so nothing listens beyond this machine."""
+    """Attach to ``RAY_ADDRESS`` (e.g. under ``ray job submit``) or start a private local Ray whose
+    every server (GCS, raylet, object manager, workers, agents) listens on 127.0.0.1 only, with no
+    dashboard: nothing of a local run is reachable from another machine (tests/test_loopback.py)."""
     import ray
 
     if ray.is_initialized():
@@ -16,5 +23,40 @@ def ensure_ray(num_cpus: int | None = None) -> None:
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
         return
     # address="local": always a fresh private instance, never a cluster some `ray start` left on this machine
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
-             log_to_driver=True, configure_logging=True, logging_level="warning")
+    with _loopback_node_ip():
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address=LOOPBACK,
+                 log_to_driver=True, configure_logging=True, logging_level="warning")
+
+
+@contextlib.contextmanager
+def _loopback_node_ip():
+    """Make the local Ray node's IP 127.0.0.1, for the duration of ``ray.init`` only.
+
+    Ray 2.60 binds its gRPC servers to 127.0.0.1 only when the node IP is exactly 127.0.0.1, and
+    otherwise to all interfaces (0.0.0.0 / ::). But ``ray.init(_node_ip_address="127.0.0.1")`` is
+    rewritten to the host's outward address (``ray._private.services.resolve_ip_for_localhost``)
+    unless Ray runs in its single-machine mode, set by ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` and
+    read once at import into ``ray._private.ray_constants.ENABLE_RAY_CLUSTER``. So both are set
+    here: the constant for this driver, the variable for the processes ``ray.init`` starts (GCS,
+    raylet and, through the raylet, every worker). Both are restored afterwards, so a ``ray start``
+    launched later from this process can still form a multi-node cluster.
+    """
+    try:
+        from ray._private import ray_constants
+    except ImportError:
+        ray_constants = None
+    if ray_constants is None or not hasattr(ray_constants, "ENABLE_RAY_CLUSTER"):
+        yield  # another Ray layout: nothing to switch (tests/test_loopback.py says whether that suffices)
+        return
+    saved_env = os.environ.get(_RAY_CLUSTER_ENV)
+    saved_const = ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[_RAY_CLUSTER_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        if saved_env is None:
+            os.environ.pop(_RAY_CLUSTER_ENV, None)
+        else:
+            os.environ[_RAY_CLUSTER_ENV] = saved_env
+        ray_constants.ENABLE_RAY_CLUSTER = saved_const

@@ -53,6 +53,28 @@ def ray_local():
     return ray
 
 
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """Start private Ray clusters (``ray_cluster(loopback=True)``, see tests/ray_cluster.py): own temp
+    dir, ports and auth token; stopped by their own process ids when the module's tests are done.
+    Never `ray stop`, which would kill every Ray on the machine."""
+    import ray
+
+    from tests.ray_cluster import LocalRayCluster
+
+    ray.shutdown()  # the session's in-process Ray gives its memory and CPUs to the cluster
+    started: list[LocalRayCluster] = []
+
+    def start(**kwargs) -> LocalRayCluster:
+        cluster = LocalRayCluster(**kwargs)
+        started.append(cluster)
+        return cluster
+
+    yield start
+    for cluster in started:
+        cluster.stop()
+
+
 @pytest.fixture(scope="session")
 def mnist_root() -> Path:
     path = SHARED_DATA / "MNIST"

@@ -1,16 +1,16 @@
-"""A real local Ray cluster: `ray start --head` on loopback, `ray job submit` of a small sweep."""
+"""A real local Ray cluster: `ray start --head` on loopback with token authentication, `ray job
+submit` of a small sweep. The cluster is private (own temp dir, ports and token) and stopped by its
+own process ids: no other Ray on the machine is touched."""
 
 import os
-import socket
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from tests.conftest import DIGITS_SWEEP_BASE, ROOT
+from tests.ray_cluster import RAY, is_loopback, listening_sockets
 
 pytestmark = pytest.mark.slow
 
@@ -25,51 +25,28 @@ baseline = true
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def ray_cli(*args: str, env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([RAY, *args], capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def ray_cli(*args: str, timeout: float = 120, env=None) -> subprocess.CompletedProcess:
-    ray = Path(sys.executable).with_name("ray")
-    return subprocess.run([str(ray), *args], capture_output=True, text=True, timeout=timeout, env=env)
-
-
-@pytest.fixture
-def head_node():
-    """`ray start --head` bound to 127.0.0.1 with the dashboard (job server) on loopback; always stopped."""
-    import ray
-
-    ray.shutdown()  # the session's in-process Ray must not be connected when `ray stop` runs
-    gcs, dash = free_port(), free_port()
-    # every port explicit: fixed defaults (e.g. the agent's 52365) collide with any other Ray on the machine
-    ports = [f"--{name}={free_port()}" for name in (
-        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
-        "metrics-export-port", "ray-client-server-port", "node-manager-port", "object-manager-port")]
-    # token authentication on, for the head and for every CLI call (the token lives in ~/.ray/auth_token)
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
-    env.pop("RAY_ADDRESS", None)
-    started = ray_cli("start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}", "--num-cpus=2",
-                      "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-                      "--disable-usage-stats", *ports, env=env, timeout=180)
-    try:
-        assert started.returncode == 0, started.stderr + started.stdout
-        yield f"http://127.0.0.1:{dash}", env
-    finally:
-        ray_cli("stop", "--force", env=env)
+@pytest.fixture(scope="module")
+def head_node(ray_cluster):
+    """`ray start --head`, every server on 127.0.0.1, the job server (dashboard) included."""
+    cluster = ray_cluster(loopback=True)
+    cluster.start_head(num_cpus=2)
+    return cluster
 
 
 def test_ray_job_submit_runs_the_sweep_on_the_cluster(head_node, tmp_path):
-    address, env = head_node
+    cluster = head_node
     config = tmp_path / "job.toml"
     config.write_text(SMALL)
     out, storage = tmp_path / "results", tmp_path / "storage"
 
     for _ in range(40):  # the job server and its agent come up shortly after the head
-        submitted = ray_cli("job", "submit", "--address", address, "--working-dir", str(ROOT), "--",
+        submitted = ray_cli("job", "submit", "--address", cluster.dashboard_url, "--working-dir", str(ROOT), "--",
                             "python", "-m", "experiments.frontier", "--config", str(config), "--out", str(out),
-                            "--storage-path", str(storage), env=env, timeout=900)
+                            "--storage-path", str(storage), env=cluster.env, timeout=900)
         if "No available agent" not in submitted.stderr:
             break
         time.sleep(3)
@@ -82,3 +59,19 @@ def test_ray_job_submit_runs_the_sweep_on_the_cluster(head_node, tmp_path):
     assert (trials["round"] == 2).all()
     assert (out / "frontier.png").is_file() and (out / "frontier.parquet").is_file()
     assert any(storage.rglob("*.json")), "Tune wrote no trial state under --storage-path"
+    exposed = [s for s in listening_sockets(cluster.pids()) if not is_loopback(s[0])]
+    assert not exposed, f"the loopback head listens beyond loopback: {exposed}"
+
+
+def test_job_client_needs_token_mode_set(head_node):
+    """Why the README exports RAY_AUTH_MODE=token where jobs are submitted: a head with token
+    authentication refuses a client that has the token but not the mode (Ray 2.60 sends the token
+    only in token mode) -- the `AuthenticationError: Missing authentication token` of issue 15."""
+    cluster = head_node
+    without_mode = {k: v for k, v in cluster.env.items() if k != "RAY_AUTH_MODE"}
+
+    refused = ray_cli("job", "list", "--address", cluster.dashboard_url, env=without_mode)
+    accepted = ray_cli("job", "list", "--address", cluster.dashboard_url, env=cluster.env)
+
+    assert refused.returncode != 0 and "AuthenticationError" in refused.stderr, refused.stderr[-2000:]
+    assert accepted.returncode == 0, accepted.stderr[-2000:]
