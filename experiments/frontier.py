@@ -1,5 +1,6 @@
 """Cluster entry point for a frontier sweep, unchanged from laptop to cluster:
 
+    export RAY_AUTH_MODE=token   # Ray token authentication (README, "On a cluster")
     ray job submit --working-dir . -- python -m experiments.frontier \
         --config experiments/configs/mnist_cluster.toml --storage-path /shared/fedfrontier
 
