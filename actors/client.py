@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from actors.data import ImageData
+from actors.data import DataError, ImageData
 from actors.local_training import LocalSpec, LocalTrainer, RoundDeadline
 from actors.model_inputs import load_from_config
 from actors.models import build_model
@@ -70,7 +70,7 @@ class ClientActor:
             raise ValueError("run.noise_seed is unset: resolve the config first (orchestrator.resolve)")
         self.cfg = cfg
         self.device = torch.device("cuda" if _assigned_gpu() and torch.cuda.is_available() else "cpu")
-        data = load_from_config(cfg.data, cache=False)  # dropped when __init__ returns: only the views stay
+        data = load_on_this_node(cfg)  # dropped when __init__ returns: only the views stay
         self.shards = _client_views(data, shards)
         c, h, _ = data.shape
         model = build_model(cfg.model.name, in_channels=c, num_classes=data.num_classes, image_size=h,
@@ -117,6 +117,16 @@ class ClientActor:
             raise FloatingPointError("non-finite model delta")
         total += out.delta
         return ClientReport(cid, len(y), result.train_loss, out.norm, out.unclipped)
+
+
+def load_on_this_node(cfg: ExperimentConfig) -> ImageData:
+    """The data as this node sees it; a DataError names the node, since every node reads its own copy."""
+    try:
+        return load_from_config(cfg.data, cache=False)
+    except (DataError, OSError) as exc:
+        import socket
+
+        raise DataError(f"on node {socket.gethostname()}: {exc}") from exc
 
 
 def _client_views(data: ImageData, shards: dict[int, np.ndarray]) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:

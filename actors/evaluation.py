@@ -12,8 +12,8 @@ import math
 import numpy as np
 import torch
 
+from actors.client import load_on_this_node
 from actors.local_training import load_flat_
-from actors.model_inputs import load_from_config
 from actors.models import build_model
 from privacy.audit import audit_delta, one_run_audit
 from privacy.canaries import Canaries
@@ -30,7 +30,7 @@ class Evaluator:
 
     def __init__(self, cfg: ExperimentConfig):
         self.cfg = cfg
-        data = load_from_config(cfg.data, cache=False)  # dropped when __init__ returns: the test split stays
+        data = load_on_this_node(cfg)  # dropped when __init__ returns: the test split stays
         self.x_test, self.y_test = data.tensors("test")
         self.members = self.nonmembers = None
         if cfg.audit.membership:

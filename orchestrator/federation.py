@@ -49,7 +49,23 @@ class Federation:
         self.server = server_cls.remote(cfg, self.clients, plan.clients, initial_weights(cfg, ch, plan.num_classes, h),
                                         num_threads=actor_threads(max(cfg.server.num_cpus, 1)),
                                         mechanism=self.mechanism)
+        self._wait_until_built()
         return self
+
+    def _wait_until_built(self) -> None:
+        """Every actor has loaded its data; an actor that could not (a data file missing or damaged on its
+        node) is a ConfigError naming that node, not a failure in every round."""
+        import ray
+        from ray.exceptions import RayActorError
+
+        try:
+            ray.get([c.client_ids.remote() for c in self.clients] + [self.server.budget_exceeded_next_round.remote()])
+        except RayActorError as exc:
+            self.close()
+            lines = [ln for ln in str(exc).splitlines() if "DataError" in ln or "Error:" in ln]
+            raise ConfigError("data.root" if self.config.data.root else "data.dataset",
+                              self.config.data.root or self.config.data.dataset,
+                              (lines[-1] if lines else str(exc).splitlines()[0]).strip()[:300]) from exc
 
     def _call(self, method: str, *args):
         import ray

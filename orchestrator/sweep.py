@@ -20,6 +20,7 @@ bundle for the trial's own loop, one per actor), so trials never deadlock on res
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import tempfile
@@ -36,6 +37,9 @@ from privacy.config import ConfigError, ExperimentConfig, from_dict, to_dict
 
 SWEEP_FILE = "sweep.json"
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's compact status table (CLIReporter)
+# Tune warns (three lines, repeated) whenever trials checkpoint within 5 s of each other: by design here,
+# every trial checkpoints every run.checkpoint_every rounds. run_sweep says so once instead.
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 
 # --- the trial -------------------------------------------------------------------------------
@@ -89,6 +93,7 @@ def _run_trial(params: dict) -> None:
     from orchestrator.resolve import resolve_config
     from orchestrator.round_loop import run_rounds
 
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # not one "Checkpoint successfully created" per save
     cfg, state = trial_config(params), None
     ckpt = tune.get_checkpoint()
     if ckpt is not None:  # a retried or resumed trial continues from its last checkpoint, with its noise seed
@@ -115,10 +120,17 @@ def _run_trial(params: dict) -> None:
         fed.close()
 
 
+def swept_keys(sweep: SweepConfig) -> list[str]:
+    """Config keys that differ between grid points (the baseline's own overrides included)."""
+    return list(sweep.grid) + [k for k in sweep.baseline_set if k not in sweep.grid]
+
+
 def param_space(cfg: ExperimentConfig, sweep: SweepConfig) -> dict:
     from ray import tune
 
-    points = [{"index": i, "set": p} for i, p in enumerate(sweep.points())]
+    swept = swept_keys(sweep)
+    points = [{"index": i, "set": p, "show": {LABELS.get(k, k): "-" if p.get(k) is None else p[k] for k in swept}}
+              for i, p in enumerate(sweep.points())]  # "show": every swept key in every point, for the table
     space: dict[str, Any] = {"base": to_dict(cfg), "point": tune.grid_search(points)}
     for key, (lo, hi) in sweep.uniform.items():
         space[key] = tune.uniform(lo, hi)
@@ -131,8 +143,7 @@ def _reporter(sweep: SweepConfig):
     """Tune's status table: one column per swept key (σ, clip, ...), then round, accuracy and both epsilons."""
     from ray import tune
 
-    swept = list(sweep.grid) + [k for k in sweep.baseline_set if k not in sweep.grid]
-    params = {f"point/set/{k}": LABELS.get(k, k) for k in swept}
+    params = {f"point/show/{LABELS.get(k, k)}": LABELS.get(k, k) for k in swept_keys(sweep)}
     params.update({k: LABELS.get(k, k) for k in {**sweep.uniform, **sweep.loguniform}})
     return tune.CLIReporter(
         metric_columns={"round": "round", "test_accuracy": "acc", "eps_record_max": "ε record",
@@ -203,6 +214,9 @@ def run_sweep(cfg: ExperimentConfig, sweep: SweepConfig, out: str | Path, *, res
     storage = storage_for(sweep, out)
     (out / SWEEP_FILE).write_text(json.dumps({"config": to_dict(cfg), "sweep": sweep.__dict__,
                                               "storage": storage}, indent=2, default=str) + "\n")
+    if progress:
+        progress(f"each trial checkpoints every {cfg.run.checkpoint_every} rounds into {storage} "
+                 f"(a failed trial resumes from its last checkpoint, up to {sweep.max_failures} times)")
     t0 = time.perf_counter()
     results = _tuner(cfg, sweep, storage, resume).fit()
     trials, rounds = collect_results(results)

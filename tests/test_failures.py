@@ -138,3 +138,22 @@ def test_straggler_past_the_round_timeout_counts_as_failed(ray_local):
     assert "straggled" in table["failures"].iloc[1]
     assert table["seconds"].iloc[1] < 60
     assert not math.isnan(table["test_accuracy"].iloc[-1])
+
+
+def test_data_missing_on_an_actors_node_is_one_config_error_naming_the_node(ray_local, tmp_path):
+    import socket
+
+    from actors.data import load_dataset
+    from privacy.config import ConfigError
+
+    digits = load_dataset("digits")
+    path = tmp_path / "digits.npz"
+    np.savez(path, train_images=(digits.x_train[:, 0] * 255).astype(np.uint8), train_labels=digits.y_train,
+             test_images=(digits.x_test[:, 0] * 255).astype(np.uint8), test_labels=digits.y_test)
+    plan = resolve_config(load_config(overrides=["data.dataset=npz", f"data.root={path}", "data.num_clients=4",
+                                                 "server.clients_per_round=4", "client.num_actors=2",
+                                                 "client.num_cpus=0.5", "model.name=digits_cnn"]))
+    path.unlink()  # the driver read it; the actors' node no longer has it
+
+    with pytest.raises(ConfigError, match=f"on node {socket.gethostname()}.*not found"):
+        Federation(plan).start()
