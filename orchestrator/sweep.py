@@ -220,11 +220,43 @@ def run_sweep(cfg: ExperimentConfig, sweep: SweepConfig, out: str | Path, *, res
     t0 = time.perf_counter()
     results = _tuner(cfg, sweep, storage, resume).fit()
     trials, rounds = collect_results(results)
-    write_sweep(trials, rounds, out)
+    release = sweep_release(trials, results, cfg, sweep)
+    saved = json.loads((out / SWEEP_FILE).read_text())
+    (out / SWEEP_FILE).write_text(json.dumps({**saved, "release": release}, indent=2, default=str) + "\n")
+    write_sweep(trials, rounds, out, release)
     if progress:
         done = int((trials["status"] == "TERMINATED").sum()) if len(trials) else 0
         progress(f"{done}/{len(trials)} trials finished in {time.perf_counter() - t0:.0f}s")
+        progress(release_line(release))
     return trials, rounds
+
+
+def sweep_release(trials: pd.DataFrame, results, cfg: ExperimentConfig, sweep: SweepConfig) -> dict:
+    """The sweep's epsilon per guarantee (:mod:`orchestrator.sweep_release`)."""
+    from orchestrator.sweep_release import sweep_epsilons, trial_ledgers
+
+    if not len(trials):
+        return {}
+    release = sweep_epsilons(trials, trial_ledgers(results), cfg)
+    split_keys = [k for k in swept_keys(sweep) + list(sweep.uniform) + list(sweep.loguniform)
+                  if k.startswith("data.") or k == "run.seed"]
+    if split_keys:  # trials with other splits: a record's histories sit on different clients
+        release["eps_sweep_record"] = math.nan
+        release["note"] = (release["note"] + "; " if release["note"] else "") + \
+            f"record-level: {', '.join(split_keys)} change the split between trials"
+    return release
+
+
+def release_line(release: dict) -> str:
+    """One line on what the whole sweep costs."""
+    if not release:
+        return "whole sweep: no trial"
+    parts = [f"eps_sweep {level}-level {release[f'eps_sweep_{level}']:.3g} (delta {release[f'delta_{level}']:.2g})"
+             for level in ("record", "client") if f"eps_sweep_{level}" in release]
+    line = "whole sweep (every private trial published): " + ", ".join(parts)
+    if release.get("not_covered"):
+        line += f"; not covered by any epsilon: {', '.join(release['not_covered'])}"
+    return line + (f"; {release['note']}" if release.get("note") else "")
 
 
 def collect_results(results) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -252,10 +284,21 @@ def collect_results(results) -> tuple[pd.DataFrame, pd.DataFrame]:
     return trials, rounds
 
 
-def write_sweep(trials: pd.DataFrame, rounds: pd.DataFrame, out: Path) -> None:
+def write_sweep(trials: pd.DataFrame, rounds: pd.DataFrame, out: Path, release: dict | None = None) -> None:
     from orchestrator.frontier import frontier_table, plot_frontier
 
     trials.to_parquet(out / "trials.parquet", index=False)
     rounds.to_parquet(out / "rounds.parquet", index=False)
-    frontier_table(trials).to_parquet(out / "frontier.parquet", index=False)
-    plot_frontier(trials, out / "frontier.png")
+    release = release or {}
+    eps = {k: v for k, v in release.items() if k.startswith(("eps_sweep_", "delta_"))}
+    frontier_table(trials).assign(**{f"sweep_{k}" if k.startswith("delta") else k: v for k, v in eps.items()}) \
+        .to_parquet(out / "frontier.parquet", index=False)
+    plot_frontier(trials, out / "frontier.png", title=sweep_title(release))
+
+
+def sweep_title(release: dict) -> str:
+    """The frontier plot's title: what the whole sweep costs beside it."""
+    parts = [f"ε {level} {release[f'eps_sweep_{level}']:.3g}" for level in ("record", "client")
+             if math.isfinite(release.get(f"eps_sweep_{level}", math.inf))]
+    return "Privacy-utility frontier" + (f"\nwhole sweep, every private trial published: {', '.join(parts)}"
+                                         if parts else "")

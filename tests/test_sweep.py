@@ -1,5 +1,6 @@
 """The frontier sweep through the real Ray Tune path."""
 
+import json
 import math
 
 import pandas as pd
@@ -93,6 +94,15 @@ def test_two_by_two_grid_through_tune(ray_local, tmp_path):
     for name in ("trials.parquet", "rounds.parquet", "frontier.parquet"):
         assert len(pd.read_parquet(out / name)) > 0
     assert (out / "frontier.png").stat().st_size > 20_000
+    release = json.loads((out / "sweep.json").read_text())["release"]
+    eps = private["eps_record_max"]
+    assert eps.max() < release["eps_sweep_record"] <= eps.sum()  # composed, never just the largest, nor K x eps
+    noised = private[private["server.noise_multiplier"] > 0]["eps_client"]
+    assert noised.max() < release["eps_sweep_client"] <= noised.sum()
+    baseline = trials.loc[~trials["client.dp"], "trial_id"].iloc[0]
+    assert f"{baseline} (record-level)" in release["not_covered"]
+    frontier = pd.read_parquet(out / "frontier.parquet")
+    assert (frontier["eps_sweep_record"] == release["eps_sweep_record"]).all()
 
 
 def test_tensorboard_gets_only_finite_values(monkeypatch):
