@@ -11,13 +11,24 @@ layer's output gradient b (weight gradients are not computed), and then
   (c * b)^T a, the cost of the ordinary weight gradient;
 - ``Conv2d`` (groups = 1): the per-sample weight gradients, k*k batched matmuls of b with
   shifted views of a (no im2col);
-- ``GroupNorm``: per-sample gradients of scale and shift from the normalised input.
+- ``GroupNorm`` (inputs (N, C, *)): per-sample gradients of scale and shift from the
+  normalised input, summed over the positions.
 
 With c_i = min(1, C / (||g_i|| + 1e-6)) (Opacus's factor) the clipped sum is computed
 from the kept tensors: Book-Keeping of Bu, Wang, Zha, Karypis 2023 ("Differentially
 Private Optimization on Large Model at Small Cost", ICML). The result equals Opacus's
 ``hooks`` mode up to float rounding (tests/test_per_sample_clipping.py compares both and a
 per-sample loop).
+
+Refused, with :class:`UnsupportedLayerError` at construction (use an Opacus
+``grad_sample_mode``, or change the model):
+- layers that mix the samples of a batch, with or without parameters: BatchNorm (any
+  dimension, SyncBatchNorm: batch statistics make every output, and so every "per-sample"
+  gradient, depend on the whole batch, so clipping bounds nobody's contribution) and
+  InstanceNorm with ``track_running_stats`` (its running statistics are a batch average);
+- a subclass of a supported layer: its own ``forward`` may compute something other than
+  the formulas above, so only the exact classes are accepted;
+- parameters anywhere else, grouped or string-padded convolutions, weights used twice.
 """
 
 from __future__ import annotations
@@ -28,7 +39,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-SUPPORTED = (nn.Linear, nn.Conv2d, nn.GroupNorm)
+SUPPORTED = (nn.Linear, nn.Conv2d, nn.GroupNorm)  # exact classes: a subclass is refused
+# Layers whose output for one sample depends on the other samples of the batch.
+_BATCH_NORMS = (nn.modules.batchnorm._BatchNorm,)  # BatchNorm1d/2d/3d, SyncBatchNorm and their lazy forms
+_INSTANCE_NORMS = (nn.modules.instancenorm._InstanceNorm,)  # mixes samples only with track_running_stats
 
 
 class UnsupportedLayerError(ValueError):
@@ -51,15 +65,24 @@ class ClippedSum:
 
 class PerSampleClipper:
     """Computes sum_i clip_C(grad of loss_i) for a model made of ``Linear``, ``Conv2d`` and
-    ``GroupNorm`` layers (plus parameter-free modules). Raises :class:`UnsupportedLayerError`
-    at construction for anything else."""
+    ``GroupNorm`` layers (exactly those classes) plus parameter-free modules that treat each
+    sample on its own. Raises :class:`UnsupportedLayerError` at construction for anything else
+    it can detect (module docstring), including every BatchNorm."""
 
     def __init__(self, model: nn.Module, *, max_grad_norm: float):
         if not max_grad_norm > 0:
             raise ValueError(f"max_grad_norm = {max_grad_norm}: must be > 0")
         self.model, self.max_grad_norm = model, float(max_grad_norm)
         self.params = [p for p in model.parameters() if p.requires_grad]
+        for name, m in model.named_modules():
+            _refuse_sample_mixing(name, m)
         self.layers = [m for m in model.modules() if isinstance(m, SUPPORTED) and _trainable(m)]
+        for m in self.layers:
+            if type(m) not in SUPPORTED:
+                base = next(c.__name__ for c in SUPPORTED if isinstance(m, c))
+                raise UnsupportedLayerError(
+                    f"{type(m).__name__} subclasses nn.{base}: its forward may differ from nn.{base}'s, so its "
+                    f"per-sample gradients cannot be assumed; use nn.{base} itself, or an Opacus grad_sample_mode")
         covered = {id(p) for m in self.layers for p in _trainable(m)}
         stray = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in covered]
         if stray:
@@ -116,6 +139,16 @@ class PerSampleClipper:
         return ClippedSum([by_param[p] for p in self.params], norms, float(loss.detach()))
 
 
+def _refuse_sample_mixing(name: str, m: nn.Module) -> None:
+    """Raise if ``m`` mixes the samples of a batch (see the module docstring), trainable or not."""
+    mixes = isinstance(m, _BATCH_NORMS) or (isinstance(m, _INSTANCE_NORMS) and m.track_running_stats)
+    if mixes:
+        raise UnsupportedLayerError(
+            f"{name or 'model'} ({type(m).__name__}) normalises with statistics of the whole batch: one sample's "
+            "output, and so its gradient, depends on the others, and per-sample clipping bounds nobody's "
+            "contribution; use GroupNorm (or InstanceNorm without track_running_stats) instead")
+
+
 def _trainable(m: nn.Module) -> list[nn.Parameter]:
     return [p for p in m.parameters(recurse=False) if p.requires_grad]
 
@@ -163,17 +196,24 @@ def _per_sample(m: nn.Module, a: torch.Tensor, b: torch.Tensor):
         sq = (b * b).sum(1) * (a_sq + (1.0 if has_bias else 0.0))
         return _LinearPart(a, b, sq)
     if isinstance(m, nn.Conv2d):
+        if a.dim() != 4:
+            raise UnsupportedLayerError(f"{m}: inputs of {a.dim()} dimensions; only (batch, C, H, W) is handled")
         weight = _conv2d_weight_samples(m, a, b) if m.weight.requires_grad else None
         bias = b.sum((2, 3)) if m.bias is not None and m.bias.requires_grad else None
-    else:  # GroupNorm
+    else:  # GroupNorm on (N, C, *): y = x_hat * w + b per channel, x_hat normalised within each sample's groups
+        positions = tuple(range(2, a.dim()))  # () for (N, C) inputs
         x_hat = F.group_norm(a, m.num_groups, eps=m.eps)
-        weight = (b * x_hat).sum((2, 3)) if m.weight is not None and m.weight.requires_grad else None
-        bias = b.sum((2, 3)) if m.bias is not None and m.bias.requires_grad else None
+        weight = _sum(b * x_hat, positions) if m.weight is not None and m.weight.requires_grad else None
+        bias = _sum(b, positions) if m.bias is not None and m.bias.requires_grad else None
     sq = torch.zeros(len(a), dtype=b.dtype, device=b.device)
     for g in (weight, bias):
         if g is not None:
             sq = sq + g.reshape(len(g), -1).pow(2).sum(1)
     return _SampledPart(weight, bias, sq)
+
+
+def _sum(t: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    return t.sum(dims) if dims else t
 
 
 def _conv2d_weight_samples(m: nn.Conv2d, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

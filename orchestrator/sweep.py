@@ -131,7 +131,8 @@ def param_space(cfg: ExperimentConfig, sweep: SweepConfig) -> dict:
     swept = swept_keys(sweep)
     points = [{"index": i, "set": p, "show": {LABELS.get(k, k): "-" if p.get(k) is None else p[k] for k in swept}}
               for i, p in enumerate(sweep.points())]  # "show": every swept key in every point, for the table
-    space: dict[str, Any] = {"base": to_dict(cfg), "point": tune.grid_search(points)}
+    choose = tune.grid_search if sweep.selection == "all" else tune.choice  # a private selection draws points
+    space: dict[str, Any] = {"base": to_dict(cfg), "point": choose(points)}
     for key, (lo, hi) in sweep.uniform.items():
         space[key] = tune.uniform(lo, hi)
     for key, (lo, hi) in sweep.loguniform.items():
@@ -152,7 +153,7 @@ def _reporter(sweep: SweepConfig):
         metric="test_accuracy", mode="max", max_progress_rows=12)
 
 
-def _tuner(cfg: ExperimentConfig, sweep: SweepConfig, storage: str, restore: bool):
+def _tuner(cfg: ExperimentConfig, sweep: SweepConfig, storage: str, restore: bool, num_samples: int):
     from ray import tune
 
     trial_bundles(cfg)  # the base config's resources are valid (a clear error before Tune starts)
@@ -164,7 +165,7 @@ def _tuner(cfg: ExperimentConfig, sweep: SweepConfig, storage: str, restore: boo
         trainable,
         param_space=param_space(cfg, sweep),
         tune_config=tune.TuneConfig(max_concurrent_trials=sweep.max_concurrent_trials,
-                                    num_samples=sweep.num_samples, reuse_actors=False,
+                                    num_samples=num_samples, reuse_actors=False,
                                     trial_dirname_creator=_trial_dirname, trial_name_creator=_trial_name),
         run_config=tune.RunConfig(
             name=sweep.name, storage_path=storage, progress_reporter=_reporter(sweep), verbose=1,
@@ -218,9 +219,21 @@ def run_sweep(cfg: ExperimentConfig, sweep: SweepConfig, out: str | Path, *, res
         progress(f"each trial checkpoints every {cfg.run.checkpoint_every} rounds into {storage} "
                  f"(a failed trial resumes from its last checkpoint, up to {sweep.max_failures} times)")
     t0 = time.perf_counter()
-    results = _tuner(cfg, sweep, storage, resume).fit()
+    num_samples = sweep.num_samples
+    if sweep.selection != "all":  # K trials, K random and secret (orchestrator/selection.py)
+        from orchestrator.selection import draw_repetitions
+
+        num_samples = saved_repetitions(out) if resume else draw_repetitions(sweep)
+        (out / ".repetitions").write_text(f"{num_samples}\n")  # for --resume only; never in the results
+    results = _tuner(cfg, sweep, storage, resume, num_samples).fit() if num_samples else []
     trials, rounds = collect_results(results)
     release = sweep_release(trials, results, cfg, sweep)
+    if sweep.selection != "all":
+        from orchestrator.selection import selection_report
+
+        release["selection"] = selection_report(trials, cfg, sweep, num_samples)
+        if len(trials):
+            trials["selected"] = trials["trial_id"].astype(str) == release["selection"].get("selected_trial")
     saved = json.loads((out / SWEEP_FILE).read_text())
     (out / SWEEP_FILE).write_text(json.dumps({**saved, "release": release}, indent=2, default=str) + "\n")
     write_sweep(trials, rounds, out, release)
@@ -229,6 +242,13 @@ def run_sweep(cfg: ExperimentConfig, sweep: SweepConfig, out: str | Path, *, res
         progress(f"{done}/{len(trials)} trials finished in {time.perf_counter() - t0:.0f}s")
         progress(release_line(release))
     return trials, rounds
+
+
+def saved_repetitions(out: Path) -> int:
+    path = out / ".repetitions"
+    if not path.is_file():
+        raise ConfigError("--resume", str(out), "a private-selection sweep without its .repetitions file")
+    return int(path.read_text())
 
 
 def sweep_release(trials: pd.DataFrame, results, cfg: ExperimentConfig, sweep: SweepConfig) -> dict:
@@ -254,6 +274,11 @@ def release_line(release: dict) -> str:
     parts = [f"eps_sweep {level}-level {release[f'eps_sweep_{level}']:.3g} (delta {release[f'delta_{level}']:.2g})"
              for level in ("record", "client") if f"eps_sweep_{level}" in release]
     line = "whole sweep (every private trial published): " + ", ".join(parts)
+    sel = release.get("selection")
+    if sel:
+        line = (f"private selection ({sel['selection']}, E[K] = {sel['repetitions_mean']:.3g}): publish only trial "
+                f"{sel.get('selected_trial', '-')}: eps record-level {sel['eps_selected_record']:.3g}, client-level "
+                f"{sel['eps_selected_client']:.3g}, tuning included. If you publish every trial: " + line)
     if release.get("not_covered"):
         line += f"; not covered by any epsilon: {', '.join(release['not_covered'])}"
     return line + (f"; {release['note']}" if release.get("note") else "")

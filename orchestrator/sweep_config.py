@@ -22,6 +22,9 @@ from privacy.config import ConfigError, ExperimentConfig, from_dict, parse_overr
 
 
 
+SELECTIONS = ("all", "poisson", "negbin")  # sweep.selection
+
+
 @dataclass(frozen=True)
 class SweepConfig:
     name: str = "frontier"  # Tune experiment name (a folder under storage_path)
@@ -31,6 +34,10 @@ class SweepConfig:
     baseline: bool = True  # add one non-private trial
     baseline_set: Mapping[str, Any] = field(default_factory=dict)  # "section.key" -> value, baseline trial only
     max_failures: int = 2  # retries of a trial from its last checkpoint (every run.checkpoint_every rounds)
+    selection: str = "all"  # all: every grid point, all published | poisson | negbin: K random trials, best published
+    selection_mean: float = 4.0  # poisson: E[K] = mu
+    selection_eta: float = 1.0  # negbin: eta of the truncated negative binomial (1 = geometric)
+    selection_gamma: float = 0.2  # negbin: gamma in (0, 1); smaller = more trials
     grid: Mapping[str, list] = field(default_factory=dict)  # "section.key" -> values
     uniform: Mapping[str, list] = field(default_factory=dict)  # "section.key" -> [low, high]
     loguniform: Mapping[str, list] = field(default_factory=dict)  # "section.key" -> [low, high]
@@ -56,6 +63,30 @@ class SweepConfig:
                           "must be [low, high] with low < high")
                 if table == "loguniform":
                     check(values[0] > 0, f"{table}.{key}", values, "bounds must be > 0")
+        self._check_selection(check)
+
+    def repetitions(self):
+        """The distribution of the number of trials K in a private selection (None for ``all``)."""
+        from privacy.sweep_privacy import PoissonRepetitions, TruncatedNegativeBinomial
+
+        if self.selection == "poisson":
+            return PoissonRepetitions(self.selection_mean)
+        if self.selection == "negbin":
+            return TruncatedNegativeBinomial(self.selection_eta, self.selection_gamma)
+        return None
+
+    def _check_selection(self, check) -> None:
+        check(self.selection in SELECTIONS, "selection", self.selection, f"must be one of {', '.join(SELECTIONS)}")
+        if self.selection == "all":
+            return
+        check(not self.baseline, "baseline", self.baseline,
+              "must be false with a private selection: a non-private trial is covered by no epsilon")
+        check(bool(self.grid) and not self.uniform and not self.loguniform, "grid", dict(self.grid),
+              "a private selection draws each trial from the [sweep.grid] points (no uniform/loguniform)")
+        try:
+            self.repetitions()
+        except ValueError as exc:
+            check(False, f"selection_{'mean' if self.selection == 'poisson' else 'gamma'}", self.selection, str(exc))
 
     def points(self) -> list[dict[str, Any]]:
         """Grid points as override dicts (one empty point when there is no grid), plus the baseline."""
@@ -93,6 +124,10 @@ def load_sweep_config(path: str | Path | None, overrides: list[str]) -> tuple[Ex
     cfg = _apply(from_dict(base_raw), rest)
     for point in sweep.points():  # every trial's config must validate before anything starts
         apply_point(cfg, point)
+    if cfg.run.noise_seed is not None and (sweep.num_samples > 1 or sweep.selection != "all"):
+        raise ConfigError("run.noise_seed", cfg.run.noise_seed, "gives each grid point one noise seed, so trials "
+                          "drawing the same point would share their noise: drop it (fresh noise per trial) or "
+                          "keep sweep.num_samples = 1 and sweep.selection = \"all\"")
     return cfg, sweep
 
 

@@ -107,11 +107,12 @@ def _epsilon_prv(events: list[Event], delta: float) -> float:
     return float(acc.get_epsilon(delta=delta))  # Opacus returns the upper end of its error bound
 
 
-@lru_cache(maxsize=128)
+@lru_cache(maxsize=512)
 def _pld_one_step(noise: float, rate: float):
     """One Poisson-subsampled Gaussian step as a privacy loss distribution: exactly what dp_accounting's
     ``PLDAccountant`` builds for a ``PoissonSampledDpEvent(GaussianDpEvent)`` (connect-the-dots, add/remove
-    neighbours), pessimistic rounding. Building it is about half the cost of a call, so it is kept."""
+    neighbours), pessimistic rounding. Building it is about half the cost of a call, so it is kept: one
+    per distinct (noise, rate), i.e. per client of a distinct shard size, 10-300 kB each."""
     from dp_accounting.pld import privacy_loss_distribution
 
     return privacy_loss_distribution.from_gaussian_mechanism(

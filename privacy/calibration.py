@@ -22,6 +22,7 @@ so the bound holds whatever the client sampling turns out to be.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Callable, Sequence
 
 from privacy.accounting import DEFAULT_ACCOUNTANT, Event, epsilon
@@ -62,7 +63,8 @@ def calibrate_noise_multiplier(*, target_epsilon: float, eps_of: Callable[[float
     return hi
 
 
-def calibrate_for_histories(*, target_epsilon: float, delta: float, histories: Callable[[float], Sequence[Sequence[Event]]],
+def calibrate_for_histories(*, target_epsilon: float, delta: float,
+                            histories: Callable[[float], Sequence[Sequence[Event]]],
                             accountant: str = DEFAULT_ACCOUNTANT, tolerance: float = 0.01,
                             bounds: tuple[float, float] = NOISE_BOUNDS) -> float:
     """Smallest sigma with max_h epsilon(h, delta, accountant) <= target over the histories ``histories(sigma)``.
@@ -106,9 +108,9 @@ def worst_case_record_histories(*, noise_multiplier: float, sample_rates: Sequen
     Pareto-maximal (rate, steps) pairs are kept, since epsilon grows with both."""
     if len(sample_rates) != len(steps_per_round) or not len(sample_rates):
         raise ValueError("need one sample rate and one step count per client, and at least one client")
-    if not (isinstance(rounds, int) and rounds >= 1):
+    if not (isinstance(rounds, numbers.Integral) and rounds >= 1):
         raise ValueError(f"rounds = {rounds!r}: must be an integer >= 1")
-    pairs = sorted({(float(q), int(t) * rounds) for q, t in zip(sample_rates, steps_per_round)}, reverse=True)
+    pairs = sorted({(float(q), int(t) * int(rounds)) for q, t in zip(sample_rates, steps_per_round)}, reverse=True)
     front, best_steps = [], -1
     for q, t in pairs:  # rates descending: keep a pair only if it has more steps than every higher rate
         if t > best_steps:

@@ -6,7 +6,7 @@ The same quantity, the same series and the same truncation as Opacus's
 with numpy over every order together instead of term by term in Python: a few
 milliseconds per (noise, rate) instead of up to a quarter of a second. That matters
 when thousands of clients of distinct sizes each bring their own sample rate.
-``tests/test_subsampled_gaussian.py`` checks equality with Opacus over a grid.
+``tests/test_rdp_vs_opacus.py`` checks equality with Opacus over a grid.
 
 For an integer order a, A_a = sum_{i=0..a} C(a, i) q^i (1-q)^(a-i) exp((i^2 - i) / (2 sigma^2)).
 For a fractional order, A_a is the sum of two alternating binomial series weighted by

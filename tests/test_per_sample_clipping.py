@@ -79,6 +79,74 @@ def test_layers_it_cannot_handle_are_refused_at_construction(model):
         PerSampleClipper(model, max_grad_norm=1.0)
 
 
+class _DoubledLinear(nn.Linear):
+    """A Linear whose own forward is not Linear's: the engine's Linear formulas would be wrong for it."""
+
+    def forward(self, x):
+        return 2 * super().forward(x)
+
+
+class _ShiftedConv2d(nn.Conv2d):
+    def forward(self, x):
+        return super().forward(x + 1)
+
+
+class _SquaredGroupNorm(nn.GroupNorm):
+    def forward(self, x):
+        return super().forward(x) ** 2
+
+
+@pytest.mark.parametrize("model", [
+    nn.Sequential(nn.Linear(6, 4), nn.BatchNorm1d(4, affine=False), nn.Linear(4, 2)),
+    nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2, affine=False), nn.Flatten(), nn.Linear(2 * 6 * 6, 2)),
+    nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(2 * 6 * 6, 2)),
+    nn.Sequential(nn.BatchNorm3d(1, affine=False), nn.Flatten(), nn.Linear(8, 2)),
+    nn.Sequential(nn.Conv2d(1, 2, 3), nn.SyncBatchNorm(2, affine=False), nn.Flatten(), nn.Linear(2 * 6 * 6, 2)),
+    nn.Sequential(nn.Conv2d(1, 2, 3), nn.InstanceNorm2d(2, track_running_stats=True), nn.Flatten(),
+                  nn.Linear(2 * 6 * 6, 2)),
+    nn.Sequential(nn.Flatten(), _DoubledLinear(64, 2)),
+    nn.Sequential(_ShiftedConv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 6 * 6, 2)),
+    nn.Sequential(nn.Conv2d(1, 2, 3), _SquaredGroupNorm(1, 2), nn.Flatten(), nn.Linear(2 * 6 * 6, 2)),
+], ids=["bn1d-no-affine", "bn2d-no-affine", "bn2d-affine", "bn3d-no-affine", "syncbn-no-affine",
+        "instancenorm-running-stats", "linear-subclass", "conv2d-subclass", "groupnorm-subclass"])
+def test_layers_that_mix_samples_or_replace_a_forward_are_refused_at_construction(model):
+    """Before: parameter-free batch norms were accepted (per-sample norms of a batch-mixed output mean
+    nothing) and subclasses were treated as the plain layer."""
+    with pytest.raises(UnsupportedLayerError, match="batch|subclasses|outside"):
+        PerSampleClipper(model, max_grad_norm=1.0)
+
+
+def test_a_frozen_batch_norm_is_refused_too():
+    bn = nn.BatchNorm2d(2)
+    bn.requires_grad_(False)  # no parameter to train, yet the batch statistics still mix the samples
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), bn, nn.Flatten(), nn.Linear(2 * 6 * 6, 2))
+
+    with pytest.raises(UnsupportedLayerError, match="batch"):
+        PerSampleClipper(model, max_grad_norm=1.0)
+
+
+@pytest.mark.parametrize("model,shape", [
+    (nn.Sequential(nn.GroupNorm(2, 4), nn.Tanh(), nn.Flatten(), nn.Linear(4 * 5, 3)), (7, 4, 5)),  # (N, C, L)
+    (nn.Sequential(nn.GroupNorm(2, 4), nn.Tanh(), nn.Linear(4, 3)), (7, 4)),  # (N, C)
+    (nn.Sequential(nn.Conv2d(2, 4, 3), nn.InstanceNorm2d(4), nn.Flatten(), nn.Linear(4 * 4 * 4, 3)), (7, 2, 6, 6)),
+], ids=["groupnorm-3d", "groupnorm-2d", "instancenorm-no-running-stats"])
+def test_per_sample_layers_on_other_input_ranks_match_the_definition(model, shape):
+    """Before: GroupNorm on a 3-D input raised an IndexError. InstanceNorm without running statistics
+    normalises each sample alone, so it stays accepted."""
+    model = model.double()
+    gen = torch.Generator().manual_seed(5)
+    x, y = torch.randn(*shape, generator=gen, dtype=torch.float64), torch.randint(0, 3, (shape[0],), generator=gen)
+    _, norms = per_sample_loop(model, x, y, clip=1e9)
+    clip = float(norms.median())
+    expected, _ = per_sample_loop(model, x, y, clip=clip)
+
+    got = PerSampleClipper(model, max_grad_norm=clip).clipped_sum(x, y)
+
+    assert torch.allclose(got.norms, norms, rtol=1e-10)
+    for e, g in zip(expected, got.grads):
+        assert torch.allclose(g, e, rtol=1e-9, atol=1e-12)
+
+
 def test_in_place_edit_of_a_kept_output_is_refused():
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(2 * 6 * 6, 2))
     x, y = torch.randn(3, 1, 8, 8), torch.tensor([0, 1, 0])
