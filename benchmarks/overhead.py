@@ -50,7 +50,8 @@ OVERRIDES = ["data.dataset=mnist5k", "data.partition=iid", f"data.num_clients={C
              f"server.clients_per_round={CLIENTS}", "server.sampling=fixed", f"server.rounds={ROUNDS}",
              f"run.eval_every={ROUNDS}", "client.local_epochs=1", f"client.batch_size={BATCH}", f"client.lr={LR}",
              f"client.noise_multiplier={SIGMA}", f"client.max_grad_norm={CLIP}", "run.seed=0",
-             "audit.membership=false", "audit.canaries=0"]  # the single process runs no audit either
+             "audit.membership=false", "audit.canaries=0",  # the single process runs no audit either
+             "client.accountant=rdp", "server.accountant=rdp"]  # as the recorded figures; Opacus's loop uses RDP too
 CASES = ("2x2:none:none", "2x2:bookkeeping:bookkeeping", "2x2:ghost:ghost", "2x2:ghost:bookkeeping",
          "1x1:none:none", "1x1:bookkeeping:bookkeeping")  # THREADSxACTORS:single engine:fedfrontier engine
 LABELS = {"none": "non-private, plain PyTorch loop", "bookkeeping": "DP-SGD, bookkeeping engine in a loop",
