@@ -1,4 +1,6 @@
-"""``fedfrontier``: run one federated training, sweep the privacy-utility frontier, redraw it.
+"""``fedfrontier``: run one federated training, sweep the privacy-utility frontier, redraw and compare frontiers.
+
+``fedfrontier config`` prints every config key with its default and meaning (a TOML file to start from).
 
 Bad input ends with one line on stderr naming the key, the value and the rule, and exit code 2,
 before anything is started or written.
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -28,10 +31,10 @@ def _out_dir(out: str | None, name: str, kind: str, overwrite: bool) -> Path:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from privacy.config import from_dict
-    from orchestrator.federation import CHECKPOINT, run_federated
-    from orchestrator.resolve import resolve_config
 
     if args.resume:
+        from orchestrator.federation import CHECKPOINT
+
         out = Path(args.resume)
         if not (out / "config.json").is_file() or not (out / CHECKPOINT).is_file():
             raise ConfigError("--resume", str(out), f"needs config.json and {CHECKPOINT} there (a run directory)")
@@ -39,7 +42,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise ConfigError("--resume", str(out), "takes its config from the run directory; drop --config/--set")
         cfg = from_dict(json.loads((out / "config.json").read_text()))
     else:
-        cfg = load_config(args.config, args.set)
+        cfg = load_config(args.config, args.set)  # bad input fails here, before torch and Ray are imported (~6 s)
+    from orchestrator.federation import run_federated
+    from orchestrator.resolve import resolve_config
+
     plan = resolve_config(cfg)  # every check that needs the data happens here, before anything is written
     if not args.resume:
         out = _out_dir(args.out, cfg.run.name, "runs", args.overwrite)
@@ -104,15 +110,53 @@ def _saved_sweep(path: Path):
 
 
 def cmd_frontier(args: argparse.Namespace) -> int:
-    from orchestrator.frontier import load_sweep, plot_frontier
+    from orchestrator.frontier import load_sweep, plot_frontier, plot_rounds
 
     try:
-        trials, _ = load_sweep(args.directory)
+        trials, rounds = load_sweep(args.directory)
     except FileNotFoundError as exc:
         raise ConfigError("DIRECTORY", args.directory, str(exc)) from exc
+    from orchestrator.sweep import SWEEP_FILE, release_line, sweep_title
+
     print_frontier(trials)
-    png = plot_frontier(trials, Path(args.directory) / "frontier.png")
-    print(f"wrote {png}")
+    saved = Path(args.directory) / SWEEP_FILE
+    release = json.loads(saved.read_text()).get("release", {}) if saved.is_file() else {}
+    if release:
+        print(release_line(release))
+    png = plot_frontier(trials, Path(args.directory) / "frontier.png", title=sweep_title(release))
+    written = [png]
+    if len(rounds):
+        written.append(plot_rounds(rounds, Path(args.directory) / "rounds.png", trials))
+    print(f"wrote {', '.join(map(str, written))}")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from orchestrator.config_doc import config_toml
+
+    try:
+        sys.stdout.write(config_toml(sweep=args.sweep))
+        sys.stdout.flush()
+    except BrokenPipeError:  # `fedfrontier config | head`: the reader left; nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from orchestrator.compare import compare_sweeps, summary
+
+    try:
+        table, parquet, png = compare_sweeps(args.directories, args.out)
+    except FileNotFoundError as exc:
+        raise ConfigError("DIRECTORY", " ".join(args.directories), str(exc)) from exc
+    with pd.option_context("display.width", 160, "display.max_columns", 20, "display.max_colwidth", 40,
+                           "display.float_format", "{:.4g}".format):
+        print(f"{len(table)} trials of {table['sweep'].nunique()} sweeps (frontier: on that sweep's Pareto "
+              "front for the record- or client-level guarantee):")
+        print(summary(table).to_string(index=False))
+    print(f"wrote {parquet}, {png}")
     return 0
 
 
@@ -120,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fedfrontier", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="one federated training; writes rounds.parquet/.csv and config.json")
-    run.add_argument("--config", help="TOML config file (default: built-in defaults)")
+    run.add_argument("--config", help="TOML config file (default: built-in defaults; `fedfrontier config` "
+                                      "prints them all)")
     run.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                      help="override one config value (repeatable), e.g. --set client.noise_multiplier=1.2")
     run.add_argument("--out", help="run directory (default: runs/<run.name>-<time>)")
@@ -137,10 +182,30 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--resume", metavar="DIR", help="continue an interrupted sweep in DIR")
     sw.set_defaults(func=cmd_sweep)
 
-    fr = sub.add_parser("frontier", help="print the frontier table and redraw frontier.png of a sweep")
+    fr = sub.add_parser("frontier", help="print the frontier table; redraw frontier.png and rounds.png of a sweep")
     fr.add_argument("directory", help="a sweep directory (holds trials.parquet)")
     fr.set_defaults(func=cmd_frontier)
+
+    cmp = sub.add_parser("compare", help="several sweeps' frontiers on one plot and their trials in one table")
+    cmp.add_argument("directories", nargs="+", metavar="DIR", help="sweep directories (each holds trials.parquet)")
+    cmp.add_argument("--out", default=".", help="where compare.png and compare.parquet go (default: here)")
+    cmp.set_defaults(func=cmd_compare)
+
+    co = sub.add_parser("config", help="print every config key, its default and its meaning, as TOML "
+                                       "(fedfrontier config > my.toml)")
+    co.add_argument("--sweep", action="store_true", help="add the [sweep] table read by `fedfrontier sweep`")
+    co.set_defaults(func=cmd_config)
     return p
+
+
+def error_line(exc: ConfigError) -> str:
+    """The one-line message of a bad input; errors about unknown or malformed keys point to
+    `fedfrontier config` (with ``--sweep`` for the [sweep] table)."""
+    hint = ""
+    if exc.rule.startswith(("unknown key", "unknown section", "an override")):
+        hint = " --sweep" if str(exc.key).startswith("sweep.") else ""
+        hint = f" (see `fedfrontier config{hint}` for every key)"
+    return f"fedfrontier: error: {exc}{hint}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ConfigError as exc:
-        print(f"fedfrontier: error: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("fedfrontier: interrupted", file=sys.stderr)

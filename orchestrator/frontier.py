@@ -141,3 +141,136 @@ def frontier_table(trials: pd.DataFrame, *, utility: str = "test_accuracy") -> p
         cols = [c for c in FRONTIER_COLUMNS if c in front.columns]
         parts.append(front[cols].assign(guarantee=col))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=FRONTIER_COLUMNS)
+
+
+# --- trial labels and the per-round plot -------------------------------------------------------
+
+KEY_LABELS = {"client.noise_multiplier": "σ", "server.noise_multiplier": "z", "client.max_grad_norm": "C",
+              "server.clip": "S", "client.target_epsilon": "target ε", "server.target_epsilon": "target ε_client",
+              "client.lr": "lr", "server.lr": "server lr", "data.num_clients": "N",
+              "server.clients_per_round": "m"}
+CONFIG_SECTIONS = ("data.", "model.", "client.", "server.", "audit.", "run.")
+NOT_A_LABEL = ("run.name", "client.dp", "run.noise_seed",  # the baseline is named, not described by these
+               "audit.canaries")  # resolved from the server noise: follows z, says nothing of its own
+
+
+def _is_baseline(row: pd.Series) -> bool:
+    """The non-private baseline: named so by the sweep, or epsilon = inf at every level (a failed
+    trial's NaN does not count)."""
+    if row.get("run.name") == "baseline":
+        return True
+    eps = [row.get(c) for c in GUARANTEES if c in row.index]
+    return bool(eps) and all(isinstance(e, (int, float)) and e == math.inf for e in eps)
+
+
+def varied_keys(trials: pd.DataFrame) -> list[str]:
+    """Config columns (``section.key``) taking more than one value among the private trials: what the sweep varied."""
+    private = trials[[not _is_baseline(r) for _, r in trials.iterrows()]] if len(trials) else trials
+    out = []
+    for col in trials.columns:
+        if not col.startswith(CONFIG_SECTIONS) or col in NOT_A_LABEL:
+            continue
+        values = private[col].dropna() if col in private else pd.Series(dtype=object)
+        if values.astype(str).nunique() > 1:
+            out.append(col)
+    return out
+
+
+def _fmt(v) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def trial_labels(trials: pd.DataFrame) -> dict[str, str]:
+    """``trial_id -> label`` naming what differs between the trials ("σ=1.2", "σ=2, C=0.5"; the noise
+    multiplier when a single private trial leaves nothing to tell apart), "baseline (non-private)" for the
+    non-private trial, "(ERROR)" appended to a trial that did not finish."""
+    keys = varied_keys(trials) or [NOISE_LABELS[g][0] for g in varied_guarantees(trials)
+                                   if NOISE_LABELS[g][0] in trials]  # one private trial: name its noise
+    labels = {}
+    for _, row in trials.iterrows():
+        if _is_baseline(row):
+            text = "baseline (non-private)"
+        else:
+            text = ", ".join(f"{KEY_LABELS.get(k, k)}={_fmt(row[k])}" for k in keys if pd.notna(row[k])) \
+                or str(row["trial_id"])
+        if "status" in row.index and row["status"] not in ("TERMINATED", None) and pd.notna(row["status"]):
+            text += f" ({row['status']})"
+        labels[str(row["trial_id"])] = text
+    return labels
+
+
+def _trial_order(trials: pd.DataFrame) -> list[str]:
+    """Trial ids sorted by the varied keys' values (numbers ascending), the baseline last."""
+    keys = varied_keys(trials)
+
+    def key(row):
+        vals = tuple((0, float(row[k])) if isinstance(row[k], (int, float)) and pd.notna(row[k]) else (1, str(row[k]))
+                     for k in keys)
+        return (_is_baseline(row), vals, str(row["trial_id"]))
+
+    return [str(r["trial_id"]) for r in sorted((r for _, r in trials.iterrows()), key=key)]
+
+
+def _trials_of(rounds: pd.DataFrame) -> pd.DataFrame:
+    """One row per trial from the rounds table (its last round), when no trials table is at hand."""
+    return rounds.sort_values("round").groupby("trial_id", sort=False).tail(1).reset_index(drop=True)
+
+
+def rounds_figure(rounds: pd.DataFrame, trials: pd.DataFrame | None = None, *,
+                  title: str = "Accuracy and privacy spent per round"):
+    """Matplotlib figure: test accuracy per round (top) and epsilon per round (one panel per guarantee
+    the sweep varied, log axis) for every trial, one line per trial in every panel that can show it,
+    sharing the round axis. Non-private trials (epsilon = inf) appear in the accuracy panel only."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not len(rounds) or "trial_id" not in rounds:
+        raise ValueError("the rounds table is empty (no trial reported a round)")
+    trials = trials if trials is not None and len(trials) and "trial_id" in trials else _trials_of(rounds)
+    trials = trials[trials["trial_id"].astype(str).isin(set(rounds["trial_id"].astype(str)))]
+    labels, order = trial_labels(trials), _trial_order(trials)
+    guarantees = varied_guarantees(rounds) or ["eps_record_max"]
+    fig, axes = plt.subplots(1 + len(guarantees), 1, figsize=(8.5, 3.0 + 2.6 * len(guarantees)), sharex=True,
+                             squeeze=False)
+    axes = axes[:, 0]
+    cmap = plt.get_cmap("tab10" if len(order) <= 10 else "viridis")
+    for i, tid in enumerate(order):
+        color = cmap(i % 10) if len(order) <= 10 else cmap(i / max(1, len(order) - 1))
+        t = rounds[rounds["trial_id"].astype(str) == tid].sort_values("round")
+        baseline = _is_baseline(trials[trials["trial_id"].astype(str) == tid].iloc[0])
+        acc = t[t["test_accuracy"].notna()] if "test_accuracy" in t else t.iloc[:0]
+        axes[0].plot(acc["round"], acc["test_accuracy"], marker="o", ms=3, lw=1.6, color=color,
+                     ls="--" if baseline else "-", label=labels[tid])
+        for ax, col in zip(axes[1:], guarantees):
+            eps = t[np.isfinite(t[col].to_numpy(float))] if col in t else t.iloc[:0]
+            if len(eps):
+                ax.plot(eps["round"], eps[col], marker="o", ms=3, lw=1.6, color=color, label=labels[tid])
+    axes[0].set_ylabel("test accuracy")
+    axes[0].set_title(title)
+    for ax, col in zip(axes[1:], guarantees):
+        ax.set_yscale("log")
+        ax.set_ylabel(f"ε, {GUARANTEES[col][0].split(' ')[0]}")
+        if not ax.lines:
+            ax.text(0.5, 0.5, "no finite ε in this sweep", transform=ax.transAxes, ha="center")
+    for ax in axes:
+        ax.grid(True, which="both", alpha=0.3)
+    axes[-1].set_xlabel("round")
+    axes[-1].xaxis.get_major_locator().set_params(integer=True)
+    axes[0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, title="trial", title_fontsize=8,
+                   frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def plot_rounds(rounds: pd.DataFrame, path: str | Path, trials: pd.DataFrame | None = None) -> Path:
+    """Write :func:`rounds_figure` to ``path`` (PNG)."""
+    import matplotlib.pyplot as plt
+
+    fig = rounds_figure(rounds, trials)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path

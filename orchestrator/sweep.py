@@ -310,7 +310,7 @@ def collect_results(results) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def write_sweep(trials: pd.DataFrame, rounds: pd.DataFrame, out: Path, release: dict | None = None) -> None:
-    from orchestrator.frontier import frontier_table, plot_frontier
+    from orchestrator.frontier import frontier_table, plot_frontier, plot_rounds
 
     trials.to_parquet(out / "trials.parquet", index=False)
     rounds.to_parquet(out / "rounds.parquet", index=False)
@@ -319,6 +319,8 @@ def write_sweep(trials: pd.DataFrame, rounds: pd.DataFrame, out: Path, release: 
     frontier_table(trials).assign(**{f"sweep_{k}" if k.startswith("delta") else k: v for k, v in eps.items()}) \
         .to_parquet(out / "frontier.parquet", index=False)
     plot_frontier(trials, out / "frontier.png", title=sweep_title(release))
+    if len(rounds):
+        plot_rounds(rounds, out / "rounds.png", trials)
 
 
 def sweep_title(release: dict) -> str:

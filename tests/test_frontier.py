@@ -62,3 +62,19 @@ def test_plot_has_one_panel_per_varied_guarantee(tmp_path):
     h, w = mpimg.imread(png).shape[:2]
     assert w > 1.5 * h  # two panels side by side
     assert set(table["guarantee"]) == {"eps_record_max", "eps_client"}
+
+
+def test_rounds_figure_draws_one_line_per_trial_in_each_panel():
+    from orchestrator.frontier import rounds_figure
+
+    rounds = pd.DataFrame({
+        "trial_id": ["a", "a", "b", "b", "base", "base"], "round": [1, 2] * 3,
+        "test_accuracy": [0.5, 0.6, 0.4, 0.5, 0.7, 0.9], "eps_record_max": [1.0, 1.5, 0.5, 0.7, math.inf, math.inf],
+        "eps_client": math.inf, "client.noise_multiplier": [1.0, 1.0, 2.0, 2.0, 0.0, 0.0],
+        "run.name": ["run"] * 4 + ["baseline"] * 2})
+
+    fig = rounds_figure(rounds)  # no trials table: labels come from the rounds themselves
+
+    assert [ln.get_label() for ln in fig.axes[0].lines] == ["σ=1", "σ=2", "baseline (non-private)"]
+    assert [ln.get_label() for ln in fig.axes[1].lines] == ["σ=1", "σ=2"]
+    assert fig.axes[1].get_yscale() == "log" and fig.axes[-1].get_xlabel() == "round"

