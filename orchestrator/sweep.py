@@ -272,7 +272,8 @@ def release_line(release: dict) -> str:
     if not release:
         return "whole sweep: no trial"
     parts = [f"eps_sweep {level}-level {release[f'eps_sweep_{level}']:.3g} (delta {release[f'delta_{level}']:.2g})"
-             for level in ("record", "client") if f"eps_sweep_{level}" in release]
+             for level in ("record", "client") if level not in release.get("unclaimed", ())]
+    parts += [f"no trial claims {level}-level DP" for level in release.get("unclaimed", ())]
     line = "whole sweep (every private trial published): " + ", ".join(parts)
     sel = release.get("selection")
     if sel:

@@ -43,14 +43,19 @@ def _histories(ledger_state: dict) -> dict[int, list]:
 
 
 def sweep_epsilons(trials: pd.DataFrame, ledgers: dict[str, dict], cfg: ExperimentConfig) -> dict:
-    """``{"eps_sweep_record", "delta_record", "eps_sweep_client", "delta_client", "not_covered", "note"}``."""
-    out: dict = {"not_covered": [], "note": ""}
+    """``{"eps_sweep_record", "delta_record", "eps_sweep_client", "delta_client", "not_covered", "unclaimed",
+    "note"}``: ``not_covered`` names the trials that claim nothing at a level some other trial claims (the
+    non-private baseline); ``unclaimed`` the levels no trial claims (their eps_sweep is inf)."""
+    out: dict = {"not_covered": [], "unclaimed": [], "note": ""}
     finished = trials["status"] == "TERMINATED"
     if not finished.all() or set(trials["trial_id"].astype(str)) - set(ledgers):
         out["note"] = "a trial did not finish: its history is incomplete, so the sweep's epsilon is unknown"
     for level, (eps_col, delta_col) in LEVELS.items():
         claims = trials[eps_col].apply(lambda e: math.isfinite(e) if isinstance(e, float) else False)
-        out["not_covered"] += [f"{t} ({level}-level)" for t in trials.loc[~claims, "trial_id"].astype(str)]
+        if not claims.any():  # no trial claims this level: nothing to compose, nobody to warn about
+            out["unclaimed"].append(level)
+        else:
+            out["not_covered"] += [f"{t} ({level}-level)" for t in trials.loc[~claims, "trial_id"].astype(str)]
         delta = float(trials.loc[claims, delta_col].max()) if claims.any() else math.nan
         out[f"delta_{level}"] = delta
         ids = [str(t) for t in trials.loc[claims, "trial_id"]]
