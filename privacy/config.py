@@ -216,7 +216,7 @@ class RunConfig:
     noise_seed: int | None = None  # seeds every noise and sampling stream; None = fresh OS entropy per run/trial
     name: str = "run"  # label carried into result tables
     eval_every: int = 1  # evaluate the global model every k rounds (and always the last)
-    checkpoint_every: int = 5  # rounds between checkpoints of a run directory (and always the last)
+    checkpoint_every: int = 5  # rounds between checkpoints of a run or a sweep trial (and always the last)
 
     def __post_init__(self) -> None:
         _check_int("run.checkpoint_every", self.checkpoint_every, 1)
