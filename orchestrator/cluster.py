@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import sys
 
 LOOPBACK = "127.0.0.1"
 # Ray's switch for its single-machine mode (its default on macOS and Windows): with it off, Ray takes
@@ -21,11 +23,67 @@ def ensure_ray(num_cpus: int | None = None) -> None:
         return
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
+    else:  # address="local": always a fresh private instance, never a cluster some `ray start` left here
+        with _loopback_node_ip():
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address=LOOPBACK,
+                     log_to_driver=True, configure_logging=True, logging_level="warning")
+    _shorten_worker_deaths()
+
+
+WORKER_DIED = "A worker died or was killed while executing a task by an unexpected system error"
+_AFTERMATH = ("Failed to send wait complete",)  # the raylet's follow-up lines about the same death
+
+
+def death_line(line: str) -> str | None:
+    """fedfrontier's one line for Ray's paragraph about a dead worker process; None for any other line."""
+    if WORKER_DIED not in line:
+        return None
+    pid = re.search(r"Worker PID: (\d+)", line)
+    kind = re.search(r"Worker exit type: (\w+)", line)
+    return (f"fedfrontier: a Ray worker process died (pid {pid.group(1) if pid else '?'}, "
+            f"{kind.group(1) if kind else 'unknown exit'}); a client actor is restarted and its clients retried "
+            "within the round (round table: clients_retried, clients_failed, failures)")
+
+
+def filter_worker_logs(data: dict, emit) -> None:
+    """Pass a batch of worker log lines to ``emit``, with Ray's paragraph about a dead worker replaced by
+    :func:`death_line` (printed to stderr) and its aftermath dropped."""
+    keep = []
+    for line in data.get("lines", []):
+        short = death_line(line)
+        if short is not None:
+            print(short, file=sys.stderr, flush=True)
+        elif not any(a in line for a in _AFTERMATH):
+            keep.append(line)
+    if keep:
+        emit({**data, "lines": keep})
+
+
+def _shorten_worker_deaths() -> None:
+    """Route the driver's two printers of worker logs and raylet errors through :func:`filter_worker_logs`.
+    Both are private parts of Ray (``ray._private.worker``: the handlers of
+    ``global_worker_stdstream_dispatcher``, and ``print_to_stdstream``, which the error listener calls):
+    where they are missing, Ray's own paragraphs stay."""
+    try:
+        from ray._private import worker
+    except ImportError:
         return
-    # address="local": always a fresh private instance, never a cluster some `ray start` left on this machine
-    with _loopback_node_ip():
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address=LOOPBACK,
-                 log_to_driver=True, configure_logging=True, logging_level="warning")
+    dispatcher = getattr(worker, "global_worker_stdstream_dispatcher", None)
+    for name, handler in list(getattr(dispatcher, "handlers", [])):
+        if name == "ray_print_logs" and not getattr(handler, "fedfrontier", False):
+            def filtered(data, _emit=handler):
+                filter_worker_logs(data, _emit)
+
+            filtered.fedfrontier = True
+            dispatcher.remove_handler(name)
+            dispatcher.add_handler(name, filtered)
+    printer = getattr(worker, "print_to_stdstream", None)
+    if printer is not None and not getattr(printer, "fedfrontier", False):
+        def print_filtered(data, ignore_prefix, _print=printer):
+            filter_worker_logs(data, lambda kept: _print(kept, ignore_prefix=ignore_prefix))
+
+        print_filtered.fedfrontier = True
+        worker.print_to_stdstream = print_filtered
 
 
 @contextlib.contextmanager

@@ -78,3 +78,20 @@ def test_placement_of_a_resolved_config():
     assert plan.config.client.num_actors == 4  # two GPUs at half a GPU each
     assert placement.total() == {"CPU": 0.5 + 1 + 4 * 0.5, "GPU": 2.0}
     assert len(placement.client_bundles) == 4 and placement.server_bundle == 1
+
+
+def test_rays_paragraph_about_a_dead_worker_becomes_one_line_of_ours(capsys):
+    from orchestrator.cluster import filter_worker_logs
+
+    paragraph = ("A worker died or was killed while executing a task by an unexpected system error. To "
+                 "troubleshoot the problem, check the logs for the dead worker. Worker PID: 8357 Worker exit type: "
+                 "SYSTEM_ERROR Worker exit detail: Worker unexpectedly exits with a connection error code 2.")
+    emitted = []
+
+    filter_worker_logs({"pid": "raylet", "is_err": True,
+                        "lines": [paragraph, "[...] worker.cc:239: Failed to send wait complete: RpcError",
+                                  "a client's own print"]}, emitted.append)
+
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [err[0]] and "pid 8357, SYSTEM_ERROR" in err[0] and "retried" in err[0]
+    assert [d["lines"] for d in emitted] == [["a client's own print"]]
