@@ -21,7 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     from orchestrator.cli import default_sweep_config, print_frontier
     from orchestrator.cluster import ensure_ray
     from privacy.config import ConfigError
-    from orchestrator.sweep import load_sweep_config, run_sweep
+    from orchestrator.sweep import run_sweep
+    from orchestrator.sweep_config import load_sweep_config
 
     p = argparse.ArgumentParser(prog="python -m experiments.frontier", description=__doc__.splitlines()[0])
     p.add_argument("--config", help="TOML config with a [sweep] table (default: experiments/configs/frontier.toml)")

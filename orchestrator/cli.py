@@ -78,7 +78,8 @@ def print_frontier(trials) -> None:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from orchestrator.cluster import ensure_ray
-    from orchestrator.sweep import SWEEP_FILE, load_sweep_config, run_sweep
+    from orchestrator.sweep import SWEEP_FILE, run_sweep
+    from orchestrator.sweep_config import load_sweep_config
 
     if args.resume:
         out = Path(args.resume)
@@ -103,7 +104,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def _saved_sweep(path: Path):
     from privacy.config import from_dict
-    from orchestrator.sweep import SweepConfig
+    from orchestrator.sweep_config import SweepConfig
 
     saved = json.loads(path.read_text())
     return from_dict(saved["config"]), SweepConfig(**saved["sweep"])

@@ -1,7 +1,7 @@
 """``fedfrontier config``: every config key, its default and its meaning, as a TOML file.
 
 The meanings are the trailing comments of the dataclass fields in privacy/config.py (and of
-:class:`orchestrator.sweep.SweepConfig` for the ``[sweep]`` table), read from the source with
+:class:`orchestrator.sweep_config.SweepConfig` for the ``[sweep]`` table), read from the source with
 :mod:`ast` and :mod:`tokenize`: one source of truth, nothing copied. The output parses with
 ``tomllib`` back into the default config; optional keys whose default is unset (``None``) have no
 TOML spelling and are printed commented out.
@@ -97,7 +97,7 @@ def config_toml(*, sweep: bool = False) -> str:
     """The whole default config as TOML text; with ``sweep``, the ``[sweep]`` table too."""
     parts = [HEADER] + [table(name, cls) for name, cls in sections()]
     if sweep:
-        from orchestrator.sweep import SweepConfig
+        from orchestrator.sweep_config import SweepConfig
 
         parts.append("# [sweep]: read by `fedfrontier sweep` only (`fedfrontier run` refuses it).\n"
                      + table("sweep", SweepConfig))

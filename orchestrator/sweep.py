@@ -1,17 +1,6 @@
 """Ray Tune sweeps over privacy hyper-parameters: every trial one federated run.
 
-The search space comes from the ``[sweep]`` table of the TOML config:
-
-    [sweep]
-    max_concurrent_trials = 2   # trials at once (each reserves its actors in a placement group)
-    baseline = true             # add one non-private trial (the horizontal line of the plot)
-    [sweep.baseline_set]        # overrides for the baseline trial alone (non-private SGD wants its own lr)
-    "client.lr" = 0.05
-    [sweep.grid]                # cartesian product of these values
-    "client.noise_multiplier" = [0.6, 1.0, 1.6]
-    [sweep.loguniform]          # sampled num_samples times per grid point
-    "client.lr" = [0.05, 1.0]
-
+The search space is the ``[sweep]`` table of the TOML config (:mod:`orchestrator.sweep_config`).
 Each trial reports every round with ``tune.report(row, checkpoint=...)``; its server and
 client actors are reserved through ``PlacementGroupFactory`` bundles (an empty head
 bundle for the trial's own loop, one per actor), so trials never deadlock on resources.
@@ -32,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from orchestrator.resources import placement_for_config
-from orchestrator.sweep_config import SweepConfig, apply_point, load_sweep_config, split_config  # noqa: F401
+from orchestrator.sweep_config import SweepConfig, apply_point
 from privacy.config import ConfigError, ExperimentConfig, from_dict, to_dict
 
 SWEEP_FILE = "sweep.json"

@@ -185,9 +185,6 @@ class Ledger:
     def epsilon(self, party: int, *, delta: float) -> float:
         return epsilon(self.histories.get(int(party), []), delta=delta, accountant=self.accountant)
 
-    def epsilons(self, parties: Sequence[int], *, delta: float) -> np.ndarray:
-        return np.array([self.epsilon(p, delta=delta) for p in parties], dtype=float)
-
     def steps(self, party: int) -> int:
         return sum(s for _, _, s in self.histories.get(int(party), []))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import tempfile
 from pathlib import Path
@@ -89,3 +90,12 @@ def breastmnist_path() -> Path:
     if not path.is_file():
         pytest.skip(f"BreastMNIST not found at {path}")
     return path
+
+
+def write_idx(path, array) -> None:
+    """Write ``array`` as an unsigned-byte IDX file (gzipped), the MNIST format, for the loader tests."""
+    import numpy as np
+
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as fh:
+        fh.write(header + np.asarray(array).astype(np.uint8).tobytes())

@@ -67,7 +67,7 @@ def test_a_field_without_a_meaning_is_an_error():
 
 
 def test_sweep_table_loads_back_into_the_default_sweep_config():
-    from orchestrator.sweep import SweepConfig
+    from orchestrator.sweep_config import SweepConfig
 
     raw = tomllib.loads(config_toml(sweep=True))
     sweep = SweepConfig(**raw.pop("sweep"))

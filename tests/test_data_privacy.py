@@ -6,7 +6,6 @@ training record of a small written data set and check that no other record's mod
 (``ImageData.tensors``) or ScatterNet feature moves, bit for bit.
 """
 
-import gzip
 
 import numpy as np
 import pytest
@@ -14,6 +13,7 @@ import torch
 
 from actors.data import load_dataset
 from actors.features import scatter_transform, scatternet
+from tests.conftest import write_idx
 
 N_TRAIN, N_TEST, SIDE = 12, 4, 28  # side 28: scatternet needs sides divisible by 4
 CHANGED = 5  # the record that changes
@@ -105,12 +105,6 @@ def test_changing_or_removing_one_record_moves_no_other_records_scatternet_featu
         np.testing.assert_allclose(fa.x_train[i], features, rtol=0, atol=1e-6)
 
 
-def _write_idx(path, array: np.ndarray) -> None:
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    with gzip.open(path, "wb") as fh:
-        fh.write(header + array.astype(np.uint8).tobytes())
-
-
 def test_idx_loader_inputs_are_per_record_too(tmp_path):
     """The MNIST loader uses the published MNIST constants: changing one record moves only that record."""
     rng = np.random.default_rng(0)
@@ -119,10 +113,10 @@ def test_idx_loader_inputs_are_per_record_too(tmp_path):
     changed[CHANGED] = 255
     for root, images in ((tmp_path / "a", x), (tmp_path / "b", changed)):
         (root / "raw").mkdir(parents=True)
-        _write_idx(root / "raw" / "train-images-idx3-ubyte.gz", images)
-        _write_idx(root / "raw" / "train-labels-idx1-ubyte.gz", np.arange(N_TRAIN) % 10)
-        _write_idx(root / "raw" / "t10k-images-idx3-ubyte.gz", x[:N_TEST])
-        _write_idx(root / "raw" / "t10k-labels-idx1-ubyte.gz", np.arange(N_TEST))
+        write_idx(root / "raw" / "train-images-idx3-ubyte.gz", images)
+        write_idx(root / "raw" / "train-labels-idx1-ubyte.gz", np.arange(N_TRAIN) % 10)
+        write_idx(root / "raw" / "t10k-images-idx3-ubyte.gz", x[:N_TEST])
+        write_idx(root / "raw" / "t10k-labels-idx1-ubyte.gz", np.arange(N_TEST))
 
     a, b = (load_dataset.__wrapped__("mnist", str(tmp_path / r)) for r in ("a", "b"))
 

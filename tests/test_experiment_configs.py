@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.sweep import apply_point, load_sweep_config
+from orchestrator.sweep_config import apply_point, load_sweep_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "experiments" / "configs").glob("*.toml"))
 

@@ -2,7 +2,6 @@
 submit` of a small sweep. The cluster is private (own temp dir, ports and token) and stopped by its
 own process ids: no other Ray on the machine is touched."""
 
-import os
 import subprocess
 import time
 

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from privacy.config import ConfigError
-from orchestrator.sweep import SweepConfig, apply_point, load_sweep_config, run_sweep, trial_bundles
+from orchestrator.sweep import run_sweep, trial_bundles
+from orchestrator.sweep_config import SweepConfig, apply_point, load_sweep_config
 from tests.conftest import DIGITS_SWEEP_BASE
 
 SMALL = DIGITS_SWEEP_BASE + """[server]
