@@ -216,7 +216,7 @@ def test_identical_histories_are_accounted_once():
         ledger.record(k, noise_multiplier=1.0, sample_rate=0.08, steps=12)
         ledger.record(k, noise_multiplier=1.0, sample_rate=0.08, steps=12)
 
-    eps = ledger.epsilons(range(50), delta=1e-5)
+    eps = np.array([ledger.epsilon(k, delta=1e-5) for k in range(50)])
     again = epsilon([(1.0, 0.08, 12), (1.0, 0.08, 12)], delta=1e-5)  # same history, other spelling
 
     info = accounting._epsilon_cached.cache_info()
