@@ -33,14 +33,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     from privacy.config import from_dict
 
     if args.resume:
-        from orchestrator.federation import CHECKPOINT
+        from orchestrator.federation import CHECKPOINT, load_checkpoint
 
         out = Path(args.resume)
         if not (out / "config.json").is_file() or not (out / CHECKPOINT).is_file():
             raise ConfigError("--resume", str(out), f"needs config.json and {CHECKPOINT} there (a run directory)")
         if args.config or args.set:
             raise ConfigError("--resume", str(out), "takes its config from the run directory; drop --config/--set")
-        cfg = from_dict(json.loads((out / "config.json").read_text()))
+        try:
+            cfg = from_dict(json.loads((out / "config.json").read_text()))
+        except json.JSONDecodeError as exc:
+            raise ConfigError("--resume", str(out / "config.json"), f"not valid JSON ({exc})") from exc
+        load_checkpoint(out / CHECKPOINT)  # a damaged checkpoint is one line here, before Ray starts
     else:
         cfg = load_config(args.config, args.set)  # bad input fails here, before torch and Ray are imported (~6 s)
     from orchestrator.federation import run_federated

@@ -144,6 +144,29 @@ def test_resume_of_a_directory_that_is_not_a_run(tmp_path):
     assert result.returncode == 2 and "--resume" in result.stderr
 
 
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "foreign"])
+def test_resume_of_a_damaged_checkpoint_is_one_line(tmp_path, damage):
+    import torch
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text('{"data": {"dataset": "digits"}}')
+    ckpt = run_dir / "checkpoint.pt"
+    if damage == "garbage":
+        ckpt.write_bytes(b"not a checkpoint at all")
+    else:
+        torch.save({"weights": torch.zeros(3)} if damage == "foreign" else {"round": 1, "weights": torch.zeros(3),
+                                                                            "rows": [], "config": {}}, ckpt)
+        if damage == "truncated":
+            ckpt.write_bytes(ckpt.read_bytes()[:40])
+
+    result = run_cli("run", "--resume", str(run_dir), cwd=tmp_path)
+
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "checkpoint" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_config_errors_survive_pickling():
     import pickle
 
