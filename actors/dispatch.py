@@ -32,6 +32,7 @@ class Collected:
     updates: list[ActorUpdate] = field(default_factory=list)  # well-formed updates, in dispatch order
     failures: list[str] = field(default_factory=list)  # "client k: why", one per failed client
     retried: int = 0  # clients trained a second time after their actor died
+    restarting: set[int] = field(default_factory=set)  # actors left dead or killed: Ray is restarting them
 
 
 def hard_timeout(round_timeout: float) -> float | None:
@@ -40,11 +41,14 @@ def hard_timeout(round_timeout: float) -> float | None:
 
 
 def train_cohort(clients: list, plan: ClientPlan, cohort: np.ndarray, weights: np.ndarray, round_idx: int,
-                 step: ClipStep, *, round_timeout: float, on_dispatched=None) -> Collected:
-    """Train the cohort on its actors; ``on_dispatched()`` runs while they train (the ledgers book then)."""
+                 step: ClipStep, *, round_timeout: float, on_dispatched=None, restarting=()) -> Collected:
+    """Train the cohort on its actors; ``on_dispatched()`` runs while they train (the ledgers book then).
+    ``restarting``: actors the last round left dead or killed, waited for before they get work."""
     import ray
 
     by_actor = plan.by_actor(cohort)
+    for a in set(restarting) & set(by_actor):
+        wait_until_ready(clients[a])  # a call now would find it unavailable and count as a spurious retry
     weights_ref = ray.put(weights)  # one copy in the object store per round
 
     def submit(a: int):
@@ -59,6 +63,7 @@ def train_cohort(clients: list, plan: ClientPlan, cohort: np.ndarray, weights: n
         back = [a for a in died if wait_until_ready(clients[a])]
         for a in set(died) - set(back):
             out.failures += [f"client {k}: actor {a} died and did not come back" for k in by_actor[a]]
+            out.restarting.add(a)
         if back:
             _collect(clients, {a: submit(a) for a in back}, by_actor, weights.shape, round_timeout, out,
                      may_retry=False)
@@ -104,6 +109,8 @@ def _collect(clients: list, futures: dict, by_actor: dict[int, list[int]], shape
             died.append(a)
         else:
             out.failures += [f"client {k}: {reason}" for k in by_actor[a]]
+            if dead or ref not in ready:  # died twice, or straggled and was killed
+                out.restarting.add(a)
     return died
 
 

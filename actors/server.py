@@ -46,6 +46,7 @@ class ServerActor:
         self.ledgers = PrivacyLedgers(cfg, sample_rates=plan.sample_rate, steps=plan.steps)
         self.evaluator = Evaluator(cfg)
         self.round = 0
+        self.restarting: set[int] = set()  # client actors the last round left dead or killed
 
     def budget_exceeded_next_round(self) -> str:
         """Why one more round would exceed a target epsilon ('' if it would not)."""
@@ -59,7 +60,9 @@ class ServerActor:
         mechanism = self.aggregator.mechanism
         collected = train_cohort(self.clients, self.plan, cohort, self.aggregator.weights.numpy(), round_idx,
                                  mechanism.client_step(), round_timeout=s.round_timeout,
-                                 on_dispatched=lambda: self.ledgers.book_cohort(cohort))  # overlaps training
+                                 on_dispatched=lambda: self.ledgers.book_cohort(cohort),  # overlaps training
+                                 restarting=self.restarting)
+        self.restarting = collected.restarting
         step = self.aggregator.step(round_idx, collected.updates)
         self.ledgers.book_server_round()
         self.round = round_idx + 1

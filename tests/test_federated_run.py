@@ -93,7 +93,8 @@ def test_server_noise_on_zero_deltas_has_std_z_clip_over_m(ray_local):
     whose per-coordinate std must be z * S / m with m the expected cohort."""
     cfg = load_config(overrides=["data.dataset=digits", "data.num_clients=6", "server.clients_per_round=3",
                                  "server.rounds=1", "client.num_actors=1", "client.dp=false", "client.lr=1e-30",
-                                 "server.clip=0.5", "server.noise_multiplier=1.5", "run.eval_every=1"])
+                                 "server.clip=0.5", "server.noise_multiplier=1.5", "run.eval_every=1",
+                                 "run.noise_seed=0"])
 
     row = run_federated(cfg, progress=None).iloc[0]
 
@@ -105,7 +106,7 @@ def test_server_noise_on_zero_deltas_has_std_z_clip_over_m(ray_local):
 
 def test_non_private_baseline_reports_infinite_epsilons(ray_local):
     cfg = load_config(overrides=["data.dataset=digits", "data.num_clients=4", "server.clients_per_round=4",
-                                 "server.rounds=2", "client.num_actors=2", "client.dp=false"])
+                                 "server.rounds=2", "client.num_actors=2", "client.dp=false", "run.noise_seed=0"])
 
     df = run_federated(cfg, progress=None)
 

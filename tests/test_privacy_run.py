@@ -14,7 +14,8 @@ pytestmark = pytest.mark.slow
 ADAPTIVE = ["data.dataset=digits", "data.num_clients=4", "server.clients_per_round=4", "server.rounds=4",
             "client.num_actors=2", "client.num_cpus=0.5", "client.lr=0.5", "client.noise_multiplier=0.8",
             "client.accountant=prv", "server.accountant=pld", "server.adaptive_clip=true",
-            "server.noise_multiplier=0.5", "server.clip_count_std=1.0", "server.initial_clip=0.1"]
+            "server.noise_multiplier=0.5", "server.clip_count_std=1.0", "server.initial_clip=0.1",
+            "run.noise_seed=0"]
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +64,7 @@ def test_each_level_reports_with_its_configured_accountant(adaptive_table):
 AUDITED = ["data.dataset=digits", "data.num_clients=4", "server.clients_per_round=4", "server.rounds=3",
            "client.num_actors=2", "client.num_cpus=0.5", "client.lr=0.5", "client.dp=false",
            "server.clip=1.0", "server.noise_multiplier=5.0", "server.delta=1e-6", "audit.canaries=1000",
-           "server.accountant=rdp"]
+           "server.accountant=rdp", "run.noise_seed=0"]
 
 
 @pytest.fixture(scope="module")
