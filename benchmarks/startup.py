@@ -87,7 +87,7 @@ def cli_run(overrides: list[str]) -> dict:
         raise RuntimeError(f"fedfrontier run failed (exit {res['rc']}):\n{tail}")
     first = next(t for t, line in res["lines"] if line.startswith("fedfrontier run:"))
     reported = [float(m.group(1)) for _, line in res["lines"] if ROUND_LINE.match(line)
-                for m in [re.search(r"([\d.]+)s$", line)] if m]  # the server's own seconds per round
+                for m in [re.search(r"([\d.]+)s(?:  eta \d+s)?$", line)] if m]  # the server's seconds per round
     return {"load_average_after": os.getloadavg()[0], "first_line_s": first, "first_round_s": rounds[0],
             "last_round_s": rounds[-1],
             "round1_s": reported[0] if reported else 0.0, "round_s": [b - a for a, b in zip(rounds, rounds[1:])],
