@@ -72,13 +72,15 @@ class ServerActor:
                          step=step, delta_multiplier=mechanism.delta_multiplier, ledgers=self.ledgers,
                          accuracy=accuracy, loss=loss, seconds=time.perf_counter() - t0)
 
-    def final_columns(self) -> dict:
-        """The audit of the model as it stands, with its test accuracy and loss: the columns the last row of a
-        run gets, whether the run ends at its last round or stops early for its budget."""
+    def final_columns(self, evaluate: bool = True) -> dict:
+        """The audit of the model as it stands, and with ``evaluate`` its test accuracy and loss: the columns
+        the last row of a run gets, whether the run ends at its last round or stops early for its budget
+        (the round loop asks for the accuracy only where the row has none yet)."""
         agg = self.aggregator
-        accuracy, loss = self.evaluator.evaluate(agg.weights)
-        audit = self.evaluator.audit(agg.weights, agg.initial_weights, agg.canaries, self.ledgers)
-        return {"test_accuracy": accuracy, "test_loss": loss, **audit}
+        out = self.evaluator.audit(agg.weights, agg.initial_weights, agg.canaries, self.ledgers)
+        if evaluate:
+            out["test_accuracy"], out["test_loss"] = self.evaluator.evaluate(agg.weights)
+        return out
 
     def get_weights(self) -> np.ndarray:
         return self.aggregator.weights.numpy().copy()

@@ -79,9 +79,9 @@ class Federation:
     def budget_exceeded_next_round(self) -> str:
         return self._call("budget_exceeded_next_round")
 
-    def final_columns(self) -> dict:
-        """Accuracy, loss and audit of the model as it stands (the last row of a run gets them)."""
-        return self._call("final_columns")
+    def final_columns(self, evaluate: bool = True) -> dict:
+        """The audit (and, with ``evaluate``, accuracy and loss) of the model as it stands: the last row's."""
+        return self._call("final_columns", evaluate)
 
     def state_dict(self) -> dict:
         return self._call("state_dict")

@@ -44,7 +44,7 @@ def run_rounds(fed, cfg: ExperimentConfig, *, on_row: OnRow, rows: list[dict] | 
         last = r + 1 == total or bool(reason)
         if last:  # the audit (and accuracy) of the model the run ends with
             t_audit = time.perf_counter()
-            row.update(fed.final_columns())
+            row.update(fed.final_columns(evaluate=math.isnan(row["test_accuracy"])))
             row["audit_seconds"] += time.perf_counter() - t_audit
         row = {**row, "stopped": reason, **columns}
         rows.append(row)
