@@ -48,9 +48,10 @@ class Aggregator:
         total = np.zeros(self.weights.shape, dtype=np.float32)
         reports: list[ClientReport] = []
         for update in updates:
-            if update.succeeded:
+            succeeded = update.succeeded
+            if succeeded:
                 total += update.delta_sum
-            reports += update.succeeded
+            reports += succeeded
         clipped_sum = torch.from_numpy(total)
         canaries_in_round, audit_seconds = 0, 0.0
         if self.canaries is not None:

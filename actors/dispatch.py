@@ -57,7 +57,7 @@ def train_cohort(clients: list, plan: ClientPlan, cohort: np.ndarray, weights: n
     first = {a: submit(a) for a in by_actor}
     if on_dispatched is not None:
         on_dispatched()
-    out = Collected()
+    out = Collected(restarting=set(restarting) - set(by_actor))  # not sampled this round: still to wait for
     died = _collect(clients, first, by_actor, weights.shape, round_timeout, out, may_retry=True)
     if died:  # once more, on the restarted processes
         back = [a for a in died if wait_until_ready(clients[a])]
