@@ -20,13 +20,18 @@ from actors.server_optimizer import server_learning_rate, server_step
 from privacy.canaries import Canaries
 from privacy.client_level import CentralGaussianMechanism, ReleasedAverage
 from privacy.config import ExperimentConfig
+from privacy.distributed_dp import DistributedSkellamMechanism, ReleasedSkellamAverage, without_noise
 from privacy.mechanisms import broadcast_noise
-from privacy.seeding import BROADCAST, torch_generator
+from privacy.quantization import ring_sum
+from privacy.seeding import AUDIT, BROADCAST, numpy_rng, torch_generator
+
+
+_CANARY_ROUNDING = 5  # sub-stream of AUDIT (privacy.seeding)
 
 
 @dataclass(frozen=True)
 class StepResult:
-    released: ReleasedAverage  # what the mechanism released this round
+    released: ReleasedAverage | ReleasedSkellamAverage | None  # what the mechanism released (None: nothing)
     reports: list[ClientReport]  # the clients whose updates are in the sum
     lr: float  # server learning rate used
     canaries_in_round: int  # canary clients in the sum
@@ -36,15 +41,14 @@ class StepResult:
 class Aggregator:
     """Global weights, the client-level mechanism, the canaries and the server optimiser's state."""
 
-    def __init__(self, cfg: ExperimentConfig, weights: np.ndarray, *, mechanism: CentralGaussianMechanism,
-                 canaries: Canaries | None):
+    def __init__(self, cfg: ExperimentConfig, weights: np.ndarray, *,
+                 mechanism: CentralGaussianMechanism | DistributedSkellamMechanism, canaries: Canaries | None):
         self.cfg, self.mechanism, self.canaries = cfg, mechanism, canaries
         self.weights = torch.tensor(weights, dtype=torch.float32)
         self.initial_weights = self.weights.clone()  # w_0, for the canary scores <u_j, w_T - w_0>
         self.velocity: torch.Tensor | None = None  # server momentum buffer (FedAvgM)
 
     def step(self, round_idx: int, updates: list[ActorUpdate]) -> StepResult:
-        s = self.cfg.server
         total = np.zeros(self.weights.shape, dtype=np.float32)
         reports: list[ClientReport] = []
         for update in updates:
@@ -61,6 +65,33 @@ class Aggregator:
             audit_seconds = time.perf_counter() - t0
         released = self.mechanism.add_noise(clipped_sum, unclipped=sum(r.unclipped for r in reports),
                                             reported=len(reports), round_idx=round_idx)
+        return self._apply(round_idx, released, reports, canaries_in_round, audit_seconds)
+
+    def step_secure(self, round_idx: int, ring_total: np.ndarray | None, *, survivors: int,
+                    reports: list[ClientReport]) -> StepResult:
+        """Under secure aggregation: add the canaries' ring vectors to the unmasked sum (as canary clients
+        taking part in the secure sum would; they add no noise share and are not survivors, so the claim
+        books only the real clients' noise), decode, divide by m, apply. ``ring_total`` None: the round
+        could not unmask, nothing is released and the model stays."""
+        if ring_total is None:
+            return StepResult(None, [], 0.0, 0, 0.0)
+        canaries_in_round, audit_seconds = 0, 0.0
+        if self.canaries is not None:
+            t0 = time.perf_counter()
+            step, mech = without_noise(self.mechanism.client_step(round_idx)), self.mechanism
+            ids = self.canaries.participants(round_idx)
+            vectors = [step.constrain_sensitivity(
+                self.canaries.dense_direction(int(j)) * mech.config.clip,
+                rng=numpy_rng(mech.noise_seed, AUDIT, _CANARY_ROUNDING, round_idx, int(j))).vector for j in ids]
+            ring_total = ring_sum([ring_total, *vectors], bits=self.mechanism.config.bits)
+            canaries_in_round, audit_seconds = len(ids), time.perf_counter() - t0
+        released = self.mechanism.release(ring_total, survivors=survivors, round_idx=round_idx)
+        return self._apply(round_idx, released, reports, canaries_in_round, audit_seconds)
+
+    def _apply(self, round_idx: int, released, reports: list[ClientReport], canaries_in_round: int,
+               audit_seconds: float) -> StepResult:
+        """The server optimiser and the broadcast noise on a released average (post-processing)."""
+        s = self.cfg.server
         lr = server_learning_rate(s.lr, s.lr_schedule, round_idx, s.rounds)
         self.weights, self.velocity = server_step(self.weights, released.average, self.velocity, lr=lr,
                                                   momentum=s.momentum)

@@ -28,8 +28,12 @@ from actors.data import DataError, ImageData
 from actors.local_training import LocalSpec, LocalTrainer, RoundDeadline
 from actors.model_inputs import load_from_config
 from actors.models import build_model
+from actors.secure_step import SecureStep
 from privacy.client_level import ClipStep
 from privacy.config import ExperimentConfig
+from privacy.distributed_dp import client_rng
+from privacy.secure_aggregation import (AdvertiseKeys, ForwardedShares, KeyDirectory, MaskedInput, SecAggClient,
+                                        SharedKeys, Survivors, UnmaskingShares)
 from privacy.seeding import CLIENT, torch_generator
 
 
@@ -45,8 +49,11 @@ class ClientReport:
 
 @dataclass
 class ActorUpdate:
-    delta_sum: np.ndarray  # sum of the clipped deltas of the clients that succeeded (float32)
+    delta_sum: np.ndarray | None  # sum of the clipped deltas of the clients that succeeded (float32); None
+    #                              under secure aggregation: the deltas stay on the actor, masked
     reports: list[ClientReport] = field(default_factory=list)
+    keys: list[AdvertiseKeys] | None = None  # secure aggregation: one key message per client that succeeded
+    actor: int = -1  # index of the actor that sent it (set by the server's dispatch)
 
     @property
     def succeeded(self) -> list[ClientReport]:
@@ -83,28 +90,40 @@ class ClientActor:
     def device_name(self) -> str:
         return str(self.device)
 
-    def train(self, weights: np.ndarray, client_ids: list[int], round_idx: int, step: ClipStep,
+    def train(self, weights: np.ndarray, client_ids: list[int], round_idx: int, step: ClipStep | SecureStep,
               time_budget: float = 0.0) -> ActorUpdate:
         """Train each listed client from ``weights`` for one round; return the sum of their deltas after
         ``step`` and one report per client. A client that raises is reported, never dropped silently.
+
+        Under secure aggregation (``step`` a :class:`SecureStep`) each client's delta is clipped, quantised
+        and noised here and kept on the actor, and the update carries only the clients' key messages and
+        their success or failure: the masked vectors follow in :meth:`secagg_masked`, nothing else leaves.
 
         ``time_budget`` (seconds, 0 = none) is split evenly over the listed clients: a client that runs
         past its own share is stopped and reported failed, so whether a client fails depends on its own
         data alone, never on a larger neighbour's (docs/privacy.md, "Failures")."""
         start = torch.tensor(weights, dtype=torch.float32)
-        total = torch.zeros_like(start, device=self.trainer.device)
+        secure = isinstance(step, SecureStep)
+        total = None if secure else torch.zeros_like(start, device=self.trainer.device)
+        if secure:
+            self._secagg_round, self._secagg, self._ring = round_idx, {}, {}
+            self._secagg_dtype = np.uint16 if step.protocol.bits <= 16 else np.uint32
         share = time_budget / len(client_ids) if time_budget > 0 and client_ids else 0.0
         reports = []
         for cid in sorted(int(k) for k in client_ids):
             stop_at = time.monotonic() + share if share else math.inf
             try:
-                reports.append(self._train_one(start, cid, round_idx, step, total, stop_at))
+                train_one = self._train_one_secure if secure else self._train_one
+                reports.append(train_one(start, cid, round_idx, step, total, stop_at))
             except Exception as exc:  # recorded in the round's metrics by the server
                 examples = len(self.shards[cid][1]) if cid in self.shards else 0
                 reports.append(ClientReport(cid, examples, math.nan, math.nan, False,
                                             error=f"{type(exc).__name__}: {exc}"))
                 if not isinstance(exc, RoundDeadline):
                     traceback.print_exc()
+        if secure:
+            return ActorUpdate(None, reports, keys=[self._secagg[r.client_id].advertise_keys()
+                                                   for r in reports if not r.error])
         return ActorUpdate(total.cpu().numpy(), reports)
 
     def _train_one(self, start: torch.Tensor, cid: int, round_idx: int, step: ClipStep, total: torch.Tensor,
@@ -117,6 +136,46 @@ class ClientActor:
             raise FloatingPointError("non-finite model delta")
         total += out.delta
         return ClientReport(cid, len(y), result.train_loss, out.norm, out.unclipped)
+
+    def _train_one_secure(self, start: torch.Tensor, cid: int, round_idx: int, step: SecureStep, _total,
+                          stop_at: float) -> ClientReport:
+        """Train, then clip, quantise and add the Skellam share; the ring vector stays here. The report
+        carries no loss, norm or clip bit: under an untrusted server those stay on the client."""
+        x, y = self.shards[cid]
+        result = self.trainer.train(start, x, y, torch_generator(self.cfg.run.noise_seed, CLIENT, cid, round_idx),
+                                    stop_at=stop_at)
+        if not torch.isfinite(result.delta).all():
+            raise FloatingPointError("non-finite model delta")
+        ring = step.skellam.constrain_sensitivity(
+            result.delta, rng=client_rng(noise_seed=self.cfg.run.noise_seed, client_id=cid, round_idx=round_idx))
+        self._ring[cid] = ring
+        self._secagg[cid] = SecAggClient(cid, step.protocol)  # keys and masks from this process's OS entropy
+        return ClientReport(cid, len(y), math.nan, math.nan, False)
+
+    # --- secure aggregation: the later stages of the round begun by train() ------------------------
+    def _secagg_clients(self, round_idx: int) -> dict:
+        if getattr(self, "_secagg_round", None) != round_idx:
+            raise RuntimeError(f"no secure-aggregation state for round {round_idx} (the actor restarted?)")
+        return self._secagg
+
+    def secagg_share(self, round_idx: int, directory: KeyDirectory, client_ids: list[int]) -> list[SharedKeys]:
+        clients = self._secagg_clients(round_idx)
+        return [clients[k].share_keys(directory) for k in client_ids]
+
+    def secagg_masked(self, round_idx: int, forwarded: dict[int, ForwardedShares]) -> list[tuple[MaskedInput, int]]:
+        """Each client's masked ring vector (sent in the narrowest unsigned type that holds 2^b) and how many
+        of its coordinates wrapped mod 2^b (a count, for the round table)."""
+        clients, out, dtype = self._secagg_clients(round_idx), [], self._secagg_dtype
+        for k, shares in forwarded.items():
+            masked = clients[k].masked_input(self._ring[k].vector, shares)
+            out.append((MaskedInput(masked.sender, masked.vector.astype(dtype)), self._ring[k].wrapped))
+        return out
+
+    def secagg_unmask(self, round_idx: int, survivors: Survivors, client_ids: list[int]) -> list[UnmaskingShares]:
+        clients = self._secagg_clients(round_idx)
+        out = [clients[k].unmasking_shares(survivors) for k in client_ids]
+        self._secagg, self._ring, self._secagg_round = {}, {}, None  # the round's secrets are done with
+        return out
 
 
 def load_on_this_node(cfg: ExperimentConfig) -> ImageData:

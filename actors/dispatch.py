@@ -24,6 +24,7 @@ import numpy as np
 
 from actors.client import ActorUpdate
 from actors.client_plan import ClientPlan
+from actors.secure_step import SecureStep
 from privacy.client_level import ClipStep
 
 
@@ -41,7 +42,7 @@ def hard_timeout(round_timeout: float) -> float | None:
 
 
 def train_cohort(clients: list, plan: ClientPlan, cohort: np.ndarray, weights: np.ndarray, round_idx: int,
-                 step: ClipStep, *, round_timeout: float, on_dispatched=None, restarting=()) -> Collected:
+                 step: ClipStep | SecureStep, *, round_timeout: float, on_dispatched=None, restarting=()) -> Collected:
     """Train the cohort on its actors; ``on_dispatched()`` runs while they train (the ledgers book then).
     ``restarting``: actors the last round left dead or killed, waited for before they get work."""
     import ray
@@ -103,6 +104,7 @@ def _collect(clients: list, futures: dict, by_actor: dict[int, list[int]], shape
     for a, ref in futures.items():
         update, reason, dead = _result(clients[a], a, ref, ref in ready, shape, round_timeout)
         if update is not None:
+            update.actor = a
             out.failures += [f"client {r.client_id}: {r.error}" for r in update.reports if r.error]
             out.updates.append(update)
         elif dead and may_retry:
@@ -130,6 +132,10 @@ def _result(actor, a: int, ref, ready: bool, shape: tuple, round_timeout: float)
         cause = getattr(exc, "cause", None) or exc
         detail = str(cause).strip().splitlines()[-1][:200] if str(cause).strip() else ""
         return None, f"actor {a} failed: {type(cause).__name__}" + (f": {detail}" if detail else ""), False
+    if update.keys is not None:  # secure aggregation: only key messages, one per client that succeeded
+        if len(update.keys) != len(update.succeeded):
+            return None, f"actor {a} sent {len(update.keys)} key messages for {len(update.succeeded)} clients", False
+        return update, "", False
     d = update.delta_sum
     if not isinstance(d, np.ndarray) or d.shape != tuple(shape):
         return None, f"actor {a} sent a malformed update (shape {getattr(d, 'shape', None)}, expected {tuple(shape)})", False

@@ -13,12 +13,22 @@ from privacy.config import ExperimentConfig
 from privacy.ledgers import PrivacyLedgers
 
 
+SECAGG_COLUMNS = ("secagg_survivors", "secagg_dropped", "secagg_wrapped", "secagg_near_edge", "secagg_scale")
+
+
 def round_row(*, round_number: int, cfg: ExperimentConfig, cohort_size: int, collected: Collected,
               step: StepResult, delta_multiplier: float, ledgers: PrivacyLedgers, accuracy: float, loss: float,
-              seconds: float) -> dict:
-    """One row; the audit columns stay NaN until the run's last round (see ``orchestrator.round_loop``)."""
+              seconds: float, secure=None) -> dict:
+    """One row; the audit columns stay NaN until the run's last round (see ``orchestrator.round_loop``).
+    ``secure``: the round's :class:`actors.secure_round.SecureSum` under secure aggregation. There the
+    clients' losses, norms and clip bits never reach the server: those columns are NaN."""
     c, s = cfg.client, cfg.server
     reports, released = step.reports, step.released
+    if secure is not None:
+        return {**round_row(round_number=round_number, cfg=cfg, cohort_size=cohort_size, collected=collected,
+                            step=step, delta_multiplier=delta_multiplier, ledgers=ledgers, accuracy=accuracy,
+                            loss=loss, seconds=seconds),
+                **_secure_columns(step, secure)}
     n = np.array([r.examples for r in reports], dtype=float)
     losses = np.array([r.train_loss for r in reports], dtype=float)
     ok = np.isfinite(losses)
@@ -39,18 +49,31 @@ def round_row(*, round_number: int, cfg: ExperimentConfig, cohort_size: int, col
         "max_grad_norm_local": c.max_grad_norm if c.dp else math.inf,
         "noise_multiplier_server": s.noise_multiplier,
         "noise_multiplier_delta": delta_multiplier,
-        "clip_server": released.clip if released.clip > 0 else math.inf,
+        "clip_server": s.clip if cfg.secagg.enabled else released.clip if released.clip > 0 else math.inf,
         "clip_count_std": s.count_noise_std if s.adaptive_clip else 0.0,
         "unclipped_fraction": float(np.mean([r.unclipped for r in reports])) if reports else math.nan,
-        "unclipped_fraction_noised": released.unclipped_fraction_noised,
+        "unclipped_fraction_noised": math.nan if cfg.secagg.enabled else released.unclipped_fraction_noised,
         "delta_norm_median": float(np.median([r.delta_norm for r in reports])) if reports else math.nan,
-        "update_norm": float(released.average.norm()),
+        "update_norm": float(released.average.norm()) if released is not None else 0.0,
         "lr_server": step.lr,
-        "server_noise_std": released.noise.std,
-        "server_snr": released.noise.snr,
+        "server_noise_std": released.noise.std if released is not None else math.nan,
+        "server_snr": math.nan if cfg.secagg.enabled else released.noise.snr,  # the server never sees the signal
         "canaries_in_round": step.canaries_in_round,
         **dict.fromkeys(AUDIT_COLUMNS, math.nan),
         "audit_seconds": step.audit_seconds,
         "seconds": seconds,
         "clients_retried": collected.retried,
+        **dict.fromkeys(SECAGG_COLUMNS, math.nan),
     }
+
+
+def _secure_columns(step: StepResult, secure) -> dict:
+    """What secure aggregation adds to the row; the clients' own diagnostics are withheld."""
+    noise = step.released.noise if step.released is not None else None
+    diag = secure.diagnostics
+    return {"train_loss": math.nan, "unclipped_fraction": math.nan, "delta_norm_median": math.nan,
+            "secagg_survivors": secure.survivors,
+            "secagg_dropped": (diag.dropped_after_sharing + diag.dropped_before_sharing) if diag else math.nan,
+            "secagg_wrapped": secure.wrapped,
+            "secagg_near_edge": noise.near_edge if noise else math.nan,
+            "secagg_scale": noise.scale if noise else math.nan}

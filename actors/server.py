@@ -17,14 +17,18 @@ import torch
 
 from actors.aggregation import Aggregator
 from actors.client_plan import ClientPlan
-from actors.dispatch import train_cohort
+from actors.dispatch import hard_timeout, train_cohort
 from actors.evaluation import Evaluator
 from actors.round_row import round_row
+from actors.secure_round import secure_sum
+from actors.secure_step import SecureStep
 from privacy.canaries import Canaries
 from privacy.client_level import CentralGaussianMechanism
 from privacy.config import ExperimentConfig
+from privacy.distributed_dp import DistributedSkellamMechanism, from_experiment
 from privacy.ledgers import PrivacyLedgers
 from privacy.sampling import sample_cohort
+from privacy.secure_aggregation import SecAggConfig
 
 
 class ServerActor:
@@ -41,7 +45,8 @@ class ServerActor:
         num_clients = len(plan.actor)
         canaries = (Canaries(cfg.audit.canaries, len(weights), seed=cfg.run.seed,
                              sample_rate=cfg.server.clients_per_round / num_clients) if cfg.audit.canaries else None)
-        mechanism = mechanism or CentralGaussianMechanism(cfg.server, noise_seed=cfg.run.noise_seed)
+        mechanism = mechanism or (from_experiment(cfg, dim=len(weights)) if cfg.secagg.enabled
+                                  else CentralGaussianMechanism(cfg.server, noise_seed=cfg.run.noise_seed))
         self.aggregator = Aggregator(cfg, weights, mechanism=mechanism, canaries=canaries)
         self.ledgers = PrivacyLedgers(cfg, sample_rates=plan.sample_rate, steps=plan.steps)
         self.evaluator = Evaluator(cfg)
@@ -58,19 +63,46 @@ class ServerActor:
         cohort = sample_cohort(len(self.plan.actor), s.clients_per_round, scheme=s.sampling,
                                seed=self.cfg.run.noise_seed, round_idx=round_idx)
         mechanism = self.aggregator.mechanism
+        secure = isinstance(mechanism, DistributedSkellamMechanism)
+        protocol = self._protocol(round_idx, len(cohort)) if secure else None
         collected = train_cohort(self.clients, self.plan, cohort, self.aggregator.weights.numpy(), round_idx,
-                                 mechanism.client_step(), round_timeout=s.round_timeout,
+                                 SecureStep(mechanism.client_step(round_idx), protocol) if secure
+                                 else mechanism.client_step(), round_timeout=s.round_timeout,
                                  on_dispatched=lambda: self.ledgers.book_cohort(cohort),  # overlaps training
                                  restarting=self.restarting)
         self.restarting = collected.restarting
-        step = self.aggregator.step(round_idx, collected.updates)
-        self.ledgers.book_server_round()
+        if secure:
+            step, summed, multiplier = self._secure_step(round_idx, protocol, collected)
+        else:
+            step, summed, multiplier = self.aggregator.step(round_idx, collected.updates), None, mechanism.delta_multiplier
+            self.ledgers.book_server_round()
         self.round = round_idx + 1
         evaluate = self.round % self.cfg.run.eval_every == 0 or self.round == s.rounds
         accuracy, loss = self.evaluator.evaluate(self.aggregator.weights) if evaluate else (math.nan, math.nan)
         return round_row(round_number=self.round, cfg=self.cfg, cohort_size=len(cohort), collected=collected,
-                         step=step, delta_multiplier=mechanism.delta_multiplier, ledgers=self.ledgers,
-                         accuracy=accuracy, loss=loss, seconds=time.perf_counter() - t0)
+                         step=step, delta_multiplier=multiplier, ledgers=self.ledgers,
+                         accuracy=accuracy, loss=loss, seconds=time.perf_counter() - t0, secure=summed)
+
+    def _secure_step(self, round_idx: int, protocol: SecAggConfig, collected):
+        """The secure sum of the trained cohort, its release and its Skellam event (none if not released)."""
+        mechanism = self.aggregator.mechanism
+        summed = secure_sum(self.clients, collected.updates, protocol, round_idx,
+                            timeout=hard_timeout(self.cfg.server.round_timeout), graph_seed=round_idx)
+        collected.failures += summed.failures + ([f"round not released: {summed.failure}"] if summed.failure else [])
+        reports = [r for u in collected.updates for r in u.succeeded]
+        step = self.aggregator.step_secure(round_idx, summed.ring_sum, survivors=summed.survivors, reports=reports)
+        if step.released is None:
+            self.ledgers.book_server_round(None)
+            return step, summed, math.nan
+        self.ledgers.book_server_round(mechanism.event(step.released, sample_rate=self.ledgers.client_sample_rate))
+        return step, summed, math.sqrt(step.released.noise.variance_present) / mechanism.l2
+
+    def _protocol(self, round_idx: int, cohort: int) -> SecAggConfig:
+        """The round's secure-aggregation parameters: ring, threshold t for the sampled cohort, graph, session."""
+        sa, mech = self.cfg.secagg, self.aggregator.mechanism
+        return SecAggConfig(dim=mech.quantizer.grid_dim(mech.dim), bits=sa.bits, threshold=sa.threshold_for(cohort),
+                            neighbours=sa.neighbours if sa.neighbours and sa.neighbours < cohort - 1 else None,
+                            session=f"round {round_idx}".encode())
 
     def final_columns(self, evaluate: bool = True) -> dict:
         """The audit of the model as it stands, and with ``evaluate`` its test accuracy and loss: the columns

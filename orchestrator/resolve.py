@@ -130,6 +130,10 @@ def resolve_config(cfg: ExperimentConfig, capacity: tuple[float, float] | None =
     if canaries is None:  # audit client-level DP wherever it is claimed and canaries cost little accuracy
         canaries = default_canary_count(noise_multiplier=z, sample_rate=q, clipping=s.clipping,
                                         num_params=num_params)
+    if cfg.secagg.enabled:  # the bits must hold the sum at this model size: refused now, not in the server actor
+        from privacy.distributed_dp import from_experiment
+
+        from_experiment(cfg, dim=num_params)
     noise_seed = cfg.run.noise_seed if cfg.run.noise_seed is not None else fresh_noise_seed()
     resolved = cfg.replace(
         model={"name": model},

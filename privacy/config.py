@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence
 
 from privacy.validation import (ConfigError, _check, _check_choice, _check_delta, _check_int,
                                 _check_optional_positive, _finite)
+from privacy.secagg_section import SecAggSection, check_secagg_options
 
 DATASETS = ("mnist5k", "digits", "mnist", "fashion-mnist", "cifar10", "npz")
 PARTITIONS = ("iid", "dirichlet", "shards")
@@ -233,6 +234,7 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     client: ClientConfig = field(default_factory=ClientConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    secagg: SecAggSection = field(default_factory=SecAggSection)
     audit: AuditConfig = field(default_factory=AuditConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
@@ -248,6 +250,7 @@ class ExperimentConfig:
                    f"data.features = {self.data.features!r} needs model.name = "
                    + ("auto or one of " + ", ".join(SCATTER_MODELS) if self.data.features == "scatternet"
                       else "auto or a pixel model"))
+        check_secagg_options(self.secagg, self.server)
 
     def flat(self) -> dict[str, Any]:
         """The whole config as one flat dict, ``{"section.key": value}``."""
@@ -260,7 +263,7 @@ class ExperimentConfig:
 
 
 _SECTION_CLASSES = {"data": DataConfig, "model": ModelConfig, "client": ClientConfig,
-                    "server": ServerConfig, "audit": AuditConfig, "run": RunConfig}
+                    "server": ServerConfig, "secagg": SecAggSection, "audit": AuditConfig, "run": RunConfig}
 
 
 def _nested(cfg: ExperimentConfig) -> dict[str, dict[str, Any]]:

@@ -309,3 +309,15 @@ def without_noise(step: SkellamClientStep) -> SkellamClientStep:
     """The same step adding no share: for audit canaries (the claim books no noise for them) and for the
     deliberate-bug test. Never for a real client."""
     return dataclasses.replace(step, share_variance=0.0)
+
+
+def from_experiment(cfg, *, dim: int) -> DistributedSkellamMechanism:
+    """The mechanism of an ExperimentConfig with ``secagg.enabled``: S = server.clip, z =
+    server.noise_multiplier, m = server.clients_per_round, the rest from ``[secagg]``. Raises ConfigError
+    when the bits cannot hold the sum at this model size (checked before Ray starts: orchestrator.resolve)."""
+    s, sa = cfg.server, cfg.secagg
+    return DistributedSkellamMechanism(
+        DistributedDPConfig(clip=s.clip, noise_multiplier=s.noise_multiplier, expected_cohort=s.clients_per_round,
+                            bits=sa.bits, scale=sa.scale or None, k_stddevs=sa.k_stddevs, rotate=sa.rotate,
+                            dropout_tolerance=sa.dropout_tolerance),
+        dim=dim, noise_seed=cfg.run.noise_seed if cfg.run.noise_seed is not None else 0)

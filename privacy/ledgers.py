@@ -4,7 +4,9 @@ Record-level: one history per client, a (sigma, q_k, steps_k) event booked for c
 round it is sampled for, *when the round is dispatched* (a crash never under-reports). The
 system's record-level epsilon is the maximum over clients (every record lives on one client).
 Client-level: one history for the federation, one Poisson-subsampled Gaussian event (z, q, 1) per
-round with server noise. A run stops before a round that could push either past its target.
+round with server noise; under secure aggregation (``secagg.enabled``) instead one Skellam event
+(mu_present, Delta_1, Delta_2, q, 1) per released round, accounted by :func:`privacy.distributed_dp.epsilon`
+with the noise that was actually in the sum. A run stops before a round that could push either past its target.
 
 Per-round work is O(cohort): only the sampled clients' epsilons change, and each client's epsilon
 "after one more round" (what the budget check needs) is kept up to date for them alone.
@@ -19,6 +21,8 @@ import numpy as np
 
 from privacy.accounting import Event, Ledger
 from privacy.config import ExperimentConfig
+from privacy.distributed_dp import SkellamEvent
+from privacy.distributed_dp import epsilon as skellam_epsilon
 
 FEDERATION = -1  # the client-level ledger's one party: the federation as a whole
 
@@ -36,6 +40,7 @@ class PrivacyLedgers:
         self.delta_record, self.delta_client = cfg.client.delta, cfg.server.delta
         self.record = Ledger(accountant=cfg.client.accountant)
         self.client_level = Ledger(accountant=cfg.server.accountant)
+        self.skellam: list[SkellamEvent] = []  # the client-level history under secure aggregation
         self._refresh()
 
     @property
@@ -88,10 +93,15 @@ class PrivacyLedgers:
             self.record.record(k, noise_multiplier=noise, sample_rate=rate, steps=steps)
             self._update_client(k)
 
-    def book_server_round(self) -> None:
-        """The round's client-level event (nothing without server noise: then eps_client is inf)."""
+    def book_server_round(self, skellam_event: SkellamEvent | None = None) -> None:
+        """The round's client-level event (nothing without server noise: then eps_client is inf). Under
+        secure aggregation the mechanism's Skellam event of the round, with the noise present in the sum
+        (None: the round released nothing, e.g. too many drop-outs to unmask)."""
         z = self.cfg.server.noise_multiplier
-        if z > 0:
+        if self.cfg.secagg.enabled:
+            if z > 0 and skellam_event is not None:
+                self.skellam.append(tuple(skellam_event))
+        elif z > 0:
             self.client_level.record(FEDERATION, noise_multiplier=z, sample_rate=self.client_sample_rate, steps=1)
 
     # --- what is reported ---------------------------------------------------------------------
@@ -105,6 +115,8 @@ class PrivacyLedgers:
         """Client-level epsilon at ``delta`` (default: the run's delta_client)."""
         if self.cfg.server.noise_multiplier == 0:
             return math.inf
+        if self.cfg.secagg.enabled:
+            return skellam_epsilon(self.skellam, delta=self.delta_client if delta is None else delta)
         return self.client_level.epsilon(FEDERATION, delta=self.delta_client if delta is None else delta)
 
     def budget_exceeded_next_round(self) -> str:
@@ -123,9 +135,11 @@ class PrivacyLedgers:
 
     # --- checkpoints --------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"record": self.record.state_dict(), "client_level": self.client_level.state_dict()}
+        return {"record": self.record.state_dict(), "client_level": self.client_level.state_dict(),
+                "client_level_skellam": [list(e) for e in self.skellam]}
 
     def load_state_dict(self, state: dict) -> None:
         self.record = Ledger.from_state_dict(state["record"])
         self.client_level = Ledger.from_state_dict(state["client_level"])
+        self.skellam = [tuple(e) for e in state.get("client_level_skellam", [])]
         self._refresh()

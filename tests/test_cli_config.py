@@ -21,7 +21,7 @@ def test_printed_toml_loads_back_into_the_default_config(capsys):
 
     raw = tomllib.loads(text)
 
-    assert list(raw) == ["data", "model", "client", "server", "audit", "run"]  # ExperimentConfig's order
+    assert list(raw) == ["data", "model", "client", "server", "secagg", "audit", "run"]  # ExperimentConfig's order
     assert from_dict(raw) == ExperimentConfig()
 
 

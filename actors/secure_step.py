@@ -1,0 +1,15 @@
+"""What a client actor needs for one round under secure aggregation: the mechanism's client half and the
+round's protocol parameters. Picklable; built by the server every round."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from privacy.distributed_dp import SkellamClientStep
+from privacy.secure_aggregation import SecAggConfig
+
+
+@dataclass(frozen=True)
+class SecureStep:
+    skellam: SkellamClientStep  # clip, quantise, add the Skellam share, map to Z_2^b
+    protocol: SecAggConfig  # ring, threshold, neighbours and session of this round's secure sum

@@ -1,0 +1,73 @@
+"""The ``[secagg]`` config section: the untrusted-server trust model (secure aggregation, distributed noise).
+
+With ``secagg.enabled = true`` the server never sees a client's delta: each client clips, quantises and
+adds its share of Skellam noise (:mod:`privacy.distributed_dp`), masks the ring vector
+(:mod:`privacy.secure_aggregation`) and the server unmasks only the sum. ``server.clip``,
+``server.noise_multiplier`` and ``server.clients_per_round`` keep their meaning (S, z, the fixed
+denominator m); this section holds what only the untrusted server needs. The checks that involve other
+sections live in :func:`check_secagg_options`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from privacy.validation import _check, _check_int, _finite
+
+
+@dataclass(frozen=True)
+class SecAggSection:
+    enabled: bool = False  # untrusted server: clients add Skellam noise shares, the server sees only the masked sum
+    bits: int = 16  # b: the ring Z_2^b of secure aggregation (upload size b bits per coordinate)
+    threshold: int = 0  # t: Shamir shares that unmask a client; 0 = a majority of each neighbourhood
+    neighbours: int = 0  # k (even): sparse masking graph of Bell et al. 2020; 0 = every pair of the cohort
+    dropout_tolerance: float = 0.0  # tau: clients over-noise so that m (1 - tau) survivors carry the full noise
+    rotate: bool = True  # randomised Hadamard rotation before rounding (flattens coordinates: fewer bits)
+    k_stddevs: float = 4.0  # head-room of the scale rule: standard deviations of the sum that fit half the ring
+    scale: float = 0.0  # integer units per model unit; 0 = the largest scale the bits allow (heuristic rule)
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.enabled, bool), "secagg.enabled", self.enabled, "must be true or false")
+        _check_int("secagg.bits", self.bits, 2)
+        _check(self.bits <= 32, "secagg.bits", self.bits, "must be <= 32")
+        _check_int("secagg.threshold", self.threshold, 0)
+        _check_int("secagg.neighbours", self.neighbours, 0)
+        _check(self.neighbours % 2 == 0, "secagg.neighbours", self.neighbours, "must be even (k/2 neighbours on either side of the ring), or 0 for every pair")
+        tau = _finite("secagg.dropout_tolerance", self.dropout_tolerance)
+        _check(0 <= tau < 1, "secagg.dropout_tolerance", self.dropout_tolerance, "must be in [0, 1)")
+        _check(isinstance(self.rotate, bool), "secagg.rotate", self.rotate, "must be true or false")
+        _check(_finite("secagg.k_stddevs", self.k_stddevs) > 0, "secagg.k_stddevs", self.k_stddevs, "must be > 0")
+        _check(_finite("secagg.scale", self.scale) >= 0, "secagg.scale", self.scale,
+               "must be >= 0 (0 = the heuristic scale for the bits)")
+
+    def holders(self, cohort: int) -> int:
+        """Holders of each client's secrets: its neighbours and itself."""
+        return cohort if not self.neighbours or self.neighbours >= cohort - 1 else self.neighbours + 1
+
+    def threshold_for(self, cohort: int) -> int:
+        """t in use for a cohort of ``cohort`` clients: the configured one, or a majority of the holders."""
+        return self.threshold or self.holders(cohort) // 2 + 1
+
+
+def check_secagg_options(secagg: SecAggSection, server) -> None:
+    """What secure aggregation cannot be combined with, one clear error each (called by ExperimentConfig)."""
+    if not secagg.enabled:
+        return
+    m = server.clients_per_round
+    _check(not server.adaptive_clip, "server.adaptive_clip", server.adaptive_clip,
+           "cannot be combined with secagg.enabled: the clip-bit count would have to be securely summed and "
+           "noised by the clients too; use a fixed server.clip")
+    _check(server.clip > 0, "server.clip", server.clip,
+           "must be > 0 with secagg.enabled: clients clip their deltas before quantising them")
+    _check(server.target_epsilon is None, "server.target_epsilon", server.target_epsilon,
+           "cannot be combined with secagg.enabled yet (calibration assumes the central Gaussian); set "
+           "server.noise_multiplier: the round table reports the Skellam mechanism's own epsilon")
+    _check(secagg.threshold <= m, "secagg.threshold", secagg.threshold,
+           f"above the expected cohort of {m} clients (server.clients_per_round): no round could unmask")
+    _check(secagg.threshold <= secagg.holders(m), "secagg.threshold", secagg.threshold,
+           f"above the {secagg.holders(m)} holders of each client's secrets (secagg.neighbours + 1): "
+           "lower the threshold or raise secagg.neighbours")
+    _check(4.0 ** secagg.bits > m * secagg.k_stddevs ** 2, "secagg.bits", secagg.bits,
+           f"too few for a cohort of {m}: the sum's expected range overflows Z_2^b (need 4^bits > m k^2 = "
+           f"{m * secagg.k_stddevs ** 2:g}); raise secagg.bits, or lower server.clients_per_round or "
+           "secagg.k_stddevs")
