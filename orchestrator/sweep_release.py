@@ -2,7 +2,8 @@
 
 From each finished trial's last checkpoint (its ledgers: what actually ran) this composes, per
 guarantee, the histories of every trial that claims that guarantee (:mod:`privacy.sweep_privacy`;
-exact composition under the level's accountant, not K times a trial's epsilon). A trial that claims
+exact composition under the level's accountant, not K times a trial's epsilon; under secure
+aggregation the trials' Skellam events, whose RDPs add: :func:`privacy.distributed_dp.epsilon`). A trial that claims
 nothing at a level (the non-private baseline: epsilon = inf) is not covered by any finite epsilon and
 is named in ``not_covered``; a trial that did not finish leaves its history incomplete, so the
 sweep's epsilon is then unknown (NaN) until the sweep is resumed to the end.
@@ -17,6 +18,7 @@ import pandas as pd
 
 from privacy.accounting import merge_events
 from privacy.config import ExperimentConfig
+from privacy.distributed_dp import epsilon as skellam_epsilon
 from privacy.ledgers import FEDERATION
 from privacy.sweep_privacy import eps_sweep
 
@@ -34,7 +36,8 @@ def trial_ledgers(results) -> dict[str, dict]:
         trial_id = Path(res.path).name.removeprefix("trial_")
         with res.checkpoint.as_directory() as d:
             state = load_checkpoint(Path(d) / CHECKPOINT)
-        out[trial_id] = {"record": state["record"], "client_level": state["client_level"]}
+        out[trial_id] = {"record": state["record"], "client_level": state["client_level"],
+                         "client_level_skellam": state.get("client_level_skellam", [])}
     return out
 
 
@@ -63,6 +66,9 @@ def sweep_epsilons(trials: pd.DataFrame, ledgers: dict[str, dict], cfg: Experime
             out[f"eps_sweep_{level}"] = math.nan
         elif not ids:
             out[f"eps_sweep_{level}"] = math.inf
+        elif level == "client" and cfg.secagg.enabled:  # Skellam events: their RDPs add across trials
+            out["eps_sweep_client"] = skellam_epsilon(
+                [tuple(e) for t in ids for e in ledgers[t]["client_level_skellam"]], delta=delta)
         elif level == "client":
             out["eps_sweep_client"] = eps_sweep(
                 [_histories(ledgers[t]["client_level"]).get(FEDERATION, []) for t in ids], delta=delta,

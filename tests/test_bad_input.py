@@ -39,6 +39,18 @@ CASES = [  # (arguments, key the message must name)
     (["--set", "data.dataset=digits", "--set", "model.name=tanh_cnn"], "model.name"),  # 8x8 images: too small
     (["--set", "data.features=scatternet", "--set", "model.name=tanh_cnn"], "model.name"),
     (["--set", "data.features=wavelets"], "data.features"),
+    # secure aggregation: bits too few for the cohort, threshold above it, incompatible options
+    (["--set", "secagg.enabled=true", "--set", "server.clip=1", "--set", "secagg.bits=3"], "secagg.bits"),
+    (["--set", "secagg.enabled=true", "--set", "server.clip=1", "--set", "secagg.scale=1e9"], "secagg.bits"),
+    (["--set", "secagg.enabled=true", "--set", "server.clip=1", "--set", "secagg.threshold=11"], "secagg.threshold"),
+    (["--set", "secagg.enabled=true", "--set", "server.clip=1", "--set", "secagg.neighbours=4",
+      "--set", "secagg.threshold=6"], "secagg.threshold"),
+    (["--set", "secagg.enabled=true", "--set", "server.noise_multiplier=0.5", "--set", "server.adaptive_clip=true"],
+     "server.adaptive_clip"),
+    (["--set", "secagg.enabled=true", "--set", "server.clip=1", "--set", "server.target_epsilon=3"],
+     "server.target_epsilon"),
+    (["--set", "secagg.enabled=true"], "server.clip"),
+    (["--set", "secagg.neighbours=3"], "secagg.neighbours"),
 ]
 
 

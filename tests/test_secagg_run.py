@@ -1,0 +1,114 @@
+"""Secure aggregation on real Ray: the server actor gets key messages and masked vectors, never a delta; the
+unmasked sum is exactly the survivors' noised ring vectors, with and without drop-outs; too many drop-outs
+release nothing and book nothing; a run's client-level epsilon is the Skellam mechanism's own."""
+
+import math
+
+import numpy as np
+import pytest
+
+from actors.client import ClientActor
+from orchestrator.federation import Federation, run_federated
+from orchestrator.resolve import resolve_config
+from privacy.config import load_config
+from privacy.distributed_dp import epsilon, from_experiment
+from privacy.quantization import ring_sum
+
+pytestmark = pytest.mark.slow
+
+SECAGG = ["data.dataset=digits", "data.num_clients=6", "server.clients_per_round=6", "server.rounds=2",
+          "client.num_actors=3", "client.num_cpus=0.5", "client.dp=false", "client.lr=0.5", "server.clip=1.0",
+          "server.noise_multiplier=0.5", "secagg.enabled=true", "secagg.bits=16", "audit.canaries=0",
+          "audit.membership=false", "run.noise_seed=5", "server.sampling=fixed"]
+
+
+def spy_class(drop_at_masking: tuple[int, ...] = ()):
+    """Client actor that keeps a copy of each client's ring vector (what the sum must equal) and drops the
+    clients ``drop_at_masking`` after they shared their keys (they send no masked vector)."""
+
+    class SpyClientActor(ClientActor):
+        def secagg_masked(self, round_idx, forwarded):
+            self.kept = getattr(self, "kept", {})
+            kept = {k: v for k, v in forwarded.items() if k not in drop_at_masking}
+            self.kept[round_idx] = {k: self._ring[k].vector.copy() for k in kept}
+            return super().secagg_masked(round_idx, kept)
+
+        def kept_rings(self, round_idx):
+            return self.kept[round_idx]
+
+        def last_update(self, weights, client_ids, round_idx, step):
+            return self.train(weights, client_ids, round_idx, step)
+
+    return SpyClientActor
+
+
+def one_round(overrides, client_cls):
+    """Round 0 of a fresh federation: (row, w_1 - w_0, the ring vectors the clients kept, the mechanism)."""
+    import ray
+
+    plan = resolve_config(load_config(overrides=overrides))
+    fed = Federation(plan, client_cls=client_cls).start()
+    try:
+        w0 = ray.get(fed.server.get_weights.remote())
+        row = fed.step(0)
+        change = ray.get(fed.server.get_weights.remote()) - w0
+        kept = {}
+        for actor in fed.clients:
+            kept.update(ray.get(actor.kept_rings.remote(0)))
+    finally:
+        fed.close()
+    return row, change, kept, from_experiment(plan.config, dim=len(w0)), plan
+
+
+@pytest.mark.parametrize("dropped", [(), (1, 4)])
+def test_the_released_average_is_the_exact_sum_of_the_survivors_ring_vectors(ray_local, dropped):
+    row, change, kept, mech, plan = one_round(SECAGG, spy_class(dropped))
+
+    assert sorted(kept) == sorted(set(range(6)) - set(dropped))
+    expected = mech.release(ring_sum(list(kept.values()), bits=16), survivors=len(kept), round_idx=0).average
+    np.testing.assert_allclose(change, expected.numpy(), rtol=0, atol=1e-6)  # server lr 1, no momentum
+    assert row["secagg_survivors"] == 6 - len(dropped) and row["clients_failed"] == 0
+    assert row["secagg_dropped"] == len(dropped)
+    assert math.isnan(row["train_loss"]) and math.isnan(row["delta_norm_median"])  # stays on the clients
+    booked = mech.event(mech.release(ring_sum(list(kept.values()), bits=16), survivors=len(kept), round_idx=0),
+                        sample_rate=1.0)
+    assert row["eps_client"] == pytest.approx(epsilon([booked], delta=row["delta_client"]), rel=1e-12)
+
+
+def test_fewer_survivors_than_the_threshold_release_nothing_and_book_nothing(ray_local):
+    row, change, kept, _, _ = one_round(SECAGG + ["secagg.threshold=5"], spy_class((0, 2)))
+
+    assert len(kept) == 4
+    assert "round not released" in row["failures"] and "too many drop-outs" in row["failures"]
+    assert not np.any(change)  # the model did not move
+    assert row["eps_client"] == 0.0  # nothing released, nothing spent
+    assert row["update_norm"] == 0.0
+
+
+def test_an_actor_returns_key_messages_not_deltas(ray_local):
+    import ray
+
+    plan = resolve_config(load_config(overrides=SECAGG))
+    fed = Federation(plan, client_cls=spy_class()).start()
+    try:
+        from actors.secure_step import SecureStep
+
+        mech = from_experiment(plan.config, dim=len(ray.get(fed.server.get_weights.remote())))
+        protocol = ray.get(fed.server._protocol.remote(0, 6))
+        update = ray.get(fed.clients[0].last_update.remote(ray.get(fed.server.get_weights.remote()), [0, 3], 0,
+                                                           SecureStep(mech.client_step(0), protocol)))
+    finally:
+        fed.close()
+    assert update.delta_sum is None
+    assert [k.sender for k in update.keys] == [0, 3]
+    assert all(math.isnan(r.train_loss) and math.isnan(r.delta_norm) and not r.unclipped for r in update.reports)
+
+
+def test_a_secure_run_learns_and_reports_the_skellam_epsilon(ray_local):
+    df = run_federated(load_config(overrides=SECAGG + ["server.rounds=3", "server.noise_multiplier=0.05"]),
+                       progress=None)
+
+    assert df["test_accuracy"].iloc[-1] > 0.3  # digits, 10 classes: chance is 0.1
+    assert (df["secagg_survivors"] == 6).all() and (df["secagg_wrapped"] == 0).all()
+    eps = df["eps_client"].to_numpy()
+    assert np.all(np.isfinite(eps)) and np.all(np.diff(eps) > 0)
