@@ -49,6 +49,8 @@ class ServerActor:
                                   else CentralGaussianMechanism(cfg.server, noise_seed=cfg.run.noise_seed))
         self.aggregator = Aggregator(cfg, weights, mechanism=mechanism, canaries=canaries)
         self.ledgers = PrivacyLedgers(cfg, sample_rates=plan.sample_rate, steps=plan.steps)
+        if isinstance(mechanism, DistributedSkellamMechanism):
+            self.ledgers.skellam_planned = mechanism.planned_event(sample_rate=self.ledgers.client_sample_rate)
         self.evaluator = Evaluator(cfg)
         self.round = 0
         self.restarting: set[int] = set()  # client actors the last round left dead or killed

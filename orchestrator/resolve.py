@@ -58,6 +58,17 @@ def _calibrated(key: str, target: float, calibrate) -> float:
         raise ConfigError(key, target, str(exc)) from exc
 
 
+def _calibrate_secagg(cfg: ExperimentConfig, num_params: int, *, delta: float, sample_rate: float) -> float:
+    """z for server.target_epsilon under secure aggregation: the Skellam accounting the ledger uses."""
+    from privacy.calibration import calibrate_secure_aggregation
+    from privacy.distributed_dp import from_experiment
+
+    return calibrate_secure_aggregation(
+        target_epsilon=cfg.server.target_epsilon, delta=delta, sample_rate=sample_rate, rounds=cfg.server.rounds,
+        mechanism_of=lambda z: from_experiment(cfg.replace(server={"noise_multiplier": z, "target_epsilon": None}),
+                                               dim=num_params))
+
+
 def count_parameters(model: str, data: ImageData) -> int:
     """Parameters of ``model`` built for ``data``; a ConfigError if it cannot read those inputs (a
     model for another image size), here rather than in every client actor once the run has started."""
@@ -115,7 +126,10 @@ def resolve_config(cfg: ExperimentConfig, capacity: tuple[float, float] | None =
             rounds=s.rounds, accountant=c.accountant))
     z = s.noise_multiplier
     q = s.clients_per_round / d.num_clients
-    if s.target_epsilon is not None:
+    if s.target_epsilon is not None and cfg.secagg.enabled:
+        z = _calibrated("server.target_epsilon", s.target_epsilon, lambda: _calibrate_secagg(
+            cfg, num_params, delta=delta_client, sample_rate=q))
+    elif s.target_epsilon is not None:
         z = _calibrated("server.target_epsilon", s.target_epsilon, lambda: calibrate_for_schedule(
             target_epsilon=s.target_epsilon, delta=delta_client, sample_rate=q, steps=s.rounds,
             accountant=s.accountant))
@@ -133,7 +147,7 @@ def resolve_config(cfg: ExperimentConfig, capacity: tuple[float, float] | None =
     if cfg.secagg.enabled:  # the bits must hold the sum at this model size: refused now, not in the server actor
         from privacy.distributed_dp import from_experiment
 
-        from_experiment(cfg, dim=num_params)
+        from_experiment(cfg.replace(server={"noise_multiplier": z}), dim=num_params)
     noise_seed = cfg.run.noise_seed if cfg.run.noise_seed is not None else fresh_noise_seed()
     resolved = cfg.replace(
         model={"name": model},

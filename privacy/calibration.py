@@ -197,3 +197,20 @@ def _search_below(eps_of: Callable[[float], float], target: float, hi: float, e_
         finite = math.isfinite(g_new) and math.isfinite(g_prev) and g_new != g_prev
         x_new = x_new - g_new * (x_new - x_prev) / (g_new - g_prev) if finite else 0.5 * (x_lo + x_hi)
     return math.exp(x_hi), e_hi, x_hi == x_floor
+
+
+def calibrate_secure_aggregation(*, target_epsilon: float, mechanism_of: Callable[[float], object], delta: float,
+                                 sample_rate: float, rounds: int) -> float:
+    """Smallest z whose distributed Skellam mechanism (``mechanism_of(z)``: a
+    :class:`privacy.distributed_dp.DistributedSkellamMechanism`, its scale and sensitivities after rounding
+    depending on z) spends at most ``target_epsilon`` over ``rounds`` Poisson-sampled rounds with every
+    client surviving, accounted as the run's ledger does (:func:`privacy.distributed_dp.epsilon`)."""
+    from privacy.distributed_dp import epsilon as skellam_epsilon
+    from privacy.distributed_dp import skellam_event
+
+    def eps_of(z: float) -> float:
+        mech = mechanism_of(z)
+        return skellam_epsilon([skellam_event(mu=mech.mu_expected, l1=mech.l1, l2=mech.l2, sample_rate=sample_rate,
+                                              steps=rounds)], delta=delta)
+
+    return calibrate_noise_multiplier(target_epsilon=target_epsilon, eps_of=eps_of)

@@ -228,6 +228,16 @@ class DistributedSkellamMechanism:
         self.share = share_variance(total_variance=self.mu, clients=c.expected_cohort,
                                     dropout_tolerance=c.dropout_tolerance)
 
+    @property
+    def mu_expected(self) -> float:
+        """Noise variance in the sum when all m expected clients survive (>= mu with a drop-out tolerance)."""
+        return variance_present(share_variances=self.share, survivors=self.config.expected_cohort)
+
+    def planned_event(self, *, sample_rate: float) -> SkellamEvent:
+        """The event of a round in which every expected client survives: what the budget check plans with
+        (drop-outs lower the noise present; the ledger then books the real event)."""
+        return skellam_event(mu=self.mu_expected, l1=self.l1, l2=self.l2, sample_rate=sample_rate)
+
     def rotation_seed(self, round_idx: int) -> int:
         """Public seed of round ``round_idx``'s rotation (the server may know it; it protects nothing)."""
         return derive_seed(self.noise_seed, SERVER_NOISE, round_idx, _ROTATION_STREAM)

@@ -41,6 +41,7 @@ class PrivacyLedgers:
         self.record = Ledger(accountant=cfg.client.accountant)
         self.client_level = Ledger(accountant=cfg.server.accountant)
         self.skellam: list[SkellamEvent] = []  # the client-level history under secure aggregation
+        self.skellam_planned: SkellamEvent | None = None  # a full round's event, set by the server (budget check)
         self._refresh()
 
     @property
@@ -122,7 +123,11 @@ class PrivacyLedgers:
     def budget_exceeded_next_round(self) -> str:
         """Why one more round would exceed a target epsilon ('' if it would not)."""
         c, s = self.cfg.client, self.cfg.server
-        if s.target_epsilon is not None and s.noise_multiplier > 0:
+        if s.target_epsilon is not None and s.noise_multiplier > 0 and self.cfg.secagg.enabled:
+            eps = skellam_epsilon(self.skellam + [self.skellam_planned], delta=self.delta_client)
+            if eps > s.target_epsilon:
+                return f"client-level epsilon would reach {eps:.4g} > target {s.target_epsilon}"
+        elif s.target_epsilon is not None and s.noise_multiplier > 0:
             hist = self.client_level.histories.get(FEDERATION, []) + [(s.noise_multiplier, self.client_sample_rate, 1)]
             eps = Ledger(s.accountant, {0: hist}).epsilon(0, delta=self.delta_client)
             if eps > s.target_epsilon:

@@ -59,9 +59,6 @@ def check_secagg_options(secagg: SecAggSection, server) -> None:
            "noised by the clients too; use a fixed server.clip")
     _check(server.clip > 0, "server.clip", server.clip,
            "must be > 0 with secagg.enabled: clients clip their deltas before quantising them")
-    _check(server.target_epsilon is None, "server.target_epsilon", server.target_epsilon,
-           "cannot be combined with secagg.enabled yet (calibration assumes the central Gaussian); set "
-           "server.noise_multiplier: the round table reports the Skellam mechanism's own epsilon")
     _check(secagg.threshold <= m, "secagg.threshold", secagg.threshold,
            f"above the expected cohort of {m} clients (server.clients_per_round): no round could unmask")
     _check(secagg.threshold <= secagg.holders(m), "secagg.threshold", secagg.threshold,

@@ -1,0 +1,76 @@
+"""Secure aggregation's accounting outside Ray: calibration of z for a target epsilon, the Skellam ledger
+(what it books, the budget stop, checkpoints) and what a sweep refuses under it."""
+
+import pytest
+
+from orchestrator.resolve import count_parameters, resolve_config
+from orchestrator.sweep_config import load_sweep_config
+from privacy.config import ConfigError, load_config
+from privacy.distributed_dp import epsilon, from_experiment, skellam_event
+from privacy.ledgers import PrivacyLedgers
+
+BASE = ["secagg.enabled=true", "server.clip=0.5", "data.num_clients=20", "server.clients_per_round=10",
+        "server.rounds=20", "client.dp=false", "run.noise_seed=1"]
+
+
+def resolved(*extra):
+    return resolve_config(load_config(overrides=BASE + list(extra)), capacity=(2.0, 0.0)).config
+
+
+@pytest.mark.parametrize("target", [1.0, 3.0])
+def test_the_calibrated_z_meets_the_target_under_the_skellam_accounting(target):
+    cfg = resolved(f"server.target_epsilon={target}")
+    from actors.model_inputs import load_from_config
+
+    mech = from_experiment(cfg, dim=count_parameters(cfg.model.name, load_from_config(cfg.data)))
+    planned = mech.planned_event(sample_rate=10 / 20)
+    spent = epsilon([planned[:4] + (cfg.server.rounds,)], delta=cfg.server.delta)
+    assert target - 0.05 < spent <= target
+    gaussian_z = resolve_config(load_config(overrides=[o for o in BASE if "secagg" not in o] +
+                                            [f"server.target_epsilon={target}"]), capacity=(2.0, 0.0))
+    assert cfg.server.noise_multiplier > gaussian_z.config.server.noise_multiplier  # looser bound: more noise
+
+
+def ledgers(cfg):
+    return PrivacyLedgers(cfg, sample_rates=[0.1] * 20, steps=[1] * 20)
+
+
+def test_the_ledger_books_the_skellam_events_and_reports_their_epsilon():
+    cfg = resolved("server.noise_multiplier=1.0")
+    book = ledgers(cfg)
+    events = [skellam_event(mu=4e6, l1=3e5, l2=2e3, sample_rate=0.5), skellam_event(mu=3e6, l1=3e5, l2=2e3,
+                                                                                    sample_rate=0.5)]
+    assert book.eps_client() == 0.0  # nothing released yet
+    for e in events:
+        book.book_server_round(e)
+    book.book_server_round(None)  # a round that released nothing books nothing
+    assert book.eps_client() == pytest.approx(epsilon(events, delta=cfg.server.delta), rel=1e-12)
+    assert book.client_level.histories == {}  # no Gaussian event under secure aggregation
+    restored = ledgers(cfg)
+    restored.load_state_dict(book.state_dict())
+    assert restored.eps_client() == book.eps_client()
+
+
+def test_the_budget_stop_plans_a_full_round_of_the_skellam_mechanism():
+    cfg = resolved("server.target_epsilon=2.0")
+    book = ledgers(cfg)
+    event = skellam_event(mu=4e6, l1=3e5, l2=2e3, sample_rate=0.5)
+    book.skellam_planned = event
+    rounds = 0
+    while not book.budget_exceeded_next_round():
+        book.book_server_round(event)
+        rounds += 1
+    assert epsilon([event] * rounds, delta=cfg.server.delta) <= 2.0 < epsilon([event] * (rounds + 1),
+                                                                                 delta=cfg.server.delta)
+
+
+def test_a_sweep_keeps_one_trust_model_and_no_private_selection_under_it(tmp_path):
+    toml = tmp_path / "s.toml"
+    toml.write_text('[sweep.grid]\n"secagg.enabled" = [false, true]\n"server.noise_multiplier" = [1.0]\n'
+                    '[server]\nclip = 0.5\n')
+    with pytest.raises(ConfigError, match="one trust model"):
+        load_sweep_config(toml, [])
+    toml.write_text('[sweep]\nselection = "poisson"\n[sweep.grid]\n"server.noise_multiplier" = [1.0, 2.0]\n'
+                    '[server]\nclip = 0.5\n[secagg]\nenabled = true\n')
+    with pytest.raises(ConfigError, match="private selection"):
+        load_sweep_config(toml, [])
