@@ -69,7 +69,8 @@ def rdp_to_epsilon(*, orders: Sequence[float], rdp: np.ndarray, delta: float) ->
         eps = np.asarray(rdp, dtype=float) - (np.log(delta) + np.log(a)) / (a - 1) + np.log((a - 1) / a)
     if np.isnan(eps).all():  # no privacy
         return math.inf
-    return float(np.nanmin(eps))  # an optimum at the edge of the orders is still a valid (looser) bound
+    # an optimum at the edge of the orders is still a valid (looser) bound; below 0 (tiny RDP) 0 holds as well
+    return max(0.0, float(np.nanmin(eps)))
 
 
 def rdp_to_delta(*, orders: Sequence[float], rdp: np.ndarray, epsilon: float) -> float:

@@ -206,11 +206,9 @@ def calibrate_secure_aggregation(*, target_epsilon: float, mechanism_of: Callabl
     depending on z) spends at most ``target_epsilon`` over ``rounds`` Poisson-sampled rounds with every
     client surviving, accounted as the run's ledger does (:func:`privacy.distributed_dp.epsilon`)."""
     from privacy.distributed_dp import epsilon as skellam_epsilon
-    from privacy.distributed_dp import skellam_event
 
     def eps_of(z: float) -> float:
         mech = mechanism_of(z)
-        return skellam_epsilon([skellam_event(mu=mech.mu_expected, l1=mech.l1, l2=mech.l2, sample_rate=sample_rate,
-                                              steps=rounds)], delta=delta)
+        return skellam_epsilon([mech.planned_event(sample_rate=sample_rate)[:4] + (rounds,)], delta=delta)
 
     return calibrate_noise_multiplier(target_epsilon=target_epsilon, eps_of=eps_of)

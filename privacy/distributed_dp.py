@@ -13,21 +13,26 @@ both halves, its own state and the event its ledger books), for the secure-aggre
   and :func:`epsilon` of a history of them: Skellam RDP (Agarwal, Kairouz, Liu 2021) under Zhu-Wang
   Poisson subsampling (privacy.subsampled_rdp), never the continuous Gaussian's formula.
 
-Noise, precisely. z is the noise multiplier of the central mechanism it replaces: the configured total
+Noise, precisely. z is the noise multiplier of the central mechanism it replaces: the configured
 Skellam variance per coordinate, on the integer grid, is mu = (z * s * S)^2, s = 1/gamma the scale
-(integer units per model unit), i.e. noise std z * S on the sum in model units, as the trusted server
-adds. Each of the m expected clients adds Sk(mu / ceil(m (1 - tau))) (tau the drop-out tolerance: the
-clients over-noise by about 1 / (1 - tau)), so the sum holds mu_present = survivors * share >= mu while
-at least m (1 - tau) clients survive. The accountant books mu_present and the sensitivities *after*
+(integer units per model unit), i.e. noise std z * S in model units, as the trusted server adds. The
+ledger never counts the protected client's own share: the noise that protects client u is the other
+survivors' (a client's own share is its own secret, and under add/remove neighbours it is absent with
+it). So each of the m expected clients adds Sk(mu / ceil((m - 1)(1 - tau))) (tau the drop-out tolerance:
+the clients over-noise by about 1 / (1 - tau)), and the ledger books mu_booked = (survivors - 1) * share,
+>= mu while at least (m - 1)(1 - tau) other clients survive. Booked with it: the sensitivities *after*
 rounding, Delta_2 = Quantizer.l2_sensitivity >= s S and Delta_1 = min(sqrt(d) Delta_2, Delta_2^2): the
 effective multiplier sqrt(mu) / Delta_2 is a little below z, so epsilon sits above the Gaussian's at z
 and approaches it as s grows (Kairouz, Liu, Steinke 2021, Section 4; Agarwal, Kairouz, Liu 2021, Section 4).
+The sum itself carries survivors * share (reported as ``variance_present``).
 
-Assumptions: add/remove-one-client neighbours; Poisson client sampling at q; no coordinate of the true
-integer sum wraps mod 2^b (the scale rule keeps k standard deviations of head-room; :attr:`near_edge`
-reports the risk); honest-but-curious server and clients that really add their shares. A server that
-colludes with c clients learns their shares and can subtract them: only the other clients' noise is left
-(about mu (m - c) / m), which the ledger does not see.
+Assumptions: add/remove-one-client neighbours, with the client's share leaving with it and the others'
+shares accounted as the noise (the analysis is that of the other survivors' Skellam noise on a shift of
+L1/L2 sensitivity Delta_1/Delta_2); Poisson client sampling at q; honest-but-curious server and clients
+that really add their shares. Wrapping mod 2^b acts on the already-noised sum (post-processing): it costs
+accuracy, not privacy; the scale rule keeps k standard deviations of head-room and :attr:`near_edge`
+reports the risk. A server that colludes with c clients learns their shares and can subtract them: only
+the other clients' noise is left (about mu (m - 1 - c) / (m - 1)), which the ledger does not see.
 
 Adaptive clipping (Andrew et al. 2021) is NOT supported: the server would need the count of clients
 under the clip, and under an untrusted server that count must itself be securely summed and noised
@@ -107,8 +112,9 @@ class DistributedDPConfig:
         _positive("secagg.clip", self.clip)
         _check(math.isfinite(self.noise_multiplier) and self.noise_multiplier >= 0, "secagg.noise_multiplier",
                self.noise_multiplier, "must be a finite number >= 0 (0: no client-level DP)")
-        _check(isinstance(self.expected_cohort, int) and self.expected_cohort >= 1, "secagg.expected_cohort",
-               self.expected_cohort, "must be an integer >= 1")
+        _check(isinstance(self.expected_cohort, int) and self.expected_cohort >= 2, "server.clients_per_round",
+               self.expected_cohort, "must be an integer >= 2 with secure aggregation: a client's noise is the "
+               "others' shares")
         _check(isinstance(self.bits, int) and 2 <= self.bits <= MAX_BITS, "secagg.bits", self.bits,
                f"must be an integer in [2, {MAX_BITS}]")
         if self.scale is not None:
@@ -129,7 +135,7 @@ class DistributedDPConfig:
         """Noise std of the sum in model units when all m clients survive: z S sqrt(m / ceil(m (1 - tau)))."""
         m = self.expected_cohort
         return self.noise_multiplier * self.clip * math.sqrt(m * share_variance(
-            total_variance=1.0, clients=m, dropout_tolerance=self.dropout_tolerance))
+            total_variance=1.0, clients=m - 1, dropout_tolerance=self.dropout_tolerance))
 
 
 def _check(cond: bool, key: str, value, rule: str) -> None:
@@ -225,18 +231,19 @@ class DistributedSkellamMechanism:
         self.l2 = self.quantizer.l2_sensitivity(dim)  # Delta_2 after rounding, integer grid
         self.l1 = self.quantizer.l1_sensitivity(dim)  # Delta_1 after rounding, integer grid
         self.mu = (c.noise_multiplier * self.scale * c.clip) ** 2  # configured total variance, integer grid
-        self.share = share_variance(total_variance=self.mu, clients=c.expected_cohort,
+        self.share = share_variance(total_variance=self.mu, clients=c.expected_cohort - 1,
                                     dropout_tolerance=c.dropout_tolerance)
 
-    @property
-    def mu_expected(self) -> float:
-        """Noise variance in the sum when all m expected clients survive (>= mu with a drop-out tolerance)."""
-        return variance_present(share_variances=self.share, survivors=self.config.expected_cohort)
+    def mu_booked(self, survivors: int) -> float:
+        """The noise variance the ledger books for a round with ``survivors``: the other survivors' shares,
+        (survivors - 1) * share (>= mu when all m expected clients survive)."""
+        return variance_present(share_variances=self.share, survivors=max(int(survivors) - 1, 0))
 
     def planned_event(self, *, sample_rate: float) -> SkellamEvent:
         """The event of a round in which every expected client survives: what the budget check plans with
         (drop-outs lower the noise present; the ledger then books the real event)."""
-        return skellam_event(mu=self.mu_expected, l1=self.l1, l2=self.l2, sample_rate=sample_rate)
+        return skellam_event(mu=self.mu_booked(self.config.expected_cohort), l1=self.l1, l2=self.l2,
+                             sample_rate=sample_rate)
 
     def rotation_seed(self, round_idx: int) -> int:
         """Public seed of round ``round_idx``'s rotation (the server may know it; it protects nothing)."""
@@ -259,8 +266,10 @@ class DistributedSkellamMechanism:
             self.scale, float(average.norm())))
 
     def event(self, released: ReleasedSkellamAverage, *, sample_rate: float) -> SkellamEvent:
-        """What the client-level ledger books for the round: (mu_present, Delta_1, Delta_2, q, 1)."""
-        return skellam_event(mu=released.noise.variance_present, l1=self.l1, l2=self.l2, sample_rate=sample_rate)
+        """What the client-level ledger books for the round: (mu_booked, Delta_1, Delta_2, q, 1), mu_booked the
+        other survivors' noise (:meth:`mu_booked`)."""
+        return skellam_event(mu=self.mu_booked(released.noise.survivors), l1=self.l1, l2=self.l2,
+                             sample_rate=sample_rate)
 
     def state_dict(self) -> dict:
         """Nothing adaptive; the quantisation is recorded so that a resume cannot change it silently."""

@@ -31,6 +31,12 @@ def padded_dim(dim: int) -> int:
     return 1 << (int(dim) - 1).bit_length()
 
 
+def l2_norm(x: np.ndarray) -> float:
+    """||x||_2 in float64 without BLAS (whose threads spin against the actors' torch threads)."""
+    x = np.asarray(x, dtype=np.float64)
+    return math.sqrt(float(np.einsum("...i,...i->", x, x)))
+
+
 def fwht(x: np.ndarray) -> np.ndarray:
     """Orthonormal fast Walsh-Hadamard transform along the last axis: H x / sqrt(n), n a power of two.
 
@@ -41,11 +47,14 @@ def fwht(x: np.ndarray) -> np.ndarray:
     if n & (n - 1) or n == 0:
         raise ValueError(f"length {n}: pad to a power of two first (padded_dim)")
     lead, h = y.shape[:-1], 1
-    while h < n:
-        y = y.reshape(*lead, -1, 2, h)
-        y = np.stack((y[..., 0, :] + y[..., 1, :], y[..., 0, :] - y[..., 1, :]), axis=-2)
+    while h < n:  # butterflies in place: (a, b) <- (a + b, a - b) on blocks of h
+        pairs = y.reshape(*lead, -1, 2, h)
+        a, b = pairs[..., 0, :], pairs[..., 1, :]
+        a += b
+        b *= -2
+        b += a  # a + b - 2 b = a - b
         h *= 2
-    return y.reshape(*lead, n) / math.sqrt(n)
+    return y / math.sqrt(n)
 
 
 def random_signs(n: int, *, seed: int) -> np.ndarray:
@@ -109,7 +118,7 @@ def conditional_round(x: np.ndarray, *, norm_bound: float, rng: np.random.Genera
     frac = x - base
     for tries in range(1, max_tries + 1):
         z = (base + (rng.random(x.shape) < frac)).astype(np.int64)
-        if float(np.linalg.norm(z.astype(np.float64))) <= norm_bound:
+        if l2_norm(z) <= norm_bound:
             return z, tries
     raise ValueError(f"conditional rounding exceeded the norm bound {norm_bound:.4g} in {max_tries} draws: "
                      "raise beta or max_tries, or check that the input is clipped to `clip`")
@@ -197,13 +206,13 @@ class Quantizer:
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 1:
             raise ValueError(f"x has shape {x.shape}: encode one flat vector at a time")
-        norm = float(np.linalg.norm(x))
+        norm = l2_norm(x)
         if norm > self.clip * (1 + 1e-9):
             raise ValueError(f"||x||_2 = {norm:.6g} exceeds clip = {self.clip}: clip the vector before encoding")
         y = self.scale * (rotate(x, seed=rotation_seed) if self.rotate else x)
         bound = self.l2_sensitivity(x.size)
         z, tries = conditional_round(y, norm_bound=bound, rng=rng, max_tries=self.max_tries)
-        return z, EncodeDiagnostics(norm, float(np.linalg.norm(z.astype(np.float64))), bound, tries)
+        return z, EncodeDiagnostics(norm, l2_norm(z), bound, tries)
 
     def decode(self, ring_total: np.ndarray, *, dim: int, rotation_seed: int) -> np.ndarray:
         """A sum mod 2^b of encoded vectors -> the real sum (divide by the cohort afterwards).

@@ -54,6 +54,8 @@ def check_secagg_options(secagg: SecAggSection, server) -> None:
     if not secagg.enabled:
         return
     m = server.clients_per_round
+    _check(m >= 2, "server.clients_per_round", m, "must be >= 2 with secagg.enabled: a client's noise is the "
+           "other clients' shares")
     _check(not server.adaptive_clip, "server.adaptive_clip", server.adaptive_clip,
            "cannot be combined with secagg.enabled: the clip-bit count would have to be securely summed and "
            "noised by the clients too; use a fixed server.clip")

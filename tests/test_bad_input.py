@@ -47,8 +47,8 @@ CASES = [  # (arguments, key the message must name)
       "--set", "secagg.threshold=6"], "secagg.threshold"),
     (["--set", "secagg.enabled=true", "--set", "server.noise_multiplier=0.5", "--set", "server.adaptive_clip=true"],
      "server.adaptive_clip"),
-    (["--set", "secagg.enabled=true", "--set", "server.clip=1", "--set", "server.target_epsilon=3"],
-     "server.target_epsilon"),
+    (["--set", "secagg.enabled=true", "--set", "server.clip=1", "--set", "server.clients_per_round=1"],
+     "server.clients_per_round"),
     (["--set", "secagg.enabled=true"], "server.clip"),
     (["--set", "secagg.neighbours=3"], "secagg.neighbours"),
 ]

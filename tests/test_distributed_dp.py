@@ -69,7 +69,7 @@ def test_one_round_through_secure_aggregation_is_the_exact_sum_and_decodes_to_th
     rms = float(np.sqrt(np.mean(error ** 2)))
     assert 0.9 * released.noise.std <= rms <= 1.1 * math.sqrt(released.noise.std ** 2 + rounding_var)
     assert released.noise.std == pytest.approx(cfg.noise_multiplier * cfg.clip / n
-                                               * math.sqrt(len(survivors) / n), rel=1e-9)
+                                               * math.sqrt(len(survivors) / (n - 1)), rel=1e-9)  # shares sized for the n - 1 others
 
 
 def test_the_client_step_pickles_and_is_reproducible_from_its_seeds():
@@ -104,7 +104,7 @@ def test_the_decoded_noise_has_the_skellam_variance_present_in_model_units(toler
 
     noise = np.concatenate(samples)
     (std,) = stds
-    expected_var = (z * clip / m) ** 2 * survivors / math.ceil(m * (1 - tolerance))  # shares over-noise by 1/(1-tau)
+    expected_var = (z * clip / m) ** 2 * survivors / math.ceil((m - 1) * (1 - tolerance))  # shares: the m - 1 others, over-noised by 1/(1-tau)
     assert std ** 2 == pytest.approx(expected_var, rel=1e-9)
     mu = mech.share * survivors  # excess kurtosis of the rotated Skellam sum is at most 1/mu
     standard_error = expected_var * math.sqrt((2 + 1 / mu) / noise.size)
@@ -160,7 +160,7 @@ def test_as_the_scale_grows_epsilon_approaches_the_gaussian_from_above(z, q, ste
         stds.append(released.noise.std)
         eps.append(epsilon([mech.event(released, sample_rate=q)] * steps, delta=1e-5))
 
-    assert stds == pytest.approx([z / 10] * 4, rel=1e-12)
+    assert stds == pytest.approx([z / 10 * math.sqrt(10 / 9)] * 4, rel=1e-12)  # sized so the 9 others carry mu
     assert eps == sorted(eps, reverse=True) and eps[-1] >= gaussian
     assert eps[-1] == pytest.approx(gaussian_zhu_wang_epsilon(z, q, steps, 1e-5), rel=1e-3)
     if q == 1:  # no subsampling: the very Gaussian RDP, up to the integer orders Zhu-Wang needs
@@ -212,7 +212,7 @@ def test_near_edge_counts_coordinates_where_wrapped_ones_land():
     (dict(clip=0.0), "clip"),
     (dict(noise_multiplier=-1.0), "noise_multiplier"),
     (dict(beta=1.0), "beta"),
-    (dict(expected_cohort=0), "expected_cohort"),
+    (dict(expected_cohort=1), "clients_per_round"),
 ])
 def test_bad_config_is_one_clear_value_error(kwargs, match):
     base = dict(clip=1.0, noise_multiplier=1.0, expected_cohort=10, bits=16)

@@ -74,3 +74,19 @@ def test_a_sweep_keeps_one_trust_model_and_no_private_selection_under_it(tmp_pat
                     '[server]\nclip = 0.5\n[secagg]\nenabled = true\n')
     with pytest.raises(ConfigError, match="private selection"):
         load_sweep_config(toml, [])
+
+
+def test_the_ledger_books_the_other_survivors_noise_never_the_protected_clients_own_share():
+    import numpy as np
+
+    from privacy.distributed_dp import DistributedDPConfig, DistributedSkellamMechanism
+
+    mech = DistributedSkellamMechanism(DistributedDPConfig(clip=1.0, noise_multiplier=1.0, expected_cohort=10),
+                                       dim=64, noise_seed=0)
+    for survivors in (10, 7, 1):
+        released = mech.release(np.zeros(64, dtype=np.uint64), survivors=survivors, round_idx=0)
+        assert released.noise.variance_present == pytest.approx(survivors * mech.share)  # what the sum carries
+        assert mech.event(released, sample_rate=0.1)[0] == pytest.approx((survivors - 1) * mech.share)
+    assert mech.planned_event(sample_rate=0.1)[0] == pytest.approx(mech.mu)  # all survive: the 9 others carry mu
+    lone = mech.event(mech.release(np.zeros(64, dtype=np.uint64), survivors=1, round_idx=0), sample_rate=0.1)
+    assert epsilon([lone], delta=1e-5) == float("inf")  # one survivor: no one else's noise protects it
