@@ -47,6 +47,7 @@ class Aggregator:
         self.weights = torch.tensor(weights, dtype=torch.float32)
         self.initial_weights = self.weights.clone()  # w_0, for the canary scores <u_j, w_T - w_0>
         self.velocity: torch.Tensor | None = None  # server momentum buffer (FedAvgM)
+        self._canary_ring = None  # (round, ring sum, count, seconds) of the canaries under secure aggregation
 
     def step(self, round_idx: int, updates: list[ActorUpdate]) -> StepResult:
         total = np.zeros(self.weights.shape, dtype=np.float32)
@@ -77,16 +78,26 @@ class Aggregator:
             return StepResult(None, [], 0.0, 0, 0.0)
         canaries_in_round, audit_seconds = 0, 0.0
         if self.canaries is not None:
+            canary_total, canaries_in_round, audit_seconds = self.prepare_canaries(round_idx)
+            ring_total = ring_sum([ring_total, canary_total], bits=self.mechanism.config.bits)
+        released = self.mechanism.release(ring_total, survivors=survivors, round_idx=round_idx)
+        return self._apply(round_idx, released, reports, canaries_in_round, audit_seconds)
+
+    def prepare_canaries(self, round_idx: int) -> tuple[np.ndarray, int, float]:
+        """The ring sum of round ``round_idx``'s canaries under secure aggregation, each encoded like a client
+        (clip, rotate, round) without a noise share; how many; seconds. Computed once per round, ideally
+        while the clients train (the server actor is idle then)."""
+        if self._canary_ring is None or self._canary_ring[0] != round_idx:
             t0 = time.perf_counter()
             step, mech = without_noise(self.mechanism.client_step(round_idx)), self.mechanism
             ids = self.canaries.participants(round_idx)
-            vectors = [step.constrain_sensitivity(
-                self.canaries.dense_direction(int(j)) * mech.config.clip,
-                rng=numpy_rng(mech.noise_seed, AUDIT, _CANARY_ROUNDING, round_idx, int(j))).vector for j in ids]
-            ring_total = ring_sum([ring_total, *vectors], bits=self.mechanism.config.bits)
-            canaries_in_round, audit_seconds = len(ids), time.perf_counter() - t0
-        released = self.mechanism.release(ring_total, survivors=survivors, round_idx=round_idx)
-        return self._apply(round_idx, released, reports, canaries_in_round, audit_seconds)
+            total = np.zeros(mech.quantizer.grid_dim(mech.dim), dtype=np.uint64)
+            for j in ids:
+                total += step.constrain_sensitivity(
+                    self.canaries.dense_direction(int(j)) * mech.config.clip,
+                    rng=numpy_rng(mech.noise_seed, AUDIT, _CANARY_ROUNDING, round_idx, int(j))).vector
+            self._canary_ring = (round_idx, total, len(ids), time.perf_counter() - t0)
+        return self._canary_ring[1:]
 
     def _apply(self, round_idx: int, released, reports: list[ClientReport], canaries_in_round: int,
                audit_seconds: float) -> StepResult:

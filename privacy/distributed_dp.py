@@ -240,10 +240,10 @@ class DistributedSkellamMechanism:
         return variance_present(share_variances=self.share, survivors=max(int(survivors) - 1, 0))
 
     def planned_event(self, *, sample_rate: float) -> SkellamEvent:
-        """The event of a round in which every expected client survives: what the budget check plans with
-        (drop-outs lower the noise present; the ledger then books the real event)."""
-        return skellam_event(mu=self.mu_booked(self.config.expected_cohort), l1=self.l1, l2=self.l2,
-                             sample_rate=sample_rate)
+        """The event calibration and the budget stop plan with: the configured mu, which the other survivors
+        carry as long as at most a fraction tau of the other m - 1 expected clients is missing (drop-outs, or
+        a Poisson cohort smaller than m). A round short of more books less noise, and its epsilon is higher."""
+        return skellam_event(mu=self.mu, l1=self.l1, l2=self.l2, sample_rate=sample_rate)
 
     def rotation_seed(self, round_idx: int) -> int:
         """Public seed of round ``round_idx``'s rotation (the server may know it; it protects nothing)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -57,9 +58,13 @@ def fwht(x: np.ndarray) -> np.ndarray:
     return y / math.sqrt(n)
 
 
+@lru_cache(maxsize=4)
 def random_signs(n: int, *, seed: int) -> np.ndarray:
-    """The diagonal D of the randomised Hadamard rotation: n signs +-1 drawn from ``seed``."""
-    return np.random.default_rng(seed).choice(np.array([-1.0, 1.0]), size=n)
+    """The diagonal D of the randomised Hadamard rotation: n signs +-1 drawn from ``seed`` (read-only: one
+    copy per round's seed serves every client an actor hosts)."""
+    signs = np.random.default_rng(seed).choice(np.array([-1.0, 1.0]), size=n)
+    signs.flags.writeable = False
+    return signs
 
 
 def rotate(x: np.ndarray, *, seed: int) -> np.ndarray:

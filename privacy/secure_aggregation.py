@@ -70,9 +70,14 @@ def shamir_reconstruct(shares: Mapping[int, int]) -> int:
 def prg_mask(seed: bytes, *, dim: int, bits: int) -> np.ndarray:
     """Expand a 32-byte seed into ``dim`` uniform elements of Z_{2^bits} (uint64): AES-256-CTR keystream
     read as uint32 words, low ``bits`` kept (2^bits divides 2^32, so they stay uniform)."""
+    return prg_words(seed, dim=dim).astype(np.uint64) & np.uint64((1 << bits) - 1)
+
+
+def prg_words(seed: bytes, *, dim: int) -> np.ndarray:
+    """The same keystream as ``dim`` uint32 words, uniform on Z_{2^32}: masks summed in uint32 arithmetic
+    (which wraps mod 2^32, a multiple of 2^bits) and reduced mod 2^bits once, at the end."""
     enc = Cipher(algorithms.AES(seed), modes.CTR(bytes(16))).encryptor()
-    words = np.frombuffer(enc.update(bytes(4 * dim)), dtype="<u4").astype(np.uint64)
-    return words & np.uint64((1 << bits) - 1)
+    return np.frombuffer(enc.update(bytes(4 * dim)), dtype="<u4")
 
 
 def harary_graph(ids: Sequence[int], *, k: int | None, seed: int) -> dict[int, frozenset[int]]:
@@ -216,12 +221,15 @@ class SecAggClient:
             aead = AESGCM(_agree(self._cipher_key, d.public_keys[u][0], b"share" + cfg.session))
             plain = aead.decrypt((u << 48 | self.id).to_bytes(12, "big"), ct, cfg.session)
             self._held[u] = (int.from_bytes(plain[:_FIELD_BYTES], "big"), int.from_bytes(plain[_FIELD_BYTES:], "big"))
-        y = np.ascontiguousarray(x, dtype=np.int64).view(np.uint64) + prg_mask(self._self_seed, dim=cfg.dim,
-                                                                               bits=cfg.bits)
+        # uint32 arithmetic wraps mod 2^32, a multiple of 2^bits: the low bits are those of the exact sum
+        y = np.asarray(x, dtype=np.int64).astype(np.uint32) + prg_words(self._self_seed, dim=cfg.dim)
         for v in forwarded.ciphertexts:  # the neighbours that shared keys: exactly those that mask with us
-            mask = _mask(self._mask_key, d.public_keys[v][1], cfg)
-            y = y + mask if self.id < v else y - mask
-        return MaskedInput(self.id, y & np.uint64((1 << cfg.bits) - 1))
+            mask = prg_words(_agree(self._mask_key, d.public_keys[v][1], b"mask" + cfg.session), dim=cfg.dim)
+            if self.id < v:
+                y += mask
+            else:
+                y -= mask
+        return MaskedInput(self.id, (y & np.uint32((1 << cfg.bits) - 1)).astype(np.uint64))
 
     def unmasking_shares(self, survivors: Survivors) -> UnmaskingShares:
         if self.id not in survivors.ids:
