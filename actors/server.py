@@ -70,7 +70,7 @@ class ServerActor:
         collected = train_cohort(self.clients, self.plan, cohort, self.aggregator.weights.numpy(), round_idx,
                                  SecureStep(mechanism.client_step(round_idx), protocol) if secure
                                  else mechanism.client_step(), round_timeout=s.round_timeout,
-                                 on_dispatched=lambda: self.ledgers.book_cohort(cohort),  # overlaps training
+                                 on_dispatched=lambda: self._while_clients_train(round_idx, cohort, secure),
                                  restarting=self.restarting)
         self.restarting = collected.restarting
         if secure:
@@ -84,6 +84,12 @@ class ServerActor:
         return round_row(round_number=self.round, cfg=self.cfg, cohort_size=len(cohort), collected=collected,
                          step=step, delta_multiplier=multiplier, ledgers=self.ledgers,
                          accuracy=accuracy, loss=loss, seconds=time.perf_counter() - t0, secure=summed)
+
+    def _while_clients_train(self, round_idx: int, cohort, secure: bool) -> None:
+        """Book the cohort's record-level events; under secure aggregation also encode the canaries."""
+        self.ledgers.book_cohort(cohort)
+        if secure and self.aggregator.canaries is not None:
+            self.aggregator.prepare_canaries(round_idx)
 
     def _secure_step(self, round_idx: int, protocol: SecAggConfig, collected):
         """The secure sum of the trained cohort, its release and its Skellam event (none if not released)."""
