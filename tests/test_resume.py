@@ -21,16 +21,21 @@ def cli(*args, cwd):
     return [sys.executable, "-m", "orchestrator.cli", *args]
 
 
-def test_killed_run_resumes_to_the_uninterrupted_table(tmp_path):
+SECAGG = ["--set", "secagg.enabled=true", "--set", "server.sampling=fixed"]  # the Skellam ledger must survive too
+
+
+@pytest.mark.parametrize("extra", [[], SECAGG], ids=["central", "secagg"])
+def test_killed_run_resumes_to_the_uninterrupted_table(tmp_path, extra):
+    args = ARGS + extra
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     env = {**os.environ, "RAY_ADDRESS": ""}
     env.pop("RAY_ADDRESS")
 
-    done = subprocess.run(cli("run", *ARGS, "--out", str(whole), cwd=tmp_path), capture_output=True, text=True,
+    done = subprocess.run(cli("run", *args, "--out", str(whole), cwd=tmp_path), capture_output=True, text=True,
                           timeout=600, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
 
-    proc = subprocess.Popen(cli("run", *ARGS, "--out", str(killed), cwd=tmp_path), stdout=subprocess.PIPE,
+    proc = subprocess.Popen(cli("run", *args, "--out", str(killed), cwd=tmp_path), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path, start_new_session=True)
     for line in proc.stdout:  # kill the whole process group right after round 3: checkpoint is at round 2
         if line.startswith("round   3/"):
