@@ -70,14 +70,17 @@ def local_spec(cfg: ExperimentConfig) -> LocalSpec:
 class ClientActor:
     """Hosts clients ``shards.keys()``. Wrap with ``ray.remote`` to run it as an actor."""
 
-    def __init__(self, cfg: ExperimentConfig, shards: dict[int, np.ndarray], *, num_threads: int = 1):
+    def __init__(self, cfg: ExperimentConfig, shards: dict[int, np.ndarray], *, num_threads: int = 1,
+                 shared=None):
+        """``shared``: the driver's data (:class:`actors.model_inputs.SharedData`), taken instead of reading the
+        files where this actor runs on the driver's node (see :func:`load_on_this_node`)."""
         torch.set_num_threads(max(1, int(num_threads)))
         warnings.filterwarnings("ignore", message="Full backward hook is firing")  # Opacus hooks on input layers
         if cfg.run.noise_seed is None:
             raise ValueError("run.noise_seed is unset: resolve the config first (orchestrator.resolve)")
         self.cfg = cfg
         self.device = torch.device("cuda" if _assigned_gpu() and torch.cuda.is_available() else "cpu")
-        data = load_on_this_node(cfg)  # dropped when __init__ returns: only the views stay
+        data = load_on_this_node(cfg, shared)  # dropped when __init__ returns: only the views stay
         self.shards = _client_views(data, shards)
         c, h, _ = data.shape
         model = build_model(cfg.model.name, in_channels=c, num_classes=data.num_classes, image_size=h,
@@ -178,8 +181,18 @@ class ClientActor:
         return out
 
 
-def load_on_this_node(cfg: ExperimentConfig) -> ImageData:
-    """The data as this node sees it; a DataError names the node, since every node reads its own copy."""
+def load_on_this_node(cfg: ExperimentConfig, shared=None) -> ImageData:
+    """The data as this node sees it; a DataError names the node, since every node reads its own copy.
+
+    On the driver's node, ``shared`` (or what :func:`actors.model_inputs.offering` offers) is the driver's
+    copy of those same files, taken without reading them again where they are unchanged
+    (:meth:`actors.model_inputs.SharedData.load`)."""
+    from actors.model_inputs import offered
+
+    shared = shared if shared is not None else offered()
+    data = shared.load(cfg.data) if shared is not None else None
+    if data is not None:
+        return data
     try:
         return load_from_config(cfg.data, cache=False)
     except (DataError, OSError) as exc:

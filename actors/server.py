@@ -37,7 +37,11 @@ class ServerActor:
     ``mechanism``: the client-level mechanism (default: :class:`CentralGaussianMechanism` of the config)."""
 
     def __init__(self, cfg: ExperimentConfig, clients: list, plan: ClientPlan, weights: np.ndarray, *,
-                 num_threads: int = 1, mechanism: CentralGaussianMechanism | None = None):
+                 num_threads: int = 1, mechanism: CentralGaussianMechanism | None = None, shared=None):
+        """``shared``: the driver's data (:class:`actors.model_inputs.SharedData`), which the evaluator takes
+        instead of reading the files where this actor runs on the driver's node."""
+        from actors.model_inputs import offering
+
         torch.set_num_threads(max(1, int(num_threads)))
         if cfg.run.noise_seed is None:
             raise ValueError("run.noise_seed is unset: resolve the config first (orchestrator.resolve)")
@@ -51,7 +55,8 @@ class ServerActor:
         self.ledgers = PrivacyLedgers(cfg, sample_rates=plan.sample_rate, steps=plan.steps)
         if isinstance(mechanism, DistributedSkellamMechanism):
             self.ledgers.skellam_planned = mechanism.planned_event(sample_rate=self.ledgers.client_sample_rate)
-        self.evaluator = Evaluator(cfg)
+        with offering(shared):  # the evaluator loads the data through actors.client.load_on_this_node
+            self.evaluator = Evaluator(cfg)
         self.round = 0
         self.restarting: set[int] = set()  # client actors the last round left dead or killed
 

@@ -6,9 +6,9 @@ Measured side by side in one run (issue 14):
    as a subprocess, its output lines time-stamped: time to the first line, to the first round,
    and to exit.
 2. The same steps as the CLI, in one child process that stamps each phase: interpreter start,
-   imports of the CLI and of what ``run`` imports, config, data load, the rest of
-   ``resolve_config``, ``ray.init``, actor construction (until every actor answers), each
-   round, shut-down. Beside it, what one actor process pays on its own (import
+   the CLI's import and config; in a thread, the imports of what ``run`` imports, the data load and
+   the rest of ``resolve_config``, while the main thread runs ``ray.init`` (``start_ray_while``, as
+   ``cmd_run`` does); actor construction (until every actor answers), each round, shut-down. Beside it, what one actor process pays on its own (import
    ``actors.client``, load the data, build the model), measured sequentially in a fresh process,
    and ``python -X importtime`` of the CLI's and the actors' imports (largest packages).
 3. The reference FedAvg job of the issue -- 20 IID clients on mnist5k, ``mnist_cnn``, 10 rounds,
@@ -18,9 +18,12 @@ Measured side by side in one run (issue 14):
    evaluated every round as the run does), each as a subprocess, alternated; wall-time ratio.
 
 The CLI is started as ``python -m orchestrator.cli`` from this checkout (the ``fedfrontier``
-console script is the same ``main``; the pyenv shim in front of it is timed apart).
+console script is the same ``main``; the pyenv shim in front of it is timed apart). With
+``--baseline DIR`` (another checkout, e.g. ``git archive <commit> | tar -x -C DIR``), that checkout's
+``fedfrontier run``s of 1. and 3. alternate with this one's, for a before/after table from one run.
 
-    python benchmarks/startup.py [--repeats 2] [--skip-reference]   # or --report-only: redo the .md from the .json
+    python benchmarks/startup.py [--repeats 2] [--skip-reference] [--baseline DIR]
+    python benchmarks/startup.py --report-only   # redo the .md from the .json
 """
 
 from __future__ import annotations
@@ -49,16 +52,19 @@ IMPORTS = {"CLI module (before argument parsing)": "orchestrator.cli",
            "the server actor's imports": "actors.server"}
 
 
-def _env() -> dict:
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+def _env(tree: Path = ROOT) -> dict:
+    """The environment of a child running the code of checkout ``tree`` (ahead of the installed package)."""
+    env = dict(os.environ, PYTHONPATH=str(tree) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("RAY_ADDRESS", None)  # always a private local Ray, as a new user gets
     return env
 
 
-def timed_lines(cmd: list[str]) -> dict:
-    """Run ``cmd``; every output line with its seconds since the spawn, the exit code and the wall time."""
+def timed_lines(cmd: list[str], tree: Path = ROOT) -> dict:
+    """Run ``cmd`` in checkout ``tree``; every output line with its seconds since the spawn, the exit code and
+    the wall time."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=_env())
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tree,
+                            env=_env(tree))
     lines = [(round(time.perf_counter() - t0, 3), line.rstrip("\n")) for line in proc.stdout]
     rc = proc.wait()
     return {"cmd": cmd, "rc": rc, "wall_s": time.perf_counter() - t0, "lines": lines}
@@ -77,10 +83,12 @@ def retried(fn):
 
 
 @retried
-def cli_run(overrides: list[str]) -> dict:
-    """``fedfrontier run`` with ``overrides`` into a scratch directory: first line, rounds, exit."""
+def cli_run(overrides: list[str], tree: Path = ROOT) -> dict:
+    """``fedfrontier run`` of checkout ``tree`` with ``overrides`` into a scratch directory: first line, rounds,
+    exit."""
     with tempfile.TemporaryDirectory() as d:
-        res = timed_lines([sys.executable, "-m", "orchestrator.cli", "run", *overrides, "--out", str(Path(d) / "r")])
+        res = timed_lines([sys.executable, "-m", "orchestrator.cli", "run", *overrides, "--out", str(Path(d) / "r")],
+                          tree)
     rounds = [t for t, line in res["lines"] if ROUND_LINE.match(line)]
     if res["rc"] != 0 or not rounds:
         tail = "\n".join(line for _, line in res["lines"][-15:])
@@ -97,89 +105,49 @@ def cli_run(overrides: list[str]) -> dict:
 # --- phases: the CLI's steps in one process, each stamped ------------------------------------
 
 def phases_child(overrides: list[str]) -> None:
-    """Child: the steps of ``cmd_run`` with a wall-clock stamp after each (JSON lines on stdout).
-    With ``--overlap`` first: a prototype of one suggestion, see :func:`overlap_child`."""
+    """Child: the steps of ``cmd_run`` as it takes them, with a wall-clock stamp after each (JSON lines on
+    stdout, in the order they happen): the imports, the data load and ``resolve_config`` in a thread while
+    the main thread starts Ray (``start_ray_while``), then the actors, each round, and the stop."""
     def stamp(name: str) -> None:
         print(json.dumps({"phase": name, "t": time.time()}), flush=True)
 
     stamp("interpreter up")
-    if overrides and overrides[0] == "--overlap":
-        return overlap_child(overrides[1:], stamp)
-    import orchestrator.cli  # noqa: F401
-
-    stamp("import orchestrator.cli")
-    import torch  # noqa: F401
-
-    stamp("import torch")
-    import ray
-
-    stamp("import ray")
-    from orchestrator.federation import Federation
-    from orchestrator.resolve import resolve_config
-
-    stamp("import federation, resolve (rest: opacus, pandas, ...)")
+    import orchestrator.cli as cli
     from privacy.config import load_config
 
     cfg = load_config(None, [o for o in overrides if o != "--set"])
-    stamp("load_config")
-    from actors.model_inputs import load_from_config
+    stamp("import orchestrator.cli, load_config")
+    from orchestrator.cluster import start_ray_while, stop_ray
 
-    load_from_config(cfg.data)  # cached: resolve_config finds it loaded
-    stamp("data load (driver)")
-    plan = resolve_config(cfg)
-    stamp("resolve_config rest (partition, model check, calibration)")
-    from orchestrator.cluster import ensure_ray
+    def prepare():
+        import torch  # noqa: F401
 
-    ensure_ray()
-    stamp("ray.init")
+        stamp("[thread] import torch")
+        from orchestrator.federation import Federation  # noqa: F401
+        from orchestrator.resolve import resolve_config
+
+        stamp("[thread] import federation, resolve (rest: opacus, scipy, pandas, ...)")
+        from actors.model_inputs import load_from_config
+
+        load_from_config(cfg.data)  # cached: resolve_config finds it loaded
+        stamp("[thread] data load (driver)")
+        plan = resolve_config(cfg, capacity=cli._machine_capacity())
+        stamp("[thread] resolve_config rest (partition, model check, calibration)")
+        return plan
+
+    plan, _ = start_ray_while(prepare)
+    stamp("ray.init returned (main thread), thread joined")
+    from orchestrator.federation import Federation
+
     fed = Federation(plan).start()
-    stamp("actor handles created (async)")
-    ray.get(fed.server.get_weights.remote())
-    stamp("server actor ready")
-    ray.get([c.client_ids.remote() for c in fed.clients])
-    stamp("client actors ready")
+    stamp("actors built (Federation.start: data shared, actors created, all answered)")
     for r in range(plan.config.server.rounds):
         fed.step(r)
         stamp(f"round {r + 1}")
     fed.close()
     stamp("actors killed")
-    ray.shutdown()
-    stamp("ray.shutdown")
-
-
-def overlap_child(overrides: list[str], stamp) -> None:
-    """The same steps, with the imports, the data load and ``resolve_config`` in a thread while the main
-    thread starts Ray (the main thread keeps Ray's SIGTERM handler; the import lock and the GIL are shared,
-    but ``ray.init`` mostly waits on the processes it spawns)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    import ray
-    from orchestrator.cluster import ensure_ray
-    from privacy.config import load_config
-
-    cfg = load_config(None, [o for o in overrides if o != "--set"])
-    stamp("import ray, load_config")
-
-    def resolve():
-        from orchestrator.resolve import resolve_config
-
-        return resolve_config(cfg)
-
-    with ThreadPoolExecutor(1) as pool:
-        planned = pool.submit(resolve)
-        ensure_ray()
-        stamp("ray.init (imports + data load + resolve_config in a thread)")
-        plan = planned.result()
-        stamp("resolve_config joined")
-    from orchestrator.federation import Federation
-
-    fed = Federation(plan).start()
-    ray.get([fed.server.get_weights.remote()] + [c.client_ids.remote() for c in fed.clients])
-    stamp("actors ready")
-    fed.step(0)
-    stamp("round 1")
-    fed.close()
-    ray.shutdown()
+    stop_ray()
+    stamp("stop_ray")
 
 
 class Probe:
@@ -372,6 +340,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2, help="passes over the stamped runs, the CLI runs and the "
                                                           "reference pair (alternated)")
     p.add_argument("--skip-reference", action="store_true", help="leave out the reference job (about 3 minutes)")
+    p.add_argument("--baseline", type=Path, help="another checkout (e.g. `git archive <commit> | tar -x -C DIR`): "
+                                                 "its `fedfrontier run`s alternate with this checkout's")
     args = p.parse_args()
     payload: dict = {"machine": common.machine(), "args": vars(args)}
     t_all = time.perf_counter()
@@ -383,27 +353,34 @@ def main() -> None:
     payload["ray"] = durations(run_stamped("--ray-child"))
     for key in ("actor_alone", "data_load", "ray"):
         print(f"{key}:", payload[key], flush=True)
-    payload["quick"], payload["reference"], runs = [], [], {"phases": [], "phases_overlap": []}
+    payload["quick"], payload["reference"], runs = [], [], {"phases": []}
+    payload["baseline"] = str(args.baseline) if args.baseline else None
+    payload["quick_baseline"] = []
+    trees = [("now", ROOT)] + ([("before", args.baseline)] if args.baseline else [])
     for rep in range(args.repeats):
-        for key in (("phases", "phases_overlap") if rep % 2 == 0 else ("phases_overlap", "phases")):
-            runs[key].append(durations(run_stamped("--phases-child", QUICK if key == "phases"
-                                                   else ["--overlap", *QUICK])))
-            print(f"{key}:", runs[key][-1], flush=True)
-        q = cli_run(QUICK)
-        payload["quick"].append(q)
-        print(f"run --set server.rounds=3: first line {q['first_line_s']:.1f} s, first round "
-              f"{q['first_round_s']:.1f} s, exit {q['total_s']:.1f} s", flush=True)
+        runs["phases"].append(durations(run_stamped("--phases-child", QUICK)))
+        print("phases:", runs["phases"][-1], flush=True)
+        for name, tree in (trees if rep % 2 == 0 else trees[::-1]):
+            q = cli_run(QUICK, tree)
+            payload["quick" if name == "now" else "quick_baseline"].append(q)
+            print(f"[{name}] run --set server.rounds=3: first line {q['first_line_s']:.1f} s, first round "
+                  f"{q['first_round_s']:.1f} s, exit {q['total_s']:.1f} s", flush=True)
         if args.skip_reference:
             continue
-        order = ("fed", "plain") if rep % 2 == 0 else ("plain", "fed")
+        sides = ["fed", "plain"] + (["fed_before"] if args.baseline else [])
+        order = sides[rep % len(sides):] + sides[:rep % len(sides)]  # rotated from pass to pass
         pair = {}
         for side in order:
-            pair[side] = cli_run(REFERENCE) if side == "fed" else plain_run()
+            pair[side] = (plain_run() if side == "plain" else
+                          cli_run(REFERENCE, ROOT if side == "fed" else args.baseline))
         pair["ratio"] = pair["fed"]["total_s"] / pair["plain"]["total_s"]
+        if "fed_before" in pair:
+            pair["ratio_before"] = pair["fed_before"]["total_s"] / pair["plain"]["total_s"]
         payload["reference"].append(pair)
         print(f"reference job: fedfrontier {pair['fed']['total_s']:.1f} s (first round at "
               f"{pair['fed']['first_round_s']:.1f} s), plain loop {pair['plain']['total_s']:.1f} s: "
-              f"{pair['ratio']:.2f}x", flush=True)
+              f"{pair['ratio']:.2f}x" + (f"; before: {pair['fed_before']['total_s']:.1f} s = "
+                                         f"{pair['ratio_before']:.2f}x" if "fed_before" in pair else ""), flush=True)
     payload["phase_runs"] = runs
     payload.update({key: median_phases(v) for key, v in runs.items()})
     payload["benchmark_s"] = time.perf_counter() - t_all
@@ -435,11 +412,8 @@ def report(payload: dict) -> str:
              f"\n## The same steps in one process, stamped (seconds each, in order; median of {len(quick)})\n",
              common.markdown_table(["phase", "s"], [list(r) for r in payload["phases"]]),
              f"\nTo the first round: {until(payload['phases'], 'round 1'):.1f} s (each run: "
-             f"{each(payload, 'phases')}). Prototype of one suggestion "
-             "(imports, data load and `resolve_config` in a thread while the main thread runs `ray.init`):\n",
-             common.markdown_table(["phase", "s"], [list(r) for r in payload["phases_overlap"]]),
-             f"\nTo the first round: {until(payload['phases_overlap'], 'round 1'):.1f} s (each run: "
-             f"{each(payload, 'phases_overlap')}).\n",
+             f"{each(payload, 'phases')}). Phases marked [thread] overlap `ray.init`: each row is the time "
+             "since the row above, whichever thread stamped it.\n",
              "\n## Ray's own costs: `ray.init`, then three actors at once (as a default run creates), each set "
              "killed before the next\n",
              common.markdown_table(["phase", "s"], [list(r) for r in payload["ray"]]),
@@ -454,13 +428,32 @@ def report(payload: dict) -> str:
                                     for k, v in payload["imports"].items()]),
              f"\nInterpreter start (`python -c pass`): {payload['interpreter']['direct']:.2f} s direct, "
              f"{payload['interpreter']['PATH (shim)']:.2f} s through the `python` on PATH (pyenv shim).\n"]
+    before = payload.get("quick_baseline") or []
+    if before:
+        ref = payload["reference"]
+        rows = [["first line s", *(round(med([q["first_line_s"] for q in x]), 1) for x in (before, quick))],
+                ["first round s", *(round(med([q["first_round_s"] for q in x]), 1) for x in (before, quick))],
+                ["exit (3 rounds) s", *(round(med([q["total_s"] for q in x]), 1) for x in (before, quick))]]
+        if ref and "ratio_before" in ref[0]:
+            rows.append(["reference job / plain loop (wall)", round(med([r["ratio_before"] for r in ref]), 2),
+                         round(med([r["ratio"] for r in ref]), 2)])
+        parts[:0] = [f"## Before ({payload['baseline']}) and now, alternated in this run (medians of "
+                     f"{len(quick)})\n",
+                     common.markdown_table(["", "before", "now"], rows),
+                     "\nEach: first round " + ", ".join(f"{q['first_round_s']:.1f}" for q in before) + " s before; "
+                     + ", ".join(f"{q['first_round_s']:.1f}" for q in quick) + " s now"
+                     + ("; reference ratio " + ", ".join(f"{r['ratio_before']:.2f}" for r in ref) + " before; "
+                        + ", ".join(f"{r['ratio']:.2f}" for r in ref) + " now" if ref and "ratio_before" in ref[0]
+                        else "") + ".\n\n"]
     ref = payload["reference"]
     if ref:
         parts += ["\n## Reference FedAvg job (20 IID clients, mnist5k, mnist_cnn, 10 rounds, non-private) "
                   "against a plain single-process loop\n",
                   common.markdown_table(
                       ["side", "wall s", "start-up s (to the first round)", "10 rounds s"],
-                      [*[[f"pass {i + 1}: fedfrontier / plain (ratio {r['ratio']:.2f})",
+                      [*[[f"pass {i + 1}: fedfrontier / plain (ratio {r['ratio']:.2f}"
+                          + (f"; before {r['fed_before']['total_s']:.1f} s, {r['ratio_before']:.2f}"
+                             if "fed_before" in r else "") + ")",
                           f"{r['fed']['total_s']:.1f} / {r['plain']['total_s']:.1f}",
                           f"{r['fed']['first_round_s'] - r['fed']['round1_s']:.1f} / "
                           f"{r['plain']['total_s'] - r['plain']['rounds_s']:.1f}",

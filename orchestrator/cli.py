@@ -19,14 +19,22 @@ from pathlib import Path
 from privacy.config import ConfigError, load_config, to_dict
 
 
-def _out_dir(out: str | None, name: str, kind: str, overwrite: bool) -> Path:
+def _out_dir(out: str | None, name: str, kind: str, overwrite: bool, *, clear: bool = True) -> Path:
+    """The output directory; a ConfigError if it holds something and ``overwrite`` is off. With ``clear``
+    its contents are removed (``overwrite``): :func:`_clear` does it later otherwise."""
     path = Path(out) if out else Path(kind) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     if path.exists() and any(path.iterdir()):
         if not overwrite:
             raise ConfigError("--out", str(path), "directory exists and is not empty; pass --overwrite "
                                                   "(or --resume to continue it)")
-        shutil.rmtree(path)
+        if clear:
+            shutil.rmtree(path)
     return path
+
+
+def _clear(path: Path) -> None:
+    if path.exists() and any(path.iterdir()):
+        shutil.rmtree(path)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -47,21 +55,44 @@ def cmd_run(args: argparse.Namespace) -> int:
         load_checkpoint(out / CHECKPOINT)  # a damaged checkpoint is one line here, before Ray starts
     else:
         cfg = load_config(args.config, args.set)  # bad input fails here, before torch and Ray are imported (~6 s)
-    from orchestrator.federation import run_federated
-    from orchestrator.resolve import resolve_config
+        out = _out_dir(args.out, cfg.run.name, "runs", args.overwrite, clear=False)  # emptied once resolved
+    from orchestrator.cluster import start_ray_while, stop_ray
 
-    plan = resolve_config(cfg)  # every check that needs the data happens here, before anything is written
-    if not args.resume:
-        out = _out_dir(args.out, cfg.run.name, "runs", args.overwrite)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(to_dict(plan.config), indent=2, default=str) + "\n")
-    c = plan.config
-    print(f"fedfrontier run: {c.data.num_clients} clients on {c.data.dataset} ({plan.n_train} train / "
-          f"{plan.n_test} test), model {c.model.name}, {c.client.num_actors} client actors, {c.server.rounds} "
-          f"rounds -> {out}", flush=True)
-    run_federated(c, plan=plan, progress=lambda s: print(s, flush=True), run_dir=out, resume=bool(args.resume))
-    print(f"wrote {out / 'rounds.parquet'}, {out / 'rounds.csv'}, {out / 'config.json'}")
-    return 0
+    def prepare():  # in a thread while the main thread starts Ray: imports, data, checks, then the run directory
+        from orchestrator.federation import run_federated  # noqa: F401  (its imports overlap ray.init too)
+        from orchestrator.resolve import resolve_config
+
+        plan = resolve_config(cfg, capacity=_machine_capacity())  # every check that needs the data
+        if not args.resume:  # nothing is written before the checks
+            if args.overwrite:
+                _clear(out)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "config.json").write_text(json.dumps(to_dict(plan.config), indent=2, default=str) + "\n")
+        c = plan.config
+        print(f"fedfrontier run: {c.data.num_clients} clients on {c.data.dataset} ({plan.n_train} train / "
+              f"{plan.n_test} test), model {c.model.name}, {c.client.num_actors} client actors, {c.server.rounds} "
+              f"rounds -> {out}", flush=True)
+        return plan
+
+    plan, started = start_ray_while(prepare)
+    try:
+        from orchestrator.federation import run_federated
+
+        run_federated(plan.config, plan=plan, progress=lambda s: print(s, flush=True), run_dir=out,
+                      resume=bool(args.resume))
+        print(f"wrote {out / 'rounds.parquet'}, {out / 'rounds.csv'}, {out / 'config.json'}")
+        return 0
+    finally:
+        if started:  # the private Ray of this run, stopped without Ray's waits at exit
+            stop_ray()
+
+
+def _machine_capacity() -> tuple[float, float]:
+    """(CPUs, GPUs) of this machine: what ``resolve_config`` sizes ``client.num_actors = 0`` by in a run (it
+    resolves before its Ray is up; orchestrator.resources.cluster_capacity without Ray)."""
+    from orchestrator.resources import _local_gpus
+
+    return float(os.cpu_count() or 1), float(_local_gpus())
 
 
 def default_sweep_config() -> Path:

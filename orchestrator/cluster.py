@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import sys
+import threading
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
 
 LOOPBACK = "127.0.0.1"
 # Ray's switch for its single-machine mode (its default on macOS and Windows): with it off, Ray takes
@@ -13,14 +18,15 @@ LOOPBACK = "127.0.0.1"
 _RAY_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
-def ensure_ray(num_cpus: int | None = None) -> None:
+def ensure_ray(num_cpus: int | None = None) -> bool:
     """Attach to ``RAY_ADDRESS`` (e.g. under ``ray job submit``) or start a private local Ray whose
     every server (GCS, raylet, object manager, workers, agents) listens on 127.0.0.1 only, with no
-    dashboard: nothing of a local run is reachable from another machine (tests/test_loopback.py)."""
+    dashboard: nothing of a local run is reachable from another machine (tests/test_loopback.py).
+    True if this call connected (False: this process was connected already)."""
     import ray
 
     if ray.is_initialized():
-        return
+        return False
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
     else:  # address="local": always a fresh private instance, never a cluster some `ray start` left here
@@ -28,6 +34,97 @@ def ensure_ray(num_cpus: int | None = None) -> None:
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address=LOOPBACK,
                      log_to_driver=True, configure_logging=True, logging_level="warning")
     _shorten_worker_deaths()
+    return True
+
+
+def stop_ray() -> None:
+    """``ray.shutdown()`` (disconnect; stop the local Ray this process started), less two waits of Ray's
+    own: the half second its exit hook sleeps, and the second it gives the autoscaler monitor, whose
+    SIGTERM handler reports to the GCS that Ray has stopped just before (so it always waits the full
+    second and is then killed). The monitor is killed first instead: it keeps nothing a run needs."""
+    import ray
+
+    try:
+        from ray._private import ray_constants, worker
+
+        node = worker._global_node
+        monitors = node.all_processes.get(ray_constants.PROCESS_TYPE_MONITOR, []) if node is not None else []
+    except (ImportError, AttributeError):  # another Ray layout: a plain shutdown
+        monitors = []
+    for info in monitors:
+        info.process.kill()
+    ray.shutdown()
+
+
+def start_ray_while(work: Callable[[], T], num_cpus: int | None = None) -> tuple[T, bool]:
+    """``work()`` in a thread while this thread starts Ray (:func:`ensure_ray`); returns what ``work`` returns
+    and whether Ray was started (or attached to) here.
+
+    ``ray.init`` spends seconds waiting on the processes it spawns, in which the driver's own start-up
+    (importing torch and the actors' modules, loading the data, ``resolve_config``) fits. ``ray.init``
+    stays in this thread, the main one, where it installs Ray's SIGTERM handler. What ``work`` raises is
+    raised here, after Ray is up, and what Ray logged meanwhile is dropped, so that an input error is still
+    the one line the CLI prints for it (and a Ray started here for nothing is stopped); otherwise Ray's
+    messages are printed once ``work`` is done."""
+    done: dict = {}
+
+    def run() -> None:
+        try:
+            done["value"] = work()
+        except BaseException as exc:  # handed to the main thread
+            done["error"] = exc
+
+    thread = threading.Thread(target=run, name="fedfrontier-start", daemon=True)
+    thread.start()
+    import ray  # noqa: F401  (configures Ray's logger, whose output is held back below)
+
+    held = _Held()
+    try:
+        with _held_ray_logs(held):
+            started = ensure_ray(num_cpus)
+            thread.join()
+    except BaseException:  # Ray's messages say why it did not start
+        held.release()
+        raise
+    if "error" in done:
+        if started:
+            stop_ray()
+        raise done["error"]
+    held.release()
+    return done["value"], started
+
+
+class _Held(list):
+    """Records held back from Ray's log handlers, as (handler, record)."""
+
+    def release(self) -> None:
+        """Print them (through the handlers they were meant for), once."""
+        for handler, record in self:
+            handler.handle(record)
+        self.clear()
+
+
+@contextlib.contextmanager
+def _held_ray_logs(held: _Held):
+    """Within the block, what Ray's logger (``ray``) would print is held back in ``held``; its handlers print
+    as before afterwards. What is not released (after the block) is dropped."""
+    class Hold(logging.Filter):
+        def __init__(self, handler: logging.Handler):
+            super().__init__()
+            self.handler = handler
+
+        def filter(self, record: logging.LogRecord) -> bool:
+            held.append((self.handler, record))
+            return False
+
+    filters = [(h, Hold(h)) for h in logging.getLogger("ray").handlers]
+    for handler, f in filters:
+        handler.addFilter(f)
+    try:
+        yield
+    finally:
+        for handler, f in filters:
+            handler.removeFilter(f)
 
 
 WORKER_DIED = "A worker died or was killed while executing a task by an unexpected system error"

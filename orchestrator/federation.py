@@ -7,6 +7,7 @@ then the round loop (:mod:`orchestrator.round_loop`), then ``close()``.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -14,8 +15,9 @@ from typing import Callable
 import pandas as pd
 
 from actors.client import ClientActor, initial_weights
+from actors.model_inputs import share
 from actors.server import ServerActor
-from orchestrator.resolve import Plan, resolve_config
+from orchestrator.resolve import Plan, load_data, resolve_config
 from orchestrator.resources import actor_threads
 from orchestrator.round_loop import CHECKPOINT, TIMING_COLUMNS, format_audit, rounds_frame, run_rounds
 from privacy.config import ConfigError, ExperimentConfig
@@ -34,23 +36,39 @@ class Federation:
         self.client_cls, self.mechanism = client_cls, mechanism
         self.server = None
         self.clients: list = []
+        self._scratch: tempfile.TemporaryDirectory | None = None  # the data shared with the actors while they build
 
     def start(self) -> "Federation":
+        """Create the client actors and the server actor (all at once: they build in parallel) and wait
+        until every one has its data. Actors on this process's node take the data this process loaded
+        (:func:`actors.model_inputs.share`) instead of each reading the files again; those elsewhere read
+        their own node's copy."""
         import ray
 
         cfg, plan = self.config, self.plan
         c = cfg.client
+        self._scratch = tempfile.TemporaryDirectory(prefix="fedfrontier-data-")
+        try:
+            shared = share(cfg.data, load_data(cfg), Path(self._scratch.name))  # resolve_config loaded it (cached)
+        except ConfigError:  # gone since: each actor reads its own copy and names the node that lacks it
+            shared = None
         client_cls = ray.remote(self.client_cls).options(num_cpus=c.num_cpus, num_gpus=c.num_gpus,
                                                          max_restarts=c.max_restarts, max_task_retries=0)
-        self.clients = [client_cls.remote(cfg, shards, num_threads=actor_threads(c.num_cpus))
+        self.clients = [client_cls.remote(cfg, shards, num_threads=actor_threads(c.num_cpus), shared=shared)
                         for shards in plan.actor_shards()]
         ch, h, _ = plan.image_shape
         server_cls = ray.remote(ServerActor).options(num_cpus=cfg.server.num_cpus)
         self.server = server_cls.remote(cfg, self.clients, plan.clients, initial_weights(cfg, ch, plan.num_classes, h),
                                         num_threads=actor_threads(max(cfg.server.num_cpus, 1)),
-                                        mechanism=self.mechanism)
+                                        mechanism=self.mechanism, shared=shared)
         self._wait_until_built()
+        self._drop_shared()  # every actor has taken its rows; one restarted later reads its own copy
         return self
+
+    def _drop_shared(self) -> None:
+        if self._scratch is not None:
+            self._scratch.cleanup()
+            self._scratch = None
 
     def _wait_until_built(self) -> None:
         """Every actor has loaded its data; an actor that could not (a data file missing or damaged on its
@@ -96,6 +114,7 @@ class Federation:
             if a is not None:
                 ray.kill(a)
         self.server, self.clients = None, []
+        self._drop_shared()
 
 
 def load_checkpoint(path: Path) -> dict:
