@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,10 +21,11 @@ from actors.server_optimizer import server_learning_rate, server_step
 from privacy.canaries import Canaries
 from privacy.client_level import CentralGaussianMechanism, ReleasedAverage
 from privacy.config import ExperimentConfig
-from privacy.distributed_dp import DistributedSkellamMechanism, ReleasedSkellamAverage, without_noise
 from privacy.mechanisms import broadcast_noise
-from privacy.quantization import ring_sum
 from privacy.seeding import AUDIT, BROADCAST, numpy_rng, torch_generator
+
+if TYPE_CHECKING:
+    from privacy.distributed_dp import DistributedSkellamMechanism, ReleasedSkellamAverage
 
 
 _CANARY_ROUNDING = 5  # sub-stream of AUDIT (privacy.seeding)
@@ -74,6 +76,8 @@ class Aggregator:
         taking part in the secure sum would; they add no noise share and are not survivors, so the claim
         books only the real clients' noise), decode, divide by m, apply. ``ring_total`` None: the round
         could not unmask, nothing is released and the model stays."""
+        from privacy.quantization import ring_sum
+
         if ring_total is None:
             return StepResult(None, [], 0.0, 0, 0.0)
         canaries_in_round, audit_seconds = 0, 0.0
@@ -87,6 +91,8 @@ class Aggregator:
         """The ring sum of round ``round_idx``'s canaries under secure aggregation, each encoded like a client
         (clip, rotate, round) without a noise share; how many; seconds. Computed once per round, ideally
         while the clients train (the server actor is idle then)."""
+        from privacy.distributed_dp import without_noise
+
         if self._canary_ring is None or self._canary_ring[0] != round_idx:
             t0 = time.perf_counter()
             step, mech = without_noise(self.mechanism.client_step(round_idx)), self.mechanism

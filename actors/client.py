@@ -20,6 +20,7 @@ import time
 import traceback
 import warnings
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -31,10 +32,11 @@ from actors.models import build_model
 from actors.secure_step import SecureStep
 from privacy.client_level import ClipStep
 from privacy.config import ExperimentConfig
-from privacy.distributed_dp import client_rng
-from privacy.secure_aggregation import (AdvertiseKeys, ForwardedShares, KeyDirectory, MaskedInput, SecAggClient,
-                                        SharedKeys, Survivors, UnmaskingShares)
 from privacy.seeding import CLIENT, torch_generator
+
+if TYPE_CHECKING:  # imported where a secure-aggregation round needs them: a central run's actors never do
+    from privacy.secure_aggregation import (AdvertiseKeys, ForwardedShares, KeyDirectory, MaskedInput,
+                                            SharedKeys, Survivors, UnmaskingShares)
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,9 @@ class ClientActor:
                           stop_at: float) -> ClientReport:
         """Train, then clip, quantise and add the Skellam share; the ring vector stays here. The report
         carries no loss, norm or clip bit: under an untrusted server those stay on the client."""
+        from privacy.distributed_dp import client_rng
+        from privacy.secure_aggregation import SecAggClient
+
         x, y = self.shards[cid]
         result = self.trainer.train(start, x, y, torch_generator(self.cfg.run.noise_seed, CLIENT, cid, round_idx),
                                     stop_at=stop_at)
@@ -168,6 +173,8 @@ class ClientActor:
     def secagg_masked(self, round_idx: int, forwarded: dict[int, ForwardedShares]) -> list[tuple[MaskedInput, int]]:
         """Each client's masked ring vector (sent in the narrowest unsigned type that holds 2^b) and how many
         of its coordinates wrapped mod 2^b (a count, for the round table)."""
+        from privacy.secure_aggregation import MaskedInput
+
         clients, out, dtype = self._secagg_clients(round_idx), [], self._secagg_dtype
         for k, shares in forwarded.items():
             masked = clients[k].masked_input(self._ring[k].vector, shares)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from actors.client import ActorUpdate
-from privacy.secure_aggregation import SecAggConfig, SecAggDiagnostics, SecAggServer
+from privacy.secure_aggregation import SecAggConfig, SecAggDiagnostics, SecAggServer  # only a secagg run imports this module
 
 
 @dataclass

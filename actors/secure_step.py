@@ -4,9 +4,11 @@ round's protocol parameters. Picklable; built by the server every round."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from privacy.distributed_dp import SkellamClientStep
-from privacy.secure_aggregation import SecAggConfig
+if TYPE_CHECKING:  # a central run's actors never import the secure-aggregation modules
+    from privacy.distributed_dp import SkellamClientStep
+    from privacy.secure_aggregation import SecAggConfig
 
 
 @dataclass(frozen=True)

@@ -20,15 +20,12 @@ from actors.client_plan import ClientPlan
 from actors.dispatch import hard_timeout, train_cohort
 from actors.evaluation import Evaluator
 from actors.round_row import round_row
-from actors.secure_round import secure_sum
 from actors.secure_step import SecureStep
 from privacy.canaries import Canaries
 from privacy.client_level import CentralGaussianMechanism
 from privacy.config import ExperimentConfig
-from privacy.distributed_dp import DistributedSkellamMechanism, from_experiment
 from privacy.ledgers import PrivacyLedgers
 from privacy.sampling import sample_cohort
-from privacy.secure_aggregation import SecAggConfig
 
 
 class ServerActor:
@@ -49,11 +46,14 @@ class ServerActor:
         num_clients = len(plan.actor)
         canaries = (Canaries(cfg.audit.canaries, len(weights), seed=cfg.run.seed,
                              sample_rate=cfg.server.clients_per_round / num_clients) if cfg.audit.canaries else None)
-        mechanism = mechanism or (from_experiment(cfg, dim=len(weights)) if cfg.secagg.enabled
-                                  else CentralGaussianMechanism(cfg.server, noise_seed=cfg.run.noise_seed))
+        if mechanism is None and cfg.secagg.enabled:
+            from privacy.distributed_dp import from_experiment  # a central run never imports it
+
+            mechanism = from_experiment(cfg, dim=len(weights))
+        mechanism = mechanism or CentralGaussianMechanism(cfg.server, noise_seed=cfg.run.noise_seed)
         self.aggregator = Aggregator(cfg, weights, mechanism=mechanism, canaries=canaries)
         self.ledgers = PrivacyLedgers(cfg, sample_rates=plan.sample_rate, steps=plan.steps)
-        if isinstance(mechanism, DistributedSkellamMechanism):
+        if cfg.secagg.enabled:
             self.ledgers.skellam_planned = mechanism.planned_event(sample_rate=self.ledgers.client_sample_rate)
         with offering(shared):  # the evaluator loads the data through actors.client.load_on_this_node
             self.evaluator = Evaluator(cfg)
@@ -70,7 +70,7 @@ class ServerActor:
         cohort = sample_cohort(len(self.plan.actor), s.clients_per_round, scheme=s.sampling,
                                seed=self.cfg.run.noise_seed, round_idx=round_idx)
         mechanism = self.aggregator.mechanism
-        secure = isinstance(mechanism, DistributedSkellamMechanism)
+        secure = self.cfg.secagg.enabled
         protocol = self._protocol(round_idx, len(cohort)) if secure else None
         collected = train_cohort(self.clients, self.plan, cohort, self.aggregator.weights.numpy(), round_idx,
                                  SecureStep(mechanism.client_step(round_idx), protocol) if secure
@@ -96,8 +96,10 @@ class ServerActor:
         if secure and self.aggregator.canaries is not None:
             self.aggregator.prepare_canaries(round_idx)
 
-    def _secure_step(self, round_idx: int, protocol: SecAggConfig, collected):
+    def _secure_step(self, round_idx: int, protocol, collected):
         """The secure sum of the trained cohort, its release and its Skellam event (none if not released)."""
+        from actors.secure_round import secure_sum
+
         mechanism = self.aggregator.mechanism
         summed = secure_sum(self.clients, collected.updates, protocol, round_idx,
                             timeout=hard_timeout(self.cfg.server.round_timeout), graph_seed=round_idx)
@@ -110,8 +112,11 @@ class ServerActor:
         self.ledgers.book_server_round(mechanism.event(step.released, sample_rate=self.ledgers.client_sample_rate))
         return step, summed, math.sqrt(step.released.noise.variance_present) / mechanism.l2
 
-    def _protocol(self, round_idx: int, cohort: int) -> SecAggConfig:
-        """The round's secure-aggregation parameters: ring, threshold t for the sampled cohort, graph, session."""
+    def _protocol(self, round_idx: int, cohort: int):
+        """The round's secure-aggregation parameters (a :class:`privacy.secure_aggregation.SecAggConfig`): ring,
+        threshold t for the sampled cohort, graph, session."""
+        from privacy.secure_aggregation import SecAggConfig
+
         sa, mech = self.cfg.secagg, self.aggregator.mechanism
         return SecAggConfig(dim=mech.quantizer.grid_dim(mech.dim), bits=sa.bits, threshold=sa.threshold_for(cohort),
                             neighbours=sa.neighbours if sa.neighbours and sa.neighbours < cohort - 1 else None,

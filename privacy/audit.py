@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from scipy import stats
 
 # Share of the m canaries the auditor guesses on: half on the top scores ("in"), half on the bottom
 # ("out"). Fixed in advance; the best of these is taken with a Bonferroni correction over the grid.
@@ -42,6 +41,8 @@ def p_value(*, canaries: int, guesses: int, correct: int, epsilon: float, delta:
     if v == 0:
         return 1.0
     q = 1.0 / (1.0 + math.exp(-epsilon))  # accuracy of eps-randomised response
+    from scipy import stats  # here, not at import: the server and the driver start without it
+
     tail = float(stats.binom.sf(v - 1, r, q))  # P[Binomial(r, q) >= v]
     below = stats.binom.pmf(np.arange(v - 1, -1, -1), r, q)  # P[B = v-1], P[B = v-2], ..., P[B = 0]
     alpha = float(np.max(np.cumsum(below) / np.arange(1, v + 1)))

@@ -15,14 +15,15 @@ Per-round work is O(cohort): only the sampled clients' epsilons change, and each
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from privacy.accounting import Event, Ledger
 from privacy.config import ExperimentConfig
-from privacy.distributed_dp import SkellamEvent
-from privacy.distributed_dp import epsilon as skellam_epsilon
+
+if TYPE_CHECKING:
+    from privacy.distributed_dp import SkellamEvent
 
 FEDERATION = -1  # the client-level ledger's one party: the federation as a whole
 
@@ -148,3 +149,10 @@ class PrivacyLedgers:
         self.client_level = Ledger.from_state_dict(state["client_level"])
         self.skellam = [tuple(e) for e in state.get("client_level_skellam", [])]
         self._refresh()
+
+
+def skellam_epsilon(events, *, delta: float) -> float:
+    """:func:`privacy.distributed_dp.epsilon`, imported when a secure-aggregation run first needs it."""
+    from privacy.distributed_dp import epsilon
+
+    return epsilon(events, delta=delta)

@@ -15,7 +15,6 @@ import math
 from typing import Sequence
 
 import numpy as np
-from scipy import stats
 
 from privacy.seeding import AUDIT, numpy_rng
 
@@ -37,6 +36,8 @@ def auc(positive_scores: Sequence[float], negative_scores: Sequence[float]) -> f
     neg = np.asarray(negative_scores, dtype=float)
     if len(pos) == 0 or len(neg) == 0:
         raise ValueError("auc needs at least one positive and one negative score")
+    from scipy import stats  # here, not at import: the server and the driver start without it
+
     ranks = stats.rankdata(np.concatenate([pos, neg]))  # average ranks: ties count one half
     u = ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2
     return float(u / (len(pos) * len(neg)))
