@@ -170,15 +170,15 @@ class ClientActor:
         clients = self._secagg_clients(round_idx)
         return [clients[k].share_keys(directory) for k in client_ids]
 
-    def secagg_masked(self, round_idx: int, forwarded: dict[int, ForwardedShares]) -> list[tuple[MaskedInput, int]]:
-        """Each client's masked ring vector (sent in the narrowest unsigned type that holds 2^b) and how many
-        of its coordinates wrapped mod 2^b (a count, for the round table)."""
+    def secagg_masked(self, round_idx: int, forwarded: dict[int, ForwardedShares]) -> list[MaskedInput]:
+        """Each client's masked ring vector, sent in the narrowest unsigned type that holds 2^b: nothing else
+        about its vector (not even how many of its coordinates wrapped) reaches the server."""
         from privacy.secure_aggregation import MaskedInput
 
         clients, out, dtype = self._secagg_clients(round_idx), [], self._secagg_dtype
         for k, shares in forwarded.items():
             masked = clients[k].masked_input(self._ring[k].vector, shares)
-            out.append((MaskedInput(masked.sender, masked.vector.astype(dtype)), self._ring[k].wrapped))
+            out.append(MaskedInput(masked.sender, masked.vector.astype(dtype)))
         return out
 
     def secagg_unmask(self, round_idx: int, survivors: Survivors, client_ids: list[int]) -> list[UnmaskingShares]:

@@ -13,7 +13,7 @@ from privacy.config import ExperimentConfig
 from privacy.ledgers import PrivacyLedgers
 
 
-SECAGG_COLUMNS = ("secagg_survivors", "secagg_dropped", "secagg_wrapped", "secagg_near_edge", "secagg_scale")
+SECAGG_COLUMNS = ("secagg_survivors", "secagg_dropped", "secagg_near_edge", "secagg_scale")
 
 
 def round_row(*, round_number: int, cfg: ExperimentConfig, cohort_size: int, collected: Collected,
@@ -74,6 +74,5 @@ def _secure_columns(step: StepResult, secure) -> dict:
     return {"train_loss": math.nan, "unclipped_fraction": math.nan, "delta_norm_median": math.nan,
             "secagg_survivors": secure.survivors,
             "secagg_dropped": (diag.dropped_after_sharing + diag.dropped_before_sharing) if diag else math.nan,
-            "secagg_wrapped": secure.wrapped,
             "secagg_near_edge": noise.near_edge if noise else math.nan,
             "secagg_scale": noise.scale if noise else math.nan}

@@ -26,7 +26,6 @@ from privacy.secure_aggregation import SecAggConfig, SecAggDiagnostics, SecAggSe
 class SecureSum:
     ring_sum: np.ndarray | None  # the survivors' exact sum mod 2^b; None if the round could not unmask
     survivors: int = 0  # clients whose masked vector (and noise share) is in the sum
-    wrapped: int = 0  # coordinates of the survivors' noised vectors that wrapped mod 2^b
     diagnostics: SecAggDiagnostics | None = None
     failures: list[str] = field(default_factory=list)  # "client k: why" for clients lost during the protocol
     failure: str = ""  # why nothing was released (too many drop-outs)
@@ -53,9 +52,7 @@ def secure_sum(clients: list, updates: list[ActorUpdate], protocol: SecAggConfig
         forwarded = server.route_shares([m for ms in shared.values() for m in ms])
         masked = _stage(clients, _group({k: owner[k] for k in forwarded}), out, timeout,
                         lambda a, ids: clients[a].secagg_masked.remote(round_idx, {k: forwarded[k] for k in ids}))
-        inputs = [m for ms in masked.values() for m, _ in ms]
-        survivors = server.collect_masked(inputs)
-        out.wrapped = sum(w for ms in masked.values() for _, w in ms)
+        survivors = server.collect_masked([m for ms in masked.values() for m in ms])
         answers = _stage(clients, _group({k: owner[k] for k in survivors.ids}), out, timeout,
                          lambda a, ids: clients[a].secagg_unmask.remote(round_idx, survivors, ids))
         out.ring_sum, out.diagnostics = server.unmask([m for ms in answers.values() for m in ms])
