@@ -118,8 +118,8 @@ class ClientActor:
         for cid in sorted(int(k) for k in client_ids):
             stop_at = time.monotonic() + share if share else math.inf
             try:
-                train_one = self._train_one_secure if secure else self._train_one
-                reports.append(train_one(start, cid, round_idx, step, total, stop_at))
+                reports.append(self._train_one_secure(start, cid, round_idx, step, stop_at) if secure
+                               else self._train_one(start, cid, round_idx, step, total, stop_at))
             except Exception as exc:  # recorded in the round's metrics by the server
                 examples = len(self.shards[cid][1]) if cid in self.shards else 0
                 reports.append(ClientReport(cid, examples, math.nan, math.nan, False,
@@ -133,32 +133,34 @@ class ClientActor:
 
     def _train_one(self, start: torch.Tensor, cid: int, round_idx: int, step: ClipStep, total: torch.Tensor,
                    stop_at: float) -> ClientReport:
-        x, y = self.shards[cid]
-        gen = torch_generator(self.cfg.run.noise_seed, CLIENT, cid, round_idx)
-        result = self.trainer.train(start, x, y, gen, stop_at=stop_at)
+        result = self._local_training(start, cid, round_idx, stop_at)
         out = step.constrain_sensitivity(result.delta)
         if not torch.isfinite(out.delta).all():
             raise FloatingPointError("non-finite model delta")
         total += out.delta
-        return ClientReport(cid, len(y), result.train_loss, out.norm, out.unclipped)
+        return ClientReport(cid, len(self.shards[cid][1]), result.train_loss, out.norm, out.unclipped)
 
-    def _train_one_secure(self, start: torch.Tensor, cid: int, round_idx: int, step: SecureStep, _total,
+    def _local_training(self, start: torch.Tensor, cid: int, round_idx: int, stop_at: float):
+        """Client ``cid``'s local training of round ``round_idx`` from ``start``, on its own random stream."""
+        x, y = self.shards[cid]
+        return self.trainer.train(start, x, y, torch_generator(self.cfg.run.noise_seed, CLIENT, cid, round_idx),
+                                  stop_at=stop_at)
+
+    def _train_one_secure(self, start: torch.Tensor, cid: int, round_idx: int, step: SecureStep,
                           stop_at: float) -> ClientReport:
         """Train, then clip, quantise and add the Skellam share; the ring vector stays here. The report
         carries no loss, norm or clip bit: under an untrusted server those stay on the client."""
         from privacy.distributed_dp import client_rng
         from privacy.secure_aggregation import SecAggClient
 
-        x, y = self.shards[cid]
-        result = self.trainer.train(start, x, y, torch_generator(self.cfg.run.noise_seed, CLIENT, cid, round_idx),
-                                    stop_at=stop_at)
+        result = self._local_training(start, cid, round_idx, stop_at)
         if not torch.isfinite(result.delta).all():
             raise FloatingPointError("non-finite model delta")
         ring = step.skellam.constrain_sensitivity(
             result.delta, rng=client_rng(noise_seed=self.cfg.run.noise_seed, client_id=cid, round_idx=round_idx))
         self._ring[cid] = ring
         self._secagg[cid] = SecAggClient(cid, step.protocol)  # keys and masks from this process's OS entropy
-        return ClientReport(cid, len(y), math.nan, math.nan, False)
+        return ClientReport(cid, len(self.shards[cid][1]), math.nan, math.nan, False)
 
     # --- secure aggregation: the later stages of the round begun by train() ------------------------
     def _secagg_clients(self, round_idx: int) -> dict:

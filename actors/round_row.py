@@ -24,15 +24,10 @@ def round_row(*, round_number: int, cfg: ExperimentConfig, cohort_size: int, col
     clients' losses, norms and clip bits never reach the server: those columns are NaN."""
     c, s = cfg.client, cfg.server
     reports, released = step.reports, step.released
-    if secure is not None:
-        return {**round_row(round_number=round_number, cfg=cfg, cohort_size=cohort_size, collected=collected,
-                            step=step, delta_multiplier=delta_multiplier, ledgers=ledgers, accuracy=accuracy,
-                            loss=loss, seconds=seconds),
-                **_secure_columns(step, secure)}
     n = np.array([r.examples for r in reports], dtype=float)
     losses = np.array([r.train_loss for r in reports], dtype=float)
     ok = np.isfinite(losses)
-    return {
+    row = {
         "round": round_number,
         "test_accuracy": accuracy,
         "test_loss": loss,
@@ -65,6 +60,9 @@ def round_row(*, round_number: int, cfg: ExperimentConfig, cohort_size: int, col
         "clients_retried": collected.retried,
         **dict.fromkeys(SECAGG_COLUMNS, math.nan),
     }
+    if secure is not None:
+        row.update(_secure_columns(step, secure))
+    return row
 
 
 def _secure_columns(step: StepResult, secure) -> dict:

@@ -110,7 +110,7 @@ class ServerActor:
             self.ledgers.book_server_round(None)
             return step, summed, math.nan
         self.ledgers.book_server_round(mechanism.event(step.released, sample_rate=self.ledgers.client_sample_rate))
-        return step, summed, math.sqrt(step.released.noise.variance_present) / mechanism.l2
+        return step, summed, math.sqrt(mechanism.mu_booked(summed.survivors)) / mechanism.l2
 
     def _protocol(self, round_idx: int, cohort: int):
         """The round's secure-aggregation parameters (a :class:`privacy.secure_aggregation.SecAggConfig`): ring,
@@ -119,7 +119,7 @@ class ServerActor:
 
         sa, mech = self.cfg.secagg, self.aggregator.mechanism
         return SecAggConfig(dim=mech.quantizer.grid_dim(mech.dim), bits=sa.bits, threshold=sa.threshold_for(cohort),
-                            neighbours=sa.neighbours if sa.neighbours and sa.neighbours < cohort - 1 else None,
+                            neighbours=sa.neighbours or None,  # k >= cohort - 1: every pair (harary_graph)
                             session=f"round {round_idx}".encode())
 
     def final_columns(self, evaluate: bool = True) -> dict:

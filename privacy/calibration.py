@@ -203,8 +203,9 @@ def calibrate_secure_aggregation(*, target_epsilon: float, mechanism_of: Callabl
                                  sample_rate: float, rounds: int) -> float:
     """Smallest z whose distributed Skellam mechanism (``mechanism_of(z)``: a
     :class:`privacy.distributed_dp.DistributedSkellamMechanism`, its scale and sensitivities after rounding
-    depending on z) spends at most ``target_epsilon`` over ``rounds`` Poisson-sampled rounds with every
-    client surviving, accounted as the run's ledger does (:func:`privacy.distributed_dp.epsilon`)."""
+    depending on z) spends at most ``target_epsilon`` over ``rounds`` Poisson-sampled rounds of its planned
+    event (the configured mu: what the other survivors carry down to the tolerated shortfall), accounted as
+    the run's ledger does (:func:`privacy.distributed_dp.epsilon`)."""
     from privacy.distributed_dp import epsilon as skellam_epsilon
 
     def eps_of(z: float) -> float:

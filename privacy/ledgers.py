@@ -5,8 +5,8 @@ round it is sampled for, *when the round is dispatched* (a crash never under-rep
 system's record-level epsilon is the maximum over clients (every record lives on one client).
 Client-level: one history for the federation, one Poisson-subsampled Gaussian event (z, q, 1) per
 round with server noise; under secure aggregation (``secagg.enabled``) instead one Skellam event
-(mu_present, Delta_1, Delta_2, q, 1) per released round, accounted by :func:`privacy.distributed_dp.epsilon`
-with the noise that was actually in the sum. A run stops before a round that could push either past its target.
+(mu_booked, Delta_1, Delta_2, q, 1) per released round, accounted by :func:`privacy.distributed_dp.epsilon`
+with the noise the other survivors actually put in the sum. A run stops before a round that could push either past its target.
 
 Per-round work is O(cohort): only the sampled clients' epsilons change, and each client's epsilon
 "after one more round" (what the budget check needs) is kept up to date for them alone.
@@ -42,7 +42,7 @@ class PrivacyLedgers:
         self.record = Ledger(accountant=cfg.client.accountant)
         self.client_level = Ledger(accountant=cfg.server.accountant)
         self.skellam: list[SkellamEvent] = []  # the client-level history under secure aggregation
-        self.skellam_planned: SkellamEvent | None = None  # a full round's event, set by the server (budget check)
+        self.skellam_planned: SkellamEvent | None = None  # the configured mu's event, set by the server (budget)
         self._refresh()
 
     @property
@@ -97,7 +97,7 @@ class PrivacyLedgers:
 
     def book_server_round(self, skellam_event: SkellamEvent | None = None) -> None:
         """The round's client-level event (nothing without server noise: then eps_client is inf). Under
-        secure aggregation the mechanism's Skellam event of the round, with the noise present in the sum
+        secure aggregation the mechanism's Skellam event of the round, with the other survivors' noise
         (None: the round released nothing, e.g. too many drop-outs to unmask)."""
         z = self.cfg.server.noise_multiplier
         if self.cfg.secagg.enabled:
@@ -124,13 +124,13 @@ class PrivacyLedgers:
     def budget_exceeded_next_round(self) -> str:
         """Why one more round would exceed a target epsilon ('' if it would not)."""
         c, s = self.cfg.client, self.cfg.server
-        if s.target_epsilon is not None and s.noise_multiplier > 0 and self.cfg.secagg.enabled:
-            eps = skellam_epsilon(self.skellam + [self.skellam_planned], delta=self.delta_client)
-            if eps > s.target_epsilon:
-                return f"client-level epsilon would reach {eps:.4g} > target {s.target_epsilon}"
-        elif s.target_epsilon is not None and s.noise_multiplier > 0:
-            hist = self.client_level.histories.get(FEDERATION, []) + [(s.noise_multiplier, self.client_sample_rate, 1)]
-            eps = Ledger(s.accountant, {0: hist}).epsilon(0, delta=self.delta_client)
+        if s.target_epsilon is not None and s.noise_multiplier > 0:
+            if self.cfg.secagg.enabled:
+                eps = skellam_epsilon(self.skellam + [self.skellam_planned], delta=self.delta_client)
+            else:
+                hist = self.client_level.histories.get(FEDERATION, []) + [(s.noise_multiplier, self.client_sample_rate,
+                                                                          1)]
+                eps = Ledger(s.accountant, {0: hist}).epsilon(0, delta=self.delta_client)
             if eps > s.target_epsilon:
                 return f"client-level epsilon would reach {eps:.4g} > target {s.target_epsilon}"
         if self.eps_record_next is not None:
