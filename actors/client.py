@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from actors.data import DataError, ImageData
-from actors.local_training import LocalSpec, LocalTrainer, RoundDeadline
+from actors.local_training import LocalSpec, LocalTrainer, RoundDeadline, load_flat_
 from actors.model_inputs import load_from_config
 from actors.models import build_model
 from actors.secure_step import SecureStep
@@ -153,14 +153,29 @@ class ClientActor:
         from privacy.distributed_dp import client_rng
         from privacy.secure_aggregation import SecAggClient
 
-        result = self._local_training(start, cid, round_idx, stop_at)
-        if not torch.isfinite(result.delta).all():
-            raise FloatingPointError("non-finite model delta")
-        ring = step.skellam.constrain_sensitivity(
-            result.delta, rng=client_rng(noise_seed=self.cfg.run.noise_seed, client_id=cid, round_idx=round_idx))
-        self._ring[cid] = ring
+        rng = client_rng(noise_seed=self.cfg.run.noise_seed, client_id=cid, round_idx=round_idx)
+        if self.cfg.secagg.level == "record":  # FedSGD: this silo's clipped-gradient sum, one step on the union
+            self._ring[cid] = step.skellam.encode(self._clipped_gradient_sum(start, cid, round_idx, stop_at), rng=rng)
+        else:
+            result = self._local_training(start, cid, round_idx, stop_at)
+            if not torch.isfinite(result.delta).all():
+                raise FloatingPointError("non-finite model delta")
+            self._ring[cid] = step.skellam.constrain_sensitivity(result.delta, rng=rng)
         self._secagg[cid] = SecAggClient(cid, step.protocol)  # keys and masks from this process's OS entropy
         return ClientReport(cid, len(self.shards[cid][1]), math.nan, math.nan, False)
+
+    def _clipped_gradient_sum(self, start: torch.Tensor, cid: int, round_idx: int, stop_at: float) -> torch.Tensor:
+        """sum_i clip_C(grad_i) at ``start`` over a Poisson sample (rate q_k) of client ``cid``'s records, drawn
+        from its own stream: a silo's part of one DP-SGD step on the union (secagg.level = "record")."""
+        trainer, (x, y) = self.trainer, self.shards[cid]
+        load_flat_(trainer.params, start.to(trainer.device))
+        trainer.module.train()
+        gen = torch_generator(self.cfg.run.noise_seed, CLIENT, cid, round_idx)
+        idx = torch.nonzero(torch.rand(len(y), generator=gen) < trainer.spec.sample_rate(len(y))).squeeze(1)
+        if time.monotonic() > stop_at:
+            raise RoundDeadline("past its share of server.round_timeout")
+        clipped = trainer.clipper.clipped_sum(x[idx].to(trainer.device), y[idx].to(trainer.device))
+        return torch.cat([g.reshape(-1) for g in clipped.grads]).cpu()
 
     # --- secure aggregation: the later stages of the round begun by train() ------------------------
     def _secagg_clients(self, round_idx: int) -> dict:

@@ -44,7 +44,7 @@ def round_row(*, round_number: int, cfg: ExperimentConfig, cohort_size: int, col
         "max_grad_norm_local": c.max_grad_norm if c.dp else math.inf,
         "noise_multiplier_server": s.noise_multiplier,
         "noise_multiplier_delta": delta_multiplier,
-        "clip_server": s.clip if cfg.secagg.enabled else released.clip if released.clip > 0 else math.inf,
+        "clip_server": _server_clip(cfg, released),
         "clip_count_std": s.count_noise_std if s.adaptive_clip else 0.0,
         "unclipped_fraction": float(np.mean([r.unclipped for r in reports])) if reports else math.nan,
         "unclipped_fraction_noised": math.nan if cfg.secagg.enabled else released.unclipped_fraction_noised,
@@ -63,6 +63,13 @@ def round_row(*, round_number: int, cfg: ExperimentConfig, cohort_size: int, col
     if secure is not None:
         row.update(_secure_columns(step, secure))
     return row
+
+
+def _server_clip(cfg: ExperimentConfig, released) -> float:
+    """S of the round's release; inf where deltas are not clipped (also secure FedSGD, whose silos clip records)."""
+    if cfg.secagg.enabled:
+        return cfg.server.clip if cfg.secagg.level == "client" else math.inf
+    return released.clip if released.clip > 0 else math.inf
 
 
 def _secure_columns(step: StepResult, secure) -> dict:

@@ -26,6 +26,7 @@ from privacy.secure_aggregation import SecAggConfig, SecAggDiagnostics, SecAggSe
 class SecureSum:
     ring_sum: np.ndarray | None  # the survivors' exact sum mod 2^b; None if the round could not unmask
     survivors: int = 0  # clients whose masked vector (and noise share) is in the sum
+    survivor_ids: tuple[int, ...] = ()  # which ones (secure FedSGD books record-level events for them)
     diagnostics: SecAggDiagnostics | None = None
     failures: list[str] = field(default_factory=list)  # "client k: why" for clients lost during the protocol
     failure: str = ""  # why nothing was released (too many drop-outs)
@@ -56,7 +57,7 @@ def secure_sum(clients: list, updates: list[ActorUpdate], protocol: SecAggConfig
         answers = _stage(clients, _group({k: owner[k] for k in survivors.ids}), out, timeout,
                          lambda a, ids: clients[a].secagg_unmask.remote(round_idx, survivors, ids))
         out.ring_sum, out.diagnostics = server.unmask([m for ms in answers.values() for m in ms])
-        out.survivors = len(survivors.ids)
+        out.survivors, out.survivor_ids = len(survivors.ids), tuple(sorted(int(k) for k in survivors.ids))
     except ValueError as exc:  # too many drop-outs: the protocol refuses rather than release a wrong sum
         out.ring_sum, out.failure = None, str(exc)
     return out

@@ -46,14 +46,23 @@ class ServerActor:
         num_clients = len(plan.actor)
         canaries = (Canaries(cfg.audit.canaries, len(weights), seed=cfg.run.seed,
                              sample_rate=cfg.server.clients_per_round / num_clients) if cfg.audit.canaries else None)
-        if mechanism is None and cfg.secagg.enabled:
+        self.record_secure = cfg.secagg.enabled and cfg.secagg.level == "record"
+        if mechanism is None and self.record_secure:
+            from privacy.distributed_dpsgd import expected_batch, from_experiment as record_mechanism
+
+            if not plan.sizes:
+                raise ValueError("secure FedSGD needs the clients' record counts (ClientPlan.sizes)")
+            mechanism = record_mechanism(cfg, dim=len(weights), batch=expected_batch(plan.sample_rate, plan.sizes))
+        elif mechanism is None and cfg.secagg.enabled:
             from privacy.distributed_dp import from_experiment  # a central run never imports it
 
             mechanism = from_experiment(cfg, dim=len(weights))
         mechanism = mechanism or CentralGaussianMechanism(cfg.server, noise_seed=cfg.run.noise_seed)
         self.aggregator = Aggregator(cfg, weights, mechanism=mechanism, canaries=canaries)
         self.ledgers = PrivacyLedgers(cfg, sample_rates=plan.sample_rate, steps=plan.steps)
-        if cfg.secagg.enabled:
+        if self.record_secure:
+            self.ledgers.record_planned = [mechanism.planned_event(sample_rate=q) for q in plan.sample_rate]
+        elif cfg.secagg.enabled:
             self.ledgers.skellam_planned = mechanism.planned_event(sample_rate=self.ledgers.client_sample_rate)
         with offering(shared):  # the evaluator loads the data through actors.client.load_on_this_node
             self.evaluator = Evaluator(cfg)
@@ -106,6 +115,11 @@ class ServerActor:
         collected.failures += summed.failures + ([f"round not released: {summed.failure}"] if summed.failure else [])
         reports = [r for u in collected.updates for r in u.succeeded]
         step = self.aggregator.step_secure(round_idx, summed.ring_sum, survivors=summed.survivors, reports=reports)
+        if self.record_secure:  # every surviving silo's records took one step under the booked noise
+            if step.released is not None:
+                self.ledgers.book_record_release({k: mechanism.event(step.released, sample_rate=self.plan.sample_rate[k])
+                                                  for k in summed.survivor_ids})
+            return step, summed, math.nan
         if step.released is None:
             self.ledgers.book_server_round(None)
             return step, summed, math.nan
@@ -118,7 +132,7 @@ class ServerActor:
         from privacy.secure_aggregation import SecAggConfig
 
         sa, mech = self.cfg.secagg, self.aggregator.mechanism
-        return SecAggConfig(dim=mech.quantizer.grid_dim(mech.dim), bits=sa.bits, threshold=sa.threshold_for(cohort),
+        return SecAggConfig(dim=mech.grid_dim, bits=sa.bits, threshold=sa.threshold_for(cohort),
                             neighbours=sa.neighbours or None,  # k >= cohort - 1: every pair (harary_graph)
                             session=f"round {round_idx}".encode())
 

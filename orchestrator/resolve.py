@@ -69,6 +69,19 @@ def _calibrate_secagg(cfg: ExperimentConfig, num_params: int, *, delta: float, s
                                                dim=num_params))
 
 
+def _calibrate_secure_fedsgd(cfg: ExperimentConfig, num_params: int, *, delta: float, sample_rates, batch: float
+                             ) -> float:
+    """sigma for client.target_epsilon under secure FedSGD (secagg.level = "record"): every silo in every round,
+    the worst silo's rate, the Skellam accounting its ledger uses."""
+    from privacy.calibration import calibrate_secure_aggregation
+    from privacy.distributed_dpsgd import from_experiment
+
+    return calibrate_secure_aggregation(
+        target_epsilon=cfg.client.target_epsilon, delta=delta, sample_rate=sample_rates, rounds=cfg.server.rounds,
+        mechanism_of=lambda s: from_experiment(cfg.replace(client={"noise_multiplier": s, "target_epsilon": None}),
+                                               dim=num_params, batch=batch))
+
+
 def count_parameters(model: str, data: ImageData) -> int:
     """Parameters of ``model`` built for ``data``; a ConfigError if it cannot read those inputs (a
     model for another image size), here rather than in every client actor once the run has started."""
@@ -120,7 +133,12 @@ def resolve_config(cfg: ExperimentConfig, capacity: tuple[float, float] | None =
     rates = [spec.sample_rate(int(n)) for n in part.sizes]
     steps = [spec.steps(int(n)) for n in part.sizes]
     sigma = c.noise_multiplier
-    if c.target_epsilon is not None:
+    record_secure = cfg.secagg.enabled and cfg.secagg.level == "record"
+    batch = sum(q * int(n) for q, n in zip(rates, part.sizes))  # secure FedSGD's fixed denominator
+    if c.target_epsilon is not None and record_secure:
+        sigma = _calibrated("client.target_epsilon", c.target_epsilon, lambda: _calibrate_secure_fedsgd(
+            cfg, num_params, delta=delta_record, sample_rates=rates, batch=batch))
+    elif c.target_epsilon is not None:
         sigma = _calibrated("client.target_epsilon", c.target_epsilon, lambda: calibrate_record_level(
             target_epsilon=c.target_epsilon, delta=delta_record, sample_rates=rates, steps_per_round=steps,
             rounds=s.rounds, accountant=c.accountant))
@@ -144,7 +162,15 @@ def resolve_config(cfg: ExperimentConfig, capacity: tuple[float, float] | None =
     if canaries is None:  # audit client-level DP wherever it is claimed and canaries cost little accuracy
         canaries = default_canary_count(noise_multiplier=z, sample_rate=q, clipping=s.clipping,
                                         num_params=num_params)
-    if cfg.secagg.enabled:  # the bits must hold the sum at this model size: refused now, not in the server actor
+    if record_secure:
+        if canaries:
+            raise ConfigError("audit.canaries", canaries, "must be 0 with secagg.level = \"record\": the canary "
+                              "audit tests client-level DP")
+        from privacy.distributed_dpsgd import from_experiment as record_mechanism  # the bits, refused before Ray
+
+        record_mechanism(cfg.replace(client={"noise_multiplier": sigma, "target_epsilon": None}), dim=num_params,
+                         batch=batch)
+    elif cfg.secagg.enabled:  # the bits must hold the sum at this model size: refused now, not in the server actor
         from privacy.distributed_dp import from_experiment
 
         from_experiment(cfg.replace(server={"noise_multiplier": z}), dim=num_params)
@@ -154,5 +180,5 @@ def resolve_config(cfg: ExperimentConfig, capacity: tuple[float, float] | None =
         client={"delta": delta_record, "noise_multiplier": sigma, "num_actors": num_actors},
         server=server, audit={"canaries": canaries}, run={"noise_seed": noise_seed})
     plan = ClientPlan(actor=tuple(k % num_actors for k in range(d.num_clients)), sample_rate=tuple(rates),
-                      steps=tuple(steps))
+                      steps=tuple(steps), sizes=tuple(int(n) for n in part.sizes))
     return Plan(resolved, part, plan, data.shape, data.num_classes, n_train, len(data.y_test))

@@ -200,16 +200,20 @@ def _search_below(eps_of: Callable[[float], float], target: float, hi: float, e_
 
 
 def calibrate_secure_aggregation(*, target_epsilon: float, mechanism_of: Callable[[float], object], delta: float,
-                                 sample_rate: float, rounds: int) -> float:
+                                 sample_rate: float | Sequence[float], rounds: int) -> float:
     """Smallest z whose distributed Skellam mechanism (``mechanism_of(z)``: a
     :class:`privacy.distributed_dp.DistributedSkellamMechanism`, its scale and sensitivities after rounding
     depending on z) spends at most ``target_epsilon`` over ``rounds`` Poisson-sampled rounds of its planned
     event (the configured mu: what the other survivors carry down to the tolerated shortfall), accounted as
-    the run's ledger does (:func:`privacy.distributed_dp.epsilon`)."""
+    the run's ledger does (:func:`privacy.distributed_dp.epsilon`). Several sample rates (record-level
+    FedSGD: one per silo): the worst of them meets the target. Also for
+    :class:`privacy.distributed_dpsgd.DistributedDPSGD`, whose noise multiplier is sigma."""
     from privacy.distributed_dp import epsilon as skellam_epsilon
+
+    rates = sorted({float(q) for q in ([sample_rate] if isinstance(sample_rate, numbers.Real) else sample_rate)})
 
     def eps_of(z: float) -> float:
         mech = mechanism_of(z)
-        return skellam_epsilon([mech.planned_event(sample_rate=sample_rate)[:4] + (rounds,)], delta=delta)
+        return max(skellam_epsilon([mech.planned_event(sample_rate=q)[:4] + (rounds,)], delta=delta) for q in rates)
 
     return calibrate_noise_multiplier(target_epsilon=target_epsilon, eps_of=eps_of)

@@ -250,7 +250,7 @@ class ExperimentConfig:
                    f"data.features = {self.data.features!r} needs model.name = "
                    + ("auto or one of " + ", ".join(SCATTER_MODELS) if self.data.features == "scatternet"
                       else "auto or a pixel model"))
-        check_secagg_options(self.secagg, self.server)
+        check_secagg_options(self.secagg, self.server, self.client, self.data)
 
     def flat(self) -> dict[str, Any]:
         """The whole config as one flat dict, ``{"section.key": value}``."""

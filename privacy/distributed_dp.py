@@ -66,7 +66,7 @@ EDGE = 0.75  # near_edge counts coordinates of the centred sum with |v| >= EDGE 
 
 # --- the scale rule -----------------------------------------------------------------------------
 def heuristic_scale(*, bits: int, clip: float, noise_std: float, expected_cohort: int, dim: int,
-                    k_stddevs: float, rho: float = 1.0) -> float:
+                    k_stddevs: float, rho: float = 1.0, signal_norm: float | None = None) -> float:
     """Scale s = 1/gamma so that k standard deviations of one coordinate of the noised, quantised sum
     fit the signed range of Z_{2^b}:
 
@@ -76,22 +76,26 @@ def heuristic_scale(*, bits: int, clip: float, noise_std: float, expected_cohort
     (S m)^2 / d: m clipped vectors aligned, spread flat by the rotation (rho its flatness, 1 for
     Hadamard); sigma^2 = noise_std^2: total noise variance of the sum in model units; m gamma^2 / 4: the
     rounding of m clients. d: the rounded length (padded when rotating). Needs 4^b > m k^2, else even the
-    rounding alone overflows. Source: Kairouz, Liu, Steinke 2021 (arXiv 2102.06387), Sections 4.2/4.4; the
-    form of google-parfait/tensorflow-federated ``_heuristic_scale_factor``.
+    rounding alone overflows. ``signal_norm``: a bound on the norm of the sum of the inputs when it is not
+    S m (record-level secure aggregation: S times the expected batch; then m counts the rounding parties).
+    Source: Kairouz, Liu, Steinke 2021 (arXiv 2102.06387), Sections 4.2/4.4; the form of
+    google-parfait/tensorflow-federated ``_heuristic_scale_factor``.
     """
     room = 4.0 ** bits / (4 * k_stddevs ** 2) - expected_cohort / 4
     if room <= 0:
         raise ValueError(f"bits = {bits} too few for a cohort of {expected_cohort}: the sum's expected range "
                          f"{k_stddevs:g} std wide overflows Z_2^{bits} (need 4^bits > m k^2 = "
                          f"{expected_cohort * k_stddevs ** 2:g}); raise bits or lower the cohort or k_stddevs")
-    return 1.0 / math.sqrt((rho * (clip * expected_cohort) ** 2 / dim + noise_std ** 2) / room)
+    signal = clip * expected_cohort if signal_norm is None else signal_norm
+    return 1.0 / math.sqrt((rho * signal ** 2 / dim + noise_std ** 2) / room)
 
 
 def sum_range(*, scale: float, clip: float, noise_std: float, expected_cohort: int, dim: int,
-              k_stddevs: float) -> float:
+              k_stddevs: float, signal_norm: float | None = None) -> float:
     """Width 2 k sqrt(...) on the integer grid of the sum that :func:`heuristic_scale` fits into 2^b."""
     m = expected_cohort
-    return 2 * k_stddevs * math.sqrt(scale ** 2 * ((clip * m) ** 2 / dim + noise_std ** 2) + m / 4)
+    signal = clip * m if signal_norm is None else signal_norm
+    return 2 * k_stddevs * math.sqrt(scale ** 2 * (signal ** 2 / dim + noise_std ** 2) + m / 4)
 
 
 # --- configuration ------------------------------------------------------------------------------
@@ -217,9 +221,9 @@ class DistributedSkellamMechanism:
             raise ValueError(f"dim = {dim}: the model needs at least one parameter")
         c = self.config = config
         self.dim, self.noise_seed = dim, int(noise_seed)
-        grid_dim = Quantizer(scale=1.0, clip=c.clip, bits=c.bits, rotate=c.rotate).grid_dim(dim)
+        self.grid_dim = Quantizer(scale=1.0, clip=c.clip, bits=c.bits, rotate=c.rotate).grid_dim(dim)
         args = dict(bits=c.bits, clip=c.clip, noise_std=c.noise_std_full_cohort, expected_cohort=c.expected_cohort,
-                    dim=grid_dim, k_stddevs=c.k_stddevs)
+                    dim=self.grid_dim, k_stddevs=c.k_stddevs)
         self.scale = heuristic_scale(**args) if c.scale is None else float(c.scale)
         width = sum_range(scale=self.scale, **{k: v for k, v in args.items() if k != "bits"})
         if width > 2 ** c.bits * (1 + 1e-9):

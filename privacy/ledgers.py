@@ -6,7 +6,11 @@ system's record-level epsilon is the maximum over clients (every record lives on
 Client-level: one history for the federation, one Poisson-subsampled Gaussian event (z, q, 1) per
 round with server noise; under secure aggregation (``secagg.enabled``) instead one Skellam event
 (mu_booked, Delta_1, Delta_2, q, 1) per released round, accounted by :func:`privacy.distributed_dp.epsilon`
-with the noise the other survivors actually put in the sum. A run stops before a round that could push either past its target.
+with the noise the other survivors actually put in the sum. Record-level under secure aggregation
+(``secagg.level = "record"``, FedSGD across silos): client k's history is instead one Skellam event
+(mu_booked, Delta_1, Delta_2, q_k, 1) per released round whose sum holds its vector, booked *after* the
+release, since nothing about the records leaves a silo before it (privacy.distributed_dpsgd).
+A run stops before a round that could push either past its target.
 
 Per-round work is O(cohort): only the sampled clients' epsilons change, and each client's epsilon
 "after one more round" (what the budget check needs) is kept up to date for them alone.
@@ -43,6 +47,10 @@ class PrivacyLedgers:
         self.client_level = Ledger(accountant=cfg.server.accountant)
         self.skellam: list[SkellamEvent] = []  # the client-level history under secure aggregation
         self.skellam_planned: SkellamEvent | None = None  # the configured mu's event, set by the server (budget)
+        self.record_secure = cfg.secagg.enabled and cfg.secagg.level == "record"
+        self.record_skellam: dict[int, list[SkellamEvent]] = {}  # record-level histories under secure FedSGD
+        self.record_planned: list[SkellamEvent] | None = None  # client k's planned event (budget), set by the server
+        self._skellam_cache: dict[tuple, float] = {}  # merged history -> epsilon at delta_record
         self._refresh()
 
     @property
@@ -60,11 +68,32 @@ class PrivacyLedgers:
     def _refresh(self) -> None:
         """Recompute every cached epsilon from the histories (at start and after a restore)."""
         self.eps_record = np.zeros(self.num_clients)
+        if self.record_secure:
+            self.eps_record_next = None
+            for k, hist in self.record_skellam.items():
+                self.eps_record[k] = self._skellam_record_epsilon(tuple(hist))
+            return
         self.eps_record_next = self._one_round_epsilons()
         if not self.cfg.client.dp:
             return
         for k in self.record.histories:
             self._update_client(k)
+
+    def _skellam_record_epsilon(self, history: tuple) -> float:
+        """Record-level epsilon of a Skellam history; silos share histories but for q_k, so cached."""
+        from privacy.distributed_dp import merge_events
+
+        key = tuple(sorted(merge_events(history)))
+        if key not in self._skellam_cache:
+            self._skellam_cache[key] = skellam_epsilon(key, delta=self.delta_record)
+        return self._skellam_cache[key]
+
+    def book_record_release(self, events: dict[int, SkellamEvent]) -> None:
+        """Secure FedSGD: each surviving silo's Skellam event of a released round (none for a silo whose vector
+        is not in the sum, nor for a round that released nothing)."""
+        for k, event in events.items():
+            self.record_skellam.setdefault(int(k), []).append(tuple(event))
+            self.eps_record[int(k)] = self._skellam_record_epsilon(tuple(self.record_skellam[int(k)]))
 
     def _one_round_epsilons(self) -> np.ndarray | None:
         """Every client's epsilon after a first round, once per distinct (rate, steps); None when no
@@ -87,8 +116,9 @@ class PrivacyLedgers:
             self.eps_record_next[k] = self._epsilon_after(self.record.histories[k] + [self._event(k)])
 
     def book_cohort(self, cohort: Sequence[int]) -> None:
-        """Record-level events of a round's cohort, booked before any result is awaited."""
-        if not self.cfg.client.dp:
+        """Record-level events of a round's cohort, booked before any result is awaited (under secure FedSGD
+        at release instead: :meth:`book_record_release`)."""
+        if not self.cfg.client.dp or self.record_secure:
             return
         for k in map(int, cohort):
             noise, rate, steps = self._event(k)
@@ -133,6 +163,11 @@ class PrivacyLedgers:
                 eps = Ledger(s.accountant, {0: hist}).epsilon(0, delta=self.delta_client)
             if eps > s.target_epsilon:
                 return f"client-level epsilon would reach {eps:.4g} > target {s.target_epsilon}"
+        if self.record_secure and c.target_epsilon is not None and self.record_planned is not None:
+            worst = max(self._skellam_record_epsilon(tuple(self.record_skellam.get(k, [])) + (self.record_planned[k],))
+                        for k in range(self.num_clients))
+            if worst > c.target_epsilon:
+                return f"record-level epsilon would reach {worst:.4g} > target {c.target_epsilon}"
         if self.eps_record_next is not None:
             worst = float(self.eps_record_next.max())  # any client may be sampled next: the worst one counts
             if worst > c.target_epsilon:
@@ -142,12 +177,14 @@ class PrivacyLedgers:
     # --- checkpoints --------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {"record": self.record.state_dict(), "client_level": self.client_level.state_dict(),
-                "client_level_skellam": [list(e) for e in self.skellam]}
+                "client_level_skellam": [list(e) for e in self.skellam],
+                "record_skellam": {str(k): [list(e) for e in h] for k, h in self.record_skellam.items()}}
 
     def load_state_dict(self, state: dict) -> None:
         self.record = Ledger.from_state_dict(state["record"])
         self.client_level = Ledger.from_state_dict(state["client_level"])
         self.skellam = [tuple(e) for e in state.get("client_level_skellam", [])]
+        self.record_skellam = {int(k): [tuple(e) for e in h] for k, h in state.get("record_skellam", {}).items()}
         self._refresh()
 
 

@@ -6,6 +6,16 @@ adds its share of Skellam noise (:mod:`privacy.distributed_dp`), masks the ring 
 ``server.noise_multiplier`` and ``server.clients_per_round`` keep their meaning (S, z, the fixed
 denominator m); this section holds what only the untrusted server needs. The checks that involve other
 sections live in :func:`check_secagg_options`.
+
+``level`` picks one of the two uses of the mechanism:
+
+- ``client`` (cross-device DP-FedAvg): each client clips its model delta to ``server.clip`` and the sum
+  carries Skellam noise of multiplier ``server.noise_multiplier``; the epsilon is client-level
+  (:mod:`privacy.distributed_dp`);
+- ``record`` (cross-silo FedSGD): each round every silo Poisson-samples its records, sums their
+  per-sample gradients clipped to ``client.max_grad_norm`` and adds its share of noise of multiplier
+  ``client.noise_multiplier``: the unmasked sum is one DP-SGD step on the union, and the epsilon is
+  record-level at the noise of one pooled run (:mod:`privacy.distributed_dpsgd`).
 """
 
 from __future__ import annotations
@@ -14,10 +24,13 @@ from dataclasses import dataclass
 
 from privacy.validation import _check, _check_int, _finite
 
+LEVELS = ("client", "record")  # what the clients' noise shares protect: see the module docstring
+
 
 @dataclass(frozen=True)
 class SecAggSection:
     enabled: bool = False  # untrusted server: clients add Skellam noise shares, the server sees only the masked sum
+    level: str = "client"  # client: DP-FedAvg, client-level epsilon | record: FedSGD across silos, record-level epsilon
     bits: int = 16  # b: the ring Z_2^b of secure aggregation (upload size b bits per coordinate)
     threshold: int = 0  # t: Shamir shares that unmask a client; 0 = a majority of each neighbourhood
     neighbours: int = 0  # k (even): sparse masking graph of Bell et al. 2020; 0 = every pair of the cohort
@@ -28,6 +41,7 @@ class SecAggSection:
 
     def __post_init__(self) -> None:
         _check(isinstance(self.enabled, bool), "secagg.enabled", self.enabled, "must be true or false")
+        _check(self.level in LEVELS, "secagg.level", self.level, f"must be one of {', '.join(LEVELS)}")
         _check_int("secagg.bits", self.bits, 2)
         _check(self.bits <= 32, "secagg.bits", self.bits, "must be <= 32")
         _check_int("secagg.threshold", self.threshold, 0)
@@ -49,9 +63,12 @@ class SecAggSection:
         return self.threshold or self.holders(cohort) // 2 + 1
 
 
-def check_secagg_options(secagg: SecAggSection, server) -> None:
+def check_secagg_options(secagg: SecAggSection, server, client=None, data=None) -> None:
     """What secure aggregation cannot be combined with, one clear error each (called by ExperimentConfig)."""
     if not secagg.enabled:
+        return
+    if secagg.level == "record":
+        _check_record_level(secagg, server, client, data)
         return
     m = server.clients_per_round
     _check(m >= 2, "server.clients_per_round", m, "must be >= 2 with secagg.enabled: a client's noise is the "
@@ -70,3 +87,30 @@ def check_secagg_options(secagg: SecAggSection, server) -> None:
            f"too few for a cohort of {m}: the sum's expected range overflows Z_2^b (need 4^bits > m k^2 = "
            f"{m * secagg.k_stddevs ** 2:g}); raise secagg.bits, or lower server.clients_per_round or "
            "secagg.k_stddevs")
+
+
+def _check_record_level(secagg: SecAggSection, server, client, data) -> None:
+    """FedSGD across silos: every silo, one clipped-gradient sum per round, record-level noise only."""
+    why = "with secagg.level = \"record\" (FedSGD: one DP-SGD step on the union of the silos per round)"
+    if client is not None:
+        _check(client.dp, "client.dp", client.dp, f"must be true {why}")
+        _check(client.grad_sample_mode == "bookkeeping", "client.grad_sample_mode", client.grad_sample_mode,
+               f"must be \"bookkeeping\" {why}: the silos sum per-sample clipped gradients without an optimiser")
+        _check(client.local_steps == 1, "client.local_steps", client.local_steps,
+               f"must be 1 {why}; server.lr is the step size and server.rounds the number of steps")
+    if data is not None:
+        k = data.num_clients
+        _check(k >= 2, "data.num_clients", k, f"must be >= 2 {why}: a silo's noise is in the others' shares too")
+        _check(server.clients_per_round == k, "server.clients_per_round", server.clients_per_round,
+               f"must equal data.num_clients ({k}) {why}: every silo takes part in every round")
+        _check(4.0 ** secagg.bits > k * secagg.k_stddevs ** 2, "secagg.bits", secagg.bits,
+               f"too few for {k} silos (need 4^bits > K k^2 = {k * secagg.k_stddevs ** 2:g})")
+    _check(server.noise_multiplier == 0 and server.target_epsilon is None, "server.noise_multiplier",
+           server.noise_multiplier, f"must be 0 and server.target_epsilon unset {why}: the noise is record-level "
+           "(client.noise_multiplier or client.target_epsilon)")
+    _check(not server.adaptive_clip, "server.adaptive_clip", server.adaptive_clip, f"must be false {why}")
+    _check(secagg.threshold <= server.clients_per_round, "secagg.threshold", secagg.threshold,
+           f"above the {server.clients_per_round} silos: no round could unmask")
+    _check(secagg.threshold <= secagg.holders(server.clients_per_round), "secagg.threshold", secagg.threshold,
+           f"above the {secagg.holders(server.clients_per_round)} holders of each silo's secrets "
+           "(secagg.neighbours + 1)")

@@ -1,0 +1,207 @@
+"""Record-level DP across silos under secure aggregation: one DP-SGD step on the union per round (FedSGD).
+
+Each silo k Poisson-samples its records at rate q_k, sums their per-sample gradients clipped to C,
+encodes the sum on the integer grid (scale s, randomised Hadamard rotation, unbiased randomised
+rounding), adds its share of Skellam noise and masks the ring vector (privacy.secure_aggregation). The
+server unmasks only the sum: sum_i clip_C(g_i) over a Poisson sample of the union, plus Sk(mu),
+mu = (sigma s C)^2 -- one DP-SGD step on the pooled data, so a record pays the noise of one centralised
+run, not the sqrt(K) more that each silo's own DP-SGD pays. The server divides by the fixed expected
+batch B = sum_k q_k n_k and applies ``server.lr`` (and momentum): post-processing.
+
+Sensitivity to one record, after rounding (a record of silo k moves only silo k's vector):
+
+- rounding is ``floor(y + U)``, U uniform on [0, 1)^d drawn by the silo (the same distribution as
+  floor(y) + Bernoulli(y - floor(y))). For a fixed U the rounded vectors of neighbouring batches differ
+  coordinate-wise by |floor(y_i + U_i) - floor(y'_i + U_i)| < |y_i - y'_i| + 1, so their L2 distance is at
+  most s C + sqrt(d) and their L1 distance at most sqrt(d) s C + d (and, being integers, at most Delta_2^2).
+  The released distribution in each world is the mixture over U of Skellam mechanisms with these
+  sensitivities, and Renyi divergence is jointly quasi-convex (van Erven & Harremoes 2014, Theorem 13):
+  the mixtures' divergence is at most the worst U's. Conditional rounding (privacy.quantization) is not
+  used here: its re-draws depend on the data, which breaks this coupling.
+- every silo stays in the protocol in both neighbouring worlds, so every survivor's share is noise that
+  protects the record, its own silo's share included (that share is the silo's secret, not the server's):
+  the ledger books mu_booked = survivors * share. Shares are sized so that ceil(K (1 - tau)) silos carry mu.
+
+The ledger books (mu_booked, Delta_1, Delta_2, q_k, 1) for every record of a silo whose vector is in a
+released sum, accounted by the Skellam RDP (privacy.skellam) under Zhu-Wang Poisson subsampling
+(privacy.subsampled_rdp) exactly as the client-level events of :mod:`privacy.distributed_dp`. Large scales
+(24 bits) make sqrt(d) small against s C, and the bound then approaches the subsampled Gaussian's.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from privacy.distributed_dp import (EDGE, ReleasedSkellamAverage, SkellamDiagnostics, SkellamEvent,
+                                    heuristic_scale, skellam_event, sum_range)
+from privacy.quantization import MAX_BITS, from_ring, padded_dim, rotate, rounded_l1_bound, to_ring, unrotate
+from privacy.seeding import SERVER_NOISE, derive_seed
+from privacy.skellam import sample_skellam, share_variance, variance_present
+from privacy.validation import ConfigError
+
+_ROTATION_STREAM = 2  # sub-stream tag under SERVER_NOISE (round): not the client-level mechanism's 1
+
+
+def coupled_l2_sensitivity(*, l2: float, dim: int) -> float:
+    """Delta_2 on the grid of a vector that moves by at most ``l2`` before unconditional randomised rounding
+    ``floor(y + U)`` with U shared by both worlds: l2 + sqrt(dim) (see the module docstring)."""
+    if l2 < 0 or dim < 1:
+        raise ValueError(f"l2 = {l2}, dim = {dim}: need l2 >= 0 and dim >= 1")
+    return l2 + math.sqrt(dim)
+
+
+@dataclass(frozen=True)
+class RingVector:
+    vector: np.ndarray  # uint64 in [0, 2^b): the input of privacy.secure_aggregation
+
+
+@dataclass(frozen=True)
+class SkellamGradientStep:
+    """What a silo does with its round's clipped gradient sum; picklable, built by the server half."""
+
+    scale: float  # s: integer units per model unit
+    bits: int  # b of the ring Z_2^b
+    rotate: bool  # randomised Hadamard rotation before rounding
+    dim: int  # length of the flat gradient
+    share_variance: float  # variance of this silo's Skellam share, integer grid
+    rotation_seed: int  # public seed of the round's rotation
+
+    def encode(self, grad_sum, *, rng: np.random.Generator) -> RingVector:
+        """sum_i clip_C(g_i) -> s H D (padded) -> floor(. + U) -> + Sk(share) -> mod 2^b. ``rng`` draws U and the
+        share: in a deployment the silo's own secret entropy, privacy.seeding streams in simulation. The caller
+        clips every per-sample gradient to C (the sensitivity assumes it, not the sum's norm)."""
+        flat = (grad_sum.detach().to("cpu", torch.float64).numpy() if torch.is_tensor(grad_sum)
+                else np.asarray(grad_sum, dtype=np.float64)).reshape(-1)
+        if flat.size != self.dim:
+            raise ValueError(f"gradient has {flat.size} values, the mechanism was built for dim = {self.dim}")
+        if not np.isfinite(flat).all():
+            raise FloatingPointError("non-finite gradient sum")
+        y = self.scale * (rotate(flat, seed=self.rotation_seed) if self.rotate else flat)
+        grid = np.floor(y + rng.random(y.shape)).astype(np.int64)
+        noised = grid + sample_skellam(self.share_variance, grid.shape, rng=rng)
+        return RingVector(to_ring(noised, bits=self.bits)[0])
+
+
+@dataclass(frozen=True)
+class DistributedDPSGDConfig:
+    clip: float  # C: per-sample gradient clip, model units
+    noise_multiplier: float  # sigma: Skellam variance mu = (sigma s C)^2 on the grid (noise sigma C in model units)
+    silos: int  # K: parties of the secure sum, each adding a share
+    expected_batch: float  # B = sum_k q_k n_k: the fixed denominator
+    bits: int = 24
+    scale: float | None = None  # None = heuristic_scale from the bits
+    k_stddevs: float = 4.0
+    rotate: bool = True
+    dropout_tolerance: float = 0.0  # tau: shares sized so that ceil(K (1 - tau)) silos carry mu
+
+    def __post_init__(self) -> None:
+        def need(cond: bool, key: str, value, rule: str) -> None:
+            if not cond:
+                raise ConfigError(key, value, rule)
+
+        need(math.isfinite(self.clip) and self.clip > 0, "client.max_grad_norm", self.clip, "must be > 0")
+        need(math.isfinite(self.noise_multiplier) and self.noise_multiplier > 0, "client.noise_multiplier",
+             self.noise_multiplier, "must be > 0 with secagg.level = \"record\"")
+        need(isinstance(self.silos, int) and self.silos >= 2, "data.num_clients", self.silos,
+             "must be >= 2 with secure aggregation")
+        need(math.isfinite(self.expected_batch) and self.expected_batch > 0, "client.batch_size",
+             self.expected_batch, "the expected batch over the silos must be > 0")
+        need(isinstance(self.bits, int) and 2 <= self.bits <= MAX_BITS, "secagg.bits", self.bits,
+             f"must be an integer in [2, {MAX_BITS}]")
+        need(self.scale is None or (math.isfinite(self.scale) and self.scale > 0), "secagg.scale", self.scale,
+             "must be a positive finite number")
+        need(0 <= self.dropout_tolerance < 1, "secagg.dropout_tolerance", self.dropout_tolerance, "must be in [0, 1)")
+
+
+class DistributedDPSGD:
+    """FedSGD under secure aggregation with distributed Skellam noise, for a flat model of ``dim``."""
+
+    def __init__(self, config: DistributedDPSGDConfig, *, dim: int, noise_seed: int):
+        if not (isinstance(dim, int) and dim >= 1):
+            raise ValueError(f"dim = {dim}: the model needs at least one parameter")
+        c = self.config = config
+        self.dim, self.noise_seed = dim, int(noise_seed)
+        self.grid_dim = padded_dim(dim) if c.rotate else dim
+        fraction = share_variance(total_variance=1.0, clients=c.silos, dropout_tolerance=c.dropout_tolerance)
+        args = dict(clip=c.clip, noise_std=c.noise_multiplier * c.clip * math.sqrt(c.silos * fraction),
+                    expected_cohort=c.silos, dim=self.grid_dim, k_stddevs=c.k_stddevs,
+                    signal_norm=c.clip * c.expected_batch)  # B clipped gradients aligned: a loose bound
+        self.scale = heuristic_scale(bits=c.bits, **args) if c.scale is None else float(c.scale)
+        width = sum_range(scale=self.scale, **args)
+        if width > 2 ** c.bits * (1 + 1e-9):
+            raise ConfigError("secagg.bits", c.bits, f"too few at scale {self.scale:.4g}: the sum's expected range "
+                              f"({width:.4g}) overflows 2^{c.bits}; raise bits, lower the scale, or leave it unset")
+        self.l2 = coupled_l2_sensitivity(l2=self.scale * c.clip, dim=self.grid_dim)
+        self.l1 = rounded_l1_bound(l2=self.l2, dim=self.grid_dim)
+        self.mu = (c.noise_multiplier * self.scale * c.clip) ** 2
+        self.share = self.mu * fraction  # one silo's share: ceil(K (1 - tau)) of them carry mu
+
+    @property
+    def effective_noise_multiplier(self) -> float:
+        """sqrt(mu) / Delta_2: sigma shrunk by the rounding's sqrt(d) (the multiplier the accounting sees)."""
+        return math.sqrt(self.mu) / self.l2
+
+    def mu_booked(self, survivors: int) -> float:
+        """Noise in a sum of ``survivors`` silos' vectors, all of which protect the record: survivors * share."""
+        return variance_present(share_variances=self.share, survivors=max(int(survivors), 0))
+
+    def planned_event(self, *, sample_rate: float) -> SkellamEvent:
+        """The event of a round in which at least ceil(K (1 - tau)) silos survive (calibration, budget stop)."""
+        return skellam_event(mu=self.mu, l1=self.l1, l2=self.l2, sample_rate=sample_rate)
+
+    def event(self, released: ReleasedSkellamAverage, *, sample_rate: float) -> SkellamEvent:
+        """What the ledger books for the records of one surviving silo of rate ``sample_rate``."""
+        return skellam_event(mu=self.mu_booked(released.noise.survivors), l1=self.l1, l2=self.l2,
+                             sample_rate=sample_rate)
+
+    def rotation_seed(self, round_idx: int) -> int:
+        return derive_seed(self.noise_seed, SERVER_NOISE, round_idx, _ROTATION_STREAM)
+
+    def client_step(self, round_idx: int) -> SkellamGradientStep:
+        c = self.config
+        return SkellamGradientStep(self.scale, c.bits, c.rotate, self.dim, self.share, self.rotation_seed(round_idx))
+
+    def release(self, ring_sum: np.ndarray, *, survivors: int, round_idx: int) -> ReleasedSkellamAverage:
+        """The unmasked sum decoded and divided by -B: the FedSGD step at unit learning rate (a delta)."""
+        c = self.config
+        centred = from_ring(ring_sum, bits=c.bits)
+        if centred.shape != (self.grid_dim,):
+            raise ValueError(f"sum has shape {centred.shape}, expected ({self.grid_dim},)")
+        total = centred.astype(np.float64) / self.scale
+        if c.rotate:
+            total = unrotate(total, dim=self.dim, seed=self.rotation_seed(round_idx))
+        average = torch.from_numpy(-total / c.expected_batch).float()
+        present = self.mu_booked(survivors)
+        near_edge = int(np.count_nonzero(np.abs(centred) >= EDGE * 2 ** (c.bits - 1)))
+        return ReleasedSkellamAverage(average, SkellamDiagnostics(
+            present, self.mu, math.sqrt(present) / (self.scale * c.expected_batch), int(survivors), near_edge,
+            self.scale, float(average.norm())))
+
+    def state_dict(self) -> dict:
+        return {"clip": float(self.config.clip), "scale": float(self.scale), "bits": int(self.config.bits)}
+
+    def load_state_dict(self, state: dict) -> None:
+        if (float(state["clip"]), float(state["scale"]), int(state["bits"])) != (self.config.clip, self.scale,
+                                                                                 self.config.bits):
+            raise ValueError(f"checkpoint quantised with {state}, this run with clip {self.config.clip}, scale "
+                             f"{self.scale}, bits {self.config.bits}: resume with the same secagg settings")
+
+
+def expected_batch(sample_rates, sizes) -> float:
+    """B = sum_k q_k n_k: the expected size of the pooled Poisson batch, the FedSGD step's fixed denominator."""
+    return float(sum(float(q) * int(n) for q, n in zip(sample_rates, sizes)))
+
+
+def from_experiment(cfg, *, dim: int, batch: float) -> DistributedDPSGD:
+    """The record-level mechanism of an ExperimentConfig with ``secagg.level = "record"``: C =
+    client.max_grad_norm, sigma = client.noise_multiplier, K = data.num_clients, B = ``batch``."""
+    c, sa = cfg.client, cfg.secagg
+    return DistributedDPSGD(
+        DistributedDPSGDConfig(clip=c.max_grad_norm, noise_multiplier=c.noise_multiplier, silos=cfg.data.num_clients,
+                               expected_batch=batch, bits=sa.bits, scale=sa.scale or None, k_stddevs=sa.k_stddevs,
+                               rotate=sa.rotate, dropout_tolerance=sa.dropout_tolerance),
+        dim=dim, noise_seed=cfg.run.noise_seed if cfg.run.noise_seed is not None else 0)
