@@ -129,9 +129,10 @@ def load_sweep_config(path: str | Path | None, overrides: list[str]) -> tuple[Ex
                           "drawing the same point would share their noise: drop it (fresh noise per trial) or "
                           "keep sweep.num_samples = 1 and sweep.selection = \"all\"")
     swept = {*sweep.grid, *sweep.uniform, *sweep.loguniform, *sweep.baseline_set}
-    if "secagg.enabled" in swept:
-        raise ConfigError("sweep.grid.secagg.enabled", "swept", "one sweep, one trust model: run one sweep per "
-                          "value of secagg.enabled and draw them together with `fedfrontier compare`")
+    for key in ("secagg.enabled", "secagg.level"):
+        if key in swept:
+            raise ConfigError(f"sweep.grid.{key}", "swept", "one sweep, one trust model and one ledger: run one "
+                              f"sweep per value of {key} and draw them together with `fedfrontier compare`")
     if cfg.secagg.enabled and sweep.selection != "all":
         raise ConfigError("sweep.selection", sweep.selection, "private selection is accounted for the central "
                           "Gaussian only; use sweep.selection = \"all\" with secagg.enabled")

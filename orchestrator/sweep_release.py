@@ -37,7 +37,8 @@ def trial_ledgers(results) -> dict[str, dict]:
         with res.checkpoint.as_directory() as d:
             state = load_checkpoint(Path(d) / CHECKPOINT)
         out[trial_id] = {"record": state["record"], "client_level": state["client_level"],
-                         "client_level_skellam": state.get("client_level_skellam", [])}
+                         "client_level_skellam": state.get("client_level_skellam", []),
+                         "record_skellam": state.get("record_skellam", {})}
     return out
 
 
@@ -73,6 +74,8 @@ def sweep_epsilons(trials: pd.DataFrame, ledgers: dict[str, dict], cfg: Experime
             out["eps_sweep_client"] = eps_sweep(
                 [_histories(ledgers[t]["client_level"]).get(FEDERATION, []) for t in ids], delta=delta,
                 accountant=cfg.server.accountant)
+        elif cfg.secagg.enabled and cfg.secagg.level == "record":  # secure FedSGD: each silo's Skellam events
+            out["eps_sweep_record"] = _record_level_skellam(ids, ledgers, delta)
         else:
             out["eps_sweep_record"] = _record_level(ids, ledgers, delta, cfg.client.accountant)
     return out
@@ -86,3 +89,14 @@ def _record_level(ids: list[str], ledgers: dict[str, dict], delta: float, accoun
     clients = set().union(*(h.keys() for h in per_trial))
     distinct = {tuple(sorted(merge_events(e for h in per_trial for e in h.get(k, [])))) for k in clients}
     return max((eps_sweep([list(h)], delta=delta, accountant=accountant) for h in distinct), default=0.0)
+
+
+def _record_level_skellam(ids: list[str], ledgers: dict[str, dict], delta: float) -> float:
+    """Secure FedSGD (``secagg.level = "record"``): max over silos of the Skellam epsilon of the silo's events
+    in every trial together (their RDPs add). Silos with equal merged histories are accounted once."""
+    from privacy.distributed_dp import merge_events as merge_skellam
+
+    per_trial = [{int(k): [tuple(e) for e in h] for k, h in ledgers[t]["record_skellam"].items()} for t in ids]
+    clients = set().union(*(h.keys() for h in per_trial))
+    distinct = {tuple(sorted(merge_skellam(e for h in per_trial for e in h.get(k, [])))) for k in clients}
+    return max((skellam_epsilon(list(h), delta=delta) for h in distinct), default=0.0)  # no release: nothing spent

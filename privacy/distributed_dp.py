@@ -276,14 +276,24 @@ class DistributedSkellamMechanism:
                              sample_rate=sample_rate)
 
     def state_dict(self) -> dict:
-        """Nothing adaptive; the quantisation is recorded so that a resume cannot change it silently."""
-        return {"clip": float(self.config.clip), "scale": float(self.scale), "bits": int(self.config.bits)}
+        return quantisation_state(self)
 
     def load_state_dict(self, state: dict) -> None:
-        if (float(state["clip"]), float(state["scale"]), int(state["bits"])) != (self.config.clip, self.scale,
-                                                                                 self.config.bits):
-            raise ValueError(f"checkpoint quantised with {state}, this run with clip {self.config.clip}, scale "
-                             f"{self.scale}, bits {self.config.bits}: resume with the same secagg settings")
+        check_quantisation_state(self, state)
+
+
+def quantisation_state(mechanism) -> dict:
+    """A distributed mechanism's checkpoint: nothing adaptive, only its quantisation (clip, scale, bits), recorded
+    so that a resume cannot change it silently."""
+    return {"clip": float(mechanism.config.clip), "scale": float(mechanism.scale), "bits": int(mechanism.config.bits)}
+
+
+def check_quantisation_state(mechanism, state: dict) -> None:
+    """Refuse to resume a checkpoint quantised otherwise than ``mechanism``."""
+    mine = quantisation_state(mechanism)
+    if (float(state["clip"]), float(state["scale"]), int(state["bits"])) != (mine["clip"], mine["scale"], mine["bits"]):
+        raise ValueError(f"checkpoint quantised with {state}, this run with {mine}: resume with the same secagg "
+                         "settings")
 
 
 # --- accounting ---------------------------------------------------------------------------------

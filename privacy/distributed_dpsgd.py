@@ -37,7 +37,8 @@ import numpy as np
 import torch
 
 from privacy.distributed_dp import (EDGE, ReleasedSkellamAverage, SkellamDiagnostics, SkellamEvent,
-                                    heuristic_scale, skellam_event, sum_range)
+                                    check_quantisation_state, heuristic_scale, quantisation_state, skellam_event,
+                                    sum_range)
 from privacy.quantization import MAX_BITS, from_ring, padded_dim, rotate, rounded_l1_bound, to_ring, unrotate
 from privacy.seeding import SERVER_NOISE, derive_seed
 from privacy.skellam import sample_skellam, share_variance, variance_present
@@ -182,13 +183,10 @@ class DistributedDPSGD:
             self.scale, float(average.norm())))
 
     def state_dict(self) -> dict:
-        return {"clip": float(self.config.clip), "scale": float(self.scale), "bits": int(self.config.bits)}
+        return quantisation_state(self)
 
     def load_state_dict(self, state: dict) -> None:
-        if (float(state["clip"]), float(state["scale"]), int(state["bits"])) != (self.config.clip, self.scale,
-                                                                                 self.config.bits):
-            raise ValueError(f"checkpoint quantised with {state}, this run with clip {self.config.clip}, scale "
-                             f"{self.scale}, bits {self.config.bits}: resume with the same secagg settings")
+        check_quantisation_state(self, state)
 
 
 def expected_batch(sample_rates, sizes) -> float:
