@@ -174,7 +174,13 @@ class ClientActor:
         idx = torch.nonzero(torch.rand(len(y), generator=gen) < trainer.spec.sample_rate(len(y))).squeeze(1)
         if time.monotonic() > stop_at:
             raise RoundDeadline("past its share of server.round_timeout")
-        clipped = trainer.clipper.clipped_sum(x[idx].to(trainer.device), y[idx].to(trainer.device))
+        xb, yb = x[idx].to(trainer.device), y[idx].to(trainer.device)
+        clipped = trainer.clipper.clipped_sum(xb, yb)
+        if not all(bool(torch.isfinite(g).all()) for g in clipped.grads):
+            # A record whose own gradient is not finite contributes nothing (a choice made on that record alone,
+            # inside the sensitivity), rather than failing the silo: a drop-out would depend on one record.
+            keep = torch.isfinite(clipped.norms)
+            clipped = trainer.clipper.clipped_sum(xb[keep], yb[keep])
         return torch.cat([g.reshape(-1) for g in clipped.grads]).cpu()
 
     # --- secure aggregation: the later stages of the round begun by train() ------------------------

@@ -241,6 +241,7 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         _check(self.server.clients_per_round <= self.data.num_clients, "server.clients_per_round",
                self.server.clients_per_round, f"must be <= data.num_clients ({self.data.num_clients})")
+        check_secagg_options(self.secagg, self.server, self.client, self.data, self.audit)  # first: it names the mode
         if self.audit.canaries:
             _check(self.server.clipping, "audit.canaries", self.audit.canaries,
                    "canary updates have the clip's norm: needs server.clip > 0 or server.adaptive_clip = true")
@@ -250,7 +251,6 @@ class ExperimentConfig:
                    f"data.features = {self.data.features!r} needs model.name = "
                    + ("auto or one of " + ", ".join(SCATTER_MODELS) if self.data.features == "scatternet"
                       else "auto or a pixel model"))
-        check_secagg_options(self.secagg, self.server, self.client, self.data)
 
     def flat(self) -> dict[str, Any]:
         """The whole config as one flat dict, ``{"section.key": value}``."""
@@ -333,8 +333,9 @@ def read_toml(path: str | Path | None) -> dict[str, Any]:
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> ExperimentConfig:
-    """Load a TOML file (or the defaults), apply ``section.key=value`` overrides, validate."""
-    raw = {k: dict(v) if isinstance(v, Mapping) else v for k, v in read_toml(path).items()}
+    """Load a TOML file (or the defaults), apply ``section.key=value`` overrides, validate. A ``[sweep]`` table
+    is left to ``fedfrontier sweep``: one run of a sweep's file is its base config."""
+    raw = {k: dict(v) if isinstance(v, Mapping) else v for k, v in read_toml(path).items() if k != "sweep"}
     for item in overrides:
         section, name, value = parse_override(item)
         if section not in _SECTION_CLASSES:

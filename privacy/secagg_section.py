@@ -63,12 +63,12 @@ class SecAggSection:
         return self.threshold or self.holders(cohort) // 2 + 1
 
 
-def check_secagg_options(secagg: SecAggSection, server, client=None, data=None) -> None:
+def check_secagg_options(secagg: SecAggSection, server, client=None, data=None, audit=None) -> None:
     """What secure aggregation cannot be combined with, one clear error each (called by ExperimentConfig)."""
     if not secagg.enabled:
         return
     if secagg.level == "record":
-        _check_record_level(secagg, server, client, data)
+        _check_record_level(secagg, server, client, data, audit)
         return
     m = server.clients_per_round
     _check(m >= 2, "server.clients_per_round", m, "must be >= 2 with secagg.enabled: a client's noise is the "
@@ -89,7 +89,7 @@ def check_secagg_options(secagg: SecAggSection, server, client=None, data=None) 
            "secagg.k_stddevs")
 
 
-def _check_record_level(secagg: SecAggSection, server, client, data) -> None:
+def _check_record_level(secagg: SecAggSection, server, client, data, audit) -> None:
     """FedSGD across silos: every silo, one clipped-gradient sum per round, record-level noise only."""
     why = "with secagg.level = \"record\" (FedSGD: one DP-SGD step on the union of the silos per round)"
     if client is not None:
@@ -105,10 +105,14 @@ def _check_record_level(secagg: SecAggSection, server, client, data) -> None:
                f"must equal data.num_clients ({k}) {why}: every silo takes part in every round")
         _check(4.0 ** secagg.bits > k * secagg.k_stddevs ** 2, "secagg.bits", secagg.bits,
                f"too few for {k} silos (need 4^bits > K k^2 = {k * secagg.k_stddevs ** 2:g})")
-    _check(server.noise_multiplier == 0 and server.target_epsilon is None, "server.noise_multiplier",
-           server.noise_multiplier, f"must be 0 and server.target_epsilon unset {why}: the noise is record-level "
-           "(client.noise_multiplier or client.target_epsilon)")
+    _check(server.noise_multiplier == 0, "server.noise_multiplier", server.noise_multiplier,
+           f"must be 0 {why}: the noise is record-level (client.noise_multiplier or client.target_epsilon)")
+    _check(server.target_epsilon is None, "server.target_epsilon", server.target_epsilon,
+           f"must be unset {why}: the guarantee is record-level (client.target_epsilon)")
     _check(not server.adaptive_clip, "server.adaptive_clip", server.adaptive_clip, f"must be false {why}")
+    if audit is not None:
+        _check(not audit.canaries, "audit.canaries", audit.canaries,
+               f"must be 0 {why}: the canary audit tests client-level DP")
     _check(secagg.threshold <= server.clients_per_round, "secagg.threshold", secagg.threshold,
            f"above the {server.clients_per_round} silos: no round could unmask")
     _check(secagg.threshold <= secagg.holders(server.clients_per_round), "secagg.threshold", secagg.threshold,

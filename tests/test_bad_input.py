@@ -8,6 +8,10 @@ import sys
 import numpy as np
 import pytest
 
+# A valid secure FedSGD run but for the one bad value each case adds (later --set wins).
+RECORD_LEVEL = ["--set", "data.dataset=digits", "--set", "data.num_clients=4", "--set", "server.clients_per_round=4",
+                "--set", "secagg.enabled=true", "--set", "secagg.level=record", "--set", "client.local_steps=1"]
+
 CASES = [  # (arguments, key the message must name)
     (["--set", "client.noise_multiplier=-1"], "client.noise_multiplier"),
     (["--set", "client.noise_multiplier=nan"], "client.noise_multiplier"),
@@ -51,6 +55,20 @@ CASES = [  # (arguments, key the message must name)
      "server.clients_per_round"),
     (["--set", "secagg.enabled=true"], "server.clip"),
     (["--set", "secagg.neighbours=3"], "secagg.neighbours"),
+    # secure FedSGD (secagg.level = "record"): every silo, one clipped-gradient sum per round, record-level noise
+    (RECORD_LEVEL + ["--set", "client.dp=false"], 'client.dp = False: must be true with secagg.level = "record"'),
+    (RECORD_LEVEL + ["--set", "client.local_steps=2"],
+     'client.local_steps = 2: must be 1 with secagg.level = "record"'),
+    (RECORD_LEVEL + ["--set", "server.clients_per_round=3"],
+     "server.clients_per_round = 3: must equal data.num_clients (4)"),
+    (RECORD_LEVEL + ["--set", "server.clip=1", "--set", "server.noise_multiplier=1"],
+     "server.noise_multiplier = 1.0: must be 0"),
+    (RECORD_LEVEL + ["--set", "audit.canaries=4"], 'audit.canaries = 4: must be 0 with secagg.level = "record"'),
+    (RECORD_LEVEL + ["--set", "server.clip=1", "--set", "server.target_epsilon=1"],
+     'server.target_epsilon = 1: must be unset with secagg.level = "record"'),
+    (RECORD_LEVEL + ["--set", "client.grad_sample_mode=hooks"],
+     'client.grad_sample_mode = \'hooks\': must be "bookkeeping" with secagg.level = "record"'),
+    (["--set", "secagg.enabled=true", "--set", "secagg.level=bogus"], "secagg.level"),
 ]
 
 

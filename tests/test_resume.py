@@ -22,9 +22,13 @@ def cli(*args, cwd):
 
 
 SECAGG = ["--set", "secagg.enabled=true", "--set", "server.sampling=fixed"]  # the Skellam ledger must survive too
+# secure FedSGD: every silo in every round, no server noise; the silos' record-level Skellam histories must survive
+SECAGG_RECORD = ["--set", "secagg.enabled=true", "--set", "secagg.level=record", "--set", "secagg.bits=24",
+                 "--set", "server.clients_per_round=4", "--set", "server.noise_multiplier=0",
+                 "--set", "client.local_steps=1", "--set", "client.batch_size=128"]
 
 
-@pytest.mark.parametrize("extra", [[], SECAGG], ids=["central", "secagg"])
+@pytest.mark.parametrize("extra", [[], SECAGG, SECAGG_RECORD], ids=["central", "secagg", "secagg-record"])
 def test_killed_run_resumes_to_the_uninterrupted_table(tmp_path, extra):
     args = ARGS + extra
     whole, killed = tmp_path / "whole", tmp_path / "killed"
