@@ -22,7 +22,7 @@ console script is the same ``main``; the pyenv shim in front of it is timed apar
 ``--baseline DIR`` (another checkout, e.g. ``git archive <commit> | tar -x -C DIR``), that checkout's
 ``fedfrontier run``s of 1. and 3. alternate with this one's, for a before/after table from one run.
 
-    python benchmarks/startup.py [--repeats 2] [--skip-reference] [--baseline DIR]
+    python benchmarks/startup.py [--repeats 2] [--skip-reference] [--baseline DIR] [--now-set KEY=VALUE]
     python benchmarks/startup.py --report-only   # redo the .md from the .json
 """
 
@@ -342,8 +342,12 @@ def main() -> None:
     p.add_argument("--skip-reference", action="store_true", help="leave out the reference job (about 3 minutes)")
     p.add_argument("--baseline", type=Path, help="another checkout (e.g. `git archive <commit> | tar -x -C DIR`): "
                                                  "its `fedfrontier run`s alternate with this checkout's")
+    p.add_argument("--now-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="an override for this checkout's runs only, e.g. server.in_driver=true (repeatable)")
     args = p.parse_args()
-    payload: dict = {"machine": common.machine(), "args": vars(args)}
+    now = [x for kv in args.now_set for x in ("--set", kv)]
+    payload: dict = {"machine": common.machine(), "args": {k: str(v) if isinstance(v, Path) else v
+                                                           for k, v in vars(args).items()}}
     t_all = time.perf_counter()
 
     payload["interpreter"] = interpreter_start()
@@ -358,10 +362,10 @@ def main() -> None:
     payload["quick_baseline"] = []
     trees = [("now", ROOT)] + ([("before", args.baseline)] if args.baseline else [])
     for rep in range(args.repeats):
-        runs["phases"].append(durations(run_stamped("--phases-child", QUICK)))
+        runs["phases"].append(durations(run_stamped("--phases-child", QUICK + now)))
         print("phases:", runs["phases"][-1], flush=True)
         for name, tree in (trees if rep % 2 == 0 else trees[::-1]):
-            q = cli_run(QUICK, tree)
+            q = cli_run(QUICK + (now if name == "now" else []), tree)
             payload["quick" if name == "now" else "quick_baseline"].append(q)
             print(f"[{name}] run --set server.rounds=3: first line {q['first_line_s']:.1f} s, first round "
                   f"{q['first_round_s']:.1f} s, exit {q['total_s']:.1f} s", flush=True)
@@ -372,7 +376,7 @@ def main() -> None:
         pair = {}
         for side in order:
             pair[side] = (plain_run() if side == "plain" else
-                          cli_run(REFERENCE, ROOT if side == "fed" else args.baseline))
+                          cli_run(REFERENCE + now, ROOT) if side == "fed" else cli_run(REFERENCE, args.baseline))
         pair["ratio"] = pair["fed"]["total_s"] / pair["plain"]["total_s"]
         if "fed_before" in pair:
             pair["ratio_before"] = pair["fed_before"]["total_s"] / pair["plain"]["total_s"]

@@ -15,6 +15,7 @@ from typing import Callable
 import pandas as pd
 
 from actors.client import ClientActor, initial_weights
+from actors.data import DataError
 from actors.model_inputs import share
 from actors.server import ServerActor
 from orchestrator.resolve import Plan, load_data, resolve_config
@@ -57,10 +58,16 @@ class Federation:
         self.clients = [client_cls.remote(cfg, shards, num_threads=actor_threads(c.num_cpus), shared=shared)
                         for shards in plan.actor_shards()]
         ch, h, _ = plan.image_shape
-        server_cls = ray.remote(ServerActor).options(num_cpus=cfg.server.num_cpus)
-        self.server = server_cls.remote(cfg, self.clients, plan.clients, initial_weights(cfg, ch, plan.num_classes, h),
-                                        num_threads=actor_threads(max(cfg.server.num_cpus, 1)),
-                                        mechanism=self.mechanism, shared=shared)
+        args = (cfg, self.clients, plan.clients, initial_weights(cfg, ch, plan.num_classes, h))
+        kwargs = dict(num_threads=actor_threads(max(cfg.server.num_cpus, 1)), mechanism=self.mechanism, shared=shared)
+        if not cfg.server.in_driver:  # the server actor
+            self.server = ray.remote(ServerActor).options(num_cpus=cfg.server.num_cpus).remote(*args, **kwargs)
+        else:  # built here while the client actors start: no process of its own to import torch
+            try:
+                self.server = InProcess(ServerActor(*args, **kwargs))
+            except DataError as exc:  # the evaluator's data is gone from this node since resolve_config read it
+                self.close()
+                raise self._data_error(str(exc)) from exc
         self._wait_until_built()
         self._drop_shared()  # every actor has taken its rows; one restarted later reads its own copy
         return self
@@ -81,9 +88,11 @@ class Federation:
         except RayActorError as exc:
             self.close()
             lines = [ln for ln in str(exc).splitlines() if "DataError" in ln or "Error:" in ln]
-            raise ConfigError("data.root" if self.config.data.root else "data.dataset",
-                              self.config.data.root or self.config.data.dataset,
-                              (lines[-1] if lines else str(exc).splitlines()[0]).strip()[:300]) from exc
+            raise self._data_error((lines[-1] if lines else str(exc).splitlines()[0]).strip()[:300]) from exc
+
+    def _data_error(self, why: str) -> ConfigError:
+        d = self.config.data
+        return ConfigError("data.root" if d.root else "data.dataset", d.root or d.dataset, why)
 
     def _call(self, method: str, *args):
         import ray
@@ -111,10 +120,32 @@ class Federation:
         import ray
 
         for a in [self.server, *self.clients]:
-            if a is not None:
+            if a is not None and not isinstance(a, InProcess):
                 ray.kill(a)
         self.server, self.clients = None, []
         self._drop_shared()
+
+
+class InProcess:
+    """An object of this process behind an actor handle's calling convention: ``handle.method.remote(*args)``
+    runs the method now and returns an ObjectRef of its result, so that the federation (and a test) calls
+    the server alike wherever it runs. An exception is raised by ``remote`` itself."""
+
+    def __init__(self, obj):
+        self._obj = obj
+
+    def __getattr__(self, name: str):
+        return _Now(getattr(self._obj, name))
+
+
+class _Now:
+    def __init__(self, method):
+        self._method = method
+
+    def remote(self, *args, **kwargs):
+        import ray
+
+        return ray.put(self._method(*args, **kwargs))
 
 
 def load_checkpoint(path: Path) -> dict:

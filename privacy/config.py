@@ -131,6 +131,7 @@ class ServerConfig:
     momentum: float = 0.0  # server momentum beta (FedAvgM): post-processing, no privacy cost
     broadcast_noise: float = 0.0  # std added to the broadcast model: post-processing, NO privacy gain
     num_cpus: float = 0.0  # Ray CPUs for the server actor (it mostly waits)
+    in_driver: bool = False  # run the server in the driver's process, not an actor: one torch process fewer at start
     round_timeout: float = 0.0  # seconds before a client actor counts as failed; 0 = wait forever
     adaptive_clip: bool = False  # set S each round from a noised quantile estimate (Andrew et al. 2021)
     target_quantile: float = 0.5  # gamma: share of client deltas meant to fall under the clip
@@ -160,6 +161,9 @@ class ServerConfig:
         _check(_finite("server.broadcast_noise", self.broadcast_noise) >= 0,
                "server.broadcast_noise", self.broadcast_noise, "must be >= 0")
         _check(_finite("server.num_cpus", self.num_cpus) >= 0, "server.num_cpus", self.num_cpus, "must be >= 0")
+        _check(isinstance(self.in_driver, bool), "server.in_driver", self.in_driver, "must be true or false")
+        _check(not (self.in_driver and self.num_cpus > 0), "server.in_driver", self.in_driver,
+               "cannot reserve server.num_cpus: the driver's process is not a Ray actor (set one of them)")
         _check(_finite("server.round_timeout", self.round_timeout) >= 0,
                "server.round_timeout", self.round_timeout, "must be >= 0 (0 = no timeout)")
         _check(isinstance(self.adaptive_clip, bool), "server.adaptive_clip", self.adaptive_clip,

@@ -69,6 +69,7 @@ CASES = [  # (arguments, key the message must name)
     (RECORD_LEVEL + ["--set", "client.grad_sample_mode=hooks"],
      'client.grad_sample_mode = \'hooks\': must be "bookkeeping" with secagg.level = "record"'),
     (["--set", "secagg.enabled=true", "--set", "secagg.level=bogus"], "secagg.level"),
+    (["--set", "server.in_driver=true", "--set", "server.num_cpus=1"], "server.in_driver = True: cannot reserve"),
 ]
 
 

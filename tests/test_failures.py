@@ -140,7 +140,8 @@ def test_straggler_past_the_round_timeout_counts_as_failed(ray_local):
     assert not math.isnan(table["test_accuracy"].iloc[-1])
 
 
-def test_data_missing_on_an_actors_node_is_one_config_error_naming_the_node(ray_local, tmp_path):
+@pytest.mark.parametrize("in_driver", [False, True])
+def test_data_missing_on_an_actors_node_is_one_config_error_naming_the_node(ray_local, tmp_path, in_driver):
     import socket
 
     from actors.data import load_dataset
@@ -152,7 +153,8 @@ def test_data_missing_on_an_actors_node_is_one_config_error_naming_the_node(ray_
              test_images=(digits.x_test[:, 0] * 255).astype(np.uint8), test_labels=digits.y_test)
     plan = resolve_config(load_config(overrides=["data.dataset=npz", f"data.root={path}", "data.num_clients=4",
                                                  "server.clients_per_round=4", "client.num_actors=2",
-                                                 "client.num_cpus=0.5", "model.name=digits_cnn"]))
+                                                 "client.num_cpus=0.5", "model.name=digits_cnn",
+                                                 f"server.in_driver={str(in_driver).lower()}"]))
     path.unlink()  # the driver read it; the actors' node no longer has it
 
     with pytest.raises(ConfigError, match=f"on node {socket.gethostname()}.*not found"):

@@ -66,6 +66,15 @@ def test_same_seeds_give_the_same_table(digits_tables):
     pd.testing.assert_frame_equal(a.drop(columns=TIMING), b.drop(columns=TIMING))
 
 
+def test_a_server_in_the_driver_process_gives_the_server_actors_table(digits_tables, ray_local):
+    """server.in_driver only moves the server into the driver's process: the same seeds, the same table."""
+    table = run_federated(load_config(overrides=DIGITS_4_ACTORS + ["server.in_driver=true"]), progress=None)
+
+    a = digits_tables[0].drop(columns=TIMING + ["server.in_driver"])
+    assert table["server.in_driver"].all() and not digits_tables[0]["server.in_driver"].any()
+    pd.testing.assert_frame_equal(table.drop(columns=TIMING + ["server.in_driver"]), a)
+
+
 def test_a_run_without_a_noise_seed_draws_fresh_noise_and_records_it(digits_tables, fresh_noise_table):
     seeded, fresh = digits_tables[0], fresh_noise_table
 
