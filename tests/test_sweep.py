@@ -120,3 +120,22 @@ def test_tensorboard_gets_only_finite_values(monkeypatch):
 
     assert seen == [{"eps_record_max": 2.5, "test_accuracy": 0.9, "round": 1}]
 
+
+
+@pytest.mark.slow
+def test_a_sweep_runs_each_trials_server_in_the_trials_own_process(ray_local, tmp_path):
+    """server.in_driver in a sweep: each trial's process is its federation's driver and hosts its server; the
+    trials finish and report what the same trials with server actors report (same seeds)."""
+    path = tmp_path / "small.toml"
+    path.write_text(SMALL)
+    over = ["sweep.baseline=false", "run.noise_seed=7"]
+    tables = {}
+    for in_driver in (False, True):
+        cfg, sweep = load_sweep_config(path, over + [f"server.in_driver={str(in_driver).lower()}"])
+        trials, _ = run_sweep(cfg, sweep, tmp_path / f"out-{in_driver}", progress=None)
+        assert len(trials) == 4 and (trials["status"] == "TERMINATED").all()
+        assert trials["server.in_driver"].eq(in_driver).all()
+        tables[in_driver] = trials.sort_values(["client.target_epsilon", "server.noise_multiplier"]).reset_index()
+
+    for col in ("test_accuracy", "eps_record_max", "eps_client"):
+        assert tables[True][col].tolist() == tables[False][col].tolist()
