@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from actors.data import DataError, ImageData
-from actors.local_training import LocalSpec, LocalTrainer, RoundDeadline, load_flat_
+from actors.local_training import LocalSpec, LocalTrainer, RoundDeadline
 from actors.model_inputs import load_from_config
 from actors.models import build_model
 from actors.secure_step import SecureStep
@@ -167,21 +167,9 @@ class ClientActor:
     def _clipped_gradient_sum(self, start: torch.Tensor, cid: int, round_idx: int, stop_at: float) -> torch.Tensor:
         """sum_i clip_C(grad_i) at ``start`` over a Poisson sample (rate q_k) of client ``cid``'s records, drawn
         from its own stream: a silo's part of one DP-SGD step on the union (secagg.level = "record")."""
-        trainer, (x, y) = self.trainer, self.shards[cid]
-        load_flat_(trainer.params, start.to(trainer.device))
-        trainer.module.train()
-        gen = torch_generator(self.cfg.run.noise_seed, CLIENT, cid, round_idx)
-        idx = torch.nonzero(torch.rand(len(y), generator=gen) < trainer.spec.sample_rate(len(y))).squeeze(1)
-        if time.monotonic() > stop_at:
-            raise RoundDeadline("past its share of server.round_timeout")
-        xb, yb = x[idx].to(trainer.device), y[idx].to(trainer.device)
-        clipped = trainer.clipper.clipped_sum(xb, yb)
-        if not all(bool(torch.isfinite(g).all()) for g in clipped.grads):
-            # A record whose own gradient is not finite contributes nothing (a choice made on that record alone,
-            # inside the sensitivity), rather than failing the silo: a drop-out would depend on one record.
-            keep = torch.isfinite(clipped.norms)
-            clipped = trainer.clipper.clipped_sum(xb[keep], yb[keep])
-        return torch.cat([g.reshape(-1) for g in clipped.grads]).cpu()
+        x, y = self.shards[cid]
+        return self.trainer.clipped_gradient_sum(start, x, y, torch_generator(self.cfg.run.noise_seed, CLIENT, cid,
+                                                                              round_idx), stop_at=stop_at)
 
     # --- secure aggregation: the later stages of the round begun by train() ------------------------
     def _secagg_clients(self, round_idx: int) -> dict:

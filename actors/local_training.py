@@ -170,6 +170,27 @@ class LocalTrainer:
         delta = self.weights() - start
         return LocalResult(delta, total_loss / seen if seen else math.nan)
 
+    def clipped_gradient_sum(self, weights: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                             generator: torch.Generator, *, stop_at: float = math.inf) -> torch.Tensor:
+        """sum_i clip_C(grad_i) at ``weights`` over one Poisson sample (rate q) of (x, y) drawn from ``generator``,
+        flat, on the CPU: one silo's part of a DP-SGD step on the union of the silos (secure FedSGD), with no
+        noise and no update. A record whose own gradient is not finite is left out (a choice made on that record
+        alone, inside the sensitivity) rather than failing the silo, whose drop-out would depend on one record."""
+        if self.clipper is None:
+            raise ValueError("a clipped gradient sum needs client.dp with grad_sample_mode = \"bookkeeping\"")
+        load_flat_(self.params, weights.to(self.device))
+        self.module.train()
+        n = len(y)
+        idx = next(self._poisson_batches(n, 1, self.spec.sample_rate(n), generator))
+        if time.monotonic() > stop_at:
+            raise RoundDeadline("past its share of server.round_timeout")
+        xb, yb = x[idx].to(self.device), y[idx].to(self.device)
+        clipped = self.clipper.clipped_sum(xb, yb)
+        if not all(bool(torch.isfinite(g).all()) for g in clipped.grads):
+            keep = torch.isfinite(clipped.norms)
+            clipped = self.clipper.clipped_sum(xb[keep], yb[keep])
+        return torch.cat([g.reshape(-1) for g in clipped.grads]).cpu()
+
     def _autograd_step(self, xb: torch.Tensor, yb: torch.Tensor, generator: torch.Generator) -> float:
         """One step through ``loss.backward()``: plain SGD, or an Opacus DPOptimizer. Returns the batch's loss sum."""
         self.optimizer.zero_grad(set_to_none=True)

@@ -117,7 +117,8 @@ class ServerActor:
         step = self.aggregator.step_secure(round_idx, summed.ring_sum, survivors=summed.survivors, reports=reports)
         if self.record_secure:  # every surviving silo's records took one step under the booked noise
             if step.released is not None:
-                self.ledgers.book_record_release({k: mechanism.event(step.released, sample_rate=self.plan.sample_rate[k])
+                rates = self.plan.sample_rate
+                self.ledgers.book_record_release({k: mechanism.event(step.released, sample_rate=rates[k])
                                                   for k in summed.survivor_ids})
             return step, summed, math.nan
         if step.released is None:

@@ -134,7 +134,10 @@ def resolve_config(cfg: ExperimentConfig, capacity: tuple[float, float] | None =
     steps = [spec.steps(int(n)) for n in part.sizes]
     sigma = c.noise_multiplier
     record_secure = cfg.secagg.enabled and cfg.secagg.level == "record"
-    batch = sum(q * int(n) for q, n in zip(rates, part.sizes))  # secure FedSGD's fixed denominator
+    if record_secure:
+        from privacy.distributed_dpsgd import expected_batch
+
+        batch = expected_batch(rates, part.sizes)  # secure FedSGD's fixed denominator
     if c.target_epsilon is not None and record_secure:
         sigma = _calibrated("client.target_epsilon", c.target_epsilon, lambda: _calibrate_secure_fedsgd(
             cfg, num_params, delta=delta_record, sample_rates=rates, batch=batch))

@@ -83,20 +83,22 @@ def sweep_epsilons(trials: pd.DataFrame, ledgers: dict[str, dict], cfg: Experime
 
 def _record_level(ids: list[str], ledgers: dict[str, dict], delta: float, accountant: str) -> float:
     """Max over clients of the composition of the client's histories across trials (trials share the split:
-    ``run.seed`` and the data keys are never swept apart, checked by the caller). Clients whose merged
-    histories are equal are accounted once."""
-    per_trial = [_histories(ledgers[t]["record"]) for t in ids]
-    clients = set().union(*(h.keys() for h in per_trial))
-    distinct = {tuple(sorted(merge_events(e for h in per_trial for e in h.get(k, [])))) for k in clients}
-    return max((eps_sweep([list(h)], delta=delta, accountant=accountant) for h in distinct), default=0.0)
+    ``run.seed`` and the data keys are never swept apart, checked by the caller)."""
+    return _worst_client([_histories(ledgers[t]["record"]) for t in ids], merge_events,
+                         lambda h: eps_sweep([list(h)], delta=delta, accountant=accountant))
 
 
 def _record_level_skellam(ids: list[str], ledgers: dict[str, dict], delta: float) -> float:
-    """Secure FedSGD (``secagg.level = "record"``): max over silos of the Skellam epsilon of the silo's events
-    in every trial together (their RDPs add). Silos with equal merged histories are accounted once."""
+    """Secure FedSGD (``secagg.level = "record"``): the same over each silo's Skellam events (their RDPs add)."""
     from privacy.distributed_dp import merge_events as merge_skellam
 
     per_trial = [{int(k): [tuple(e) for e in h] for k, h in ledgers[t]["record_skellam"].items()} for t in ids]
+    return _worst_client(per_trial, merge_skellam, lambda h: skellam_epsilon(list(h), delta=delta))
+
+
+def _worst_client(per_trial: list[dict[int, list]], merge, epsilon_of) -> float:
+    """Max over clients of ``epsilon_of`` of the client's events in every trial together, merged by ``merge``;
+    clients whose merged histories are equal are accounted once; 0 when nothing was booked (nothing spent)."""
     clients = set().union(*(h.keys() for h in per_trial))
-    distinct = {tuple(sorted(merge_skellam(e for h in per_trial for e in h.get(k, [])))) for k in clients}
-    return max((skellam_epsilon(list(h), delta=delta) for h in distinct), default=0.0)  # no release: nothing spent
+    distinct = {tuple(sorted(merge(e for h in per_trial for e in h.get(k, [])))) for k in clients}
+    return max((epsilon_of(h) for h in distinct), default=0.0)

@@ -98,6 +98,12 @@ def sum_range(*, scale: float, clip: float, noise_std: float, expected_cohort: i
     return 2 * k_stddevs * math.sqrt(scale ** 2 * (signal ** 2 / dim + noise_std ** 2) + m / 4)
 
 
+def near_edge(ring_sum: np.ndarray, *, bits: int) -> int:
+    """Coordinates of the centred sum with |v| >= EDGE * 2^(b-1), where wrapped ones land: a function of the
+    released sum alone."""
+    return int(np.count_nonzero(np.abs(from_ring(ring_sum, bits=bits)) >= EDGE * 2 ** (bits - 1)))
+
+
 # --- configuration ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class DistributedDPConfig:
@@ -260,13 +266,12 @@ class DistributedSkellamMechanism:
         """Decode the unmasked sum mod 2^b of the survivors' ring vectors and divide by the fixed m:
         average = unrotate(centre(sum) / s) / m. ``survivors``: clients whose input (and share) is in it."""
         c, q = self.config, self.quantizer
-        centred = from_ring(ring_sum, bits=c.bits)
         total = q.decode(ring_sum, dim=self.dim, rotation_seed=self.rotation_seed(round_idx))
         average = torch.from_numpy(total / c.expected_cohort).float()
         present = variance_present(share_variances=self.share, survivors=survivors)
-        near_edge = int(np.count_nonzero(np.abs(centred) >= EDGE * 2 ** (c.bits - 1)))
         return ReleasedSkellamAverage(average, SkellamDiagnostics(
-            present, self.mu, math.sqrt(present) / (self.scale * c.expected_cohort), int(survivors), near_edge,
+            present, self.mu, math.sqrt(present) / (self.scale * c.expected_cohort), int(survivors),
+            near_edge(ring_sum, bits=c.bits),
             self.scale, float(average.norm())))
 
     def event(self, released: ReleasedSkellamAverage, *, sample_rate: float) -> SkellamEvent:

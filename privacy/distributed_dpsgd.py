@@ -36,10 +36,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from privacy.distributed_dp import (EDGE, ReleasedSkellamAverage, SkellamDiagnostics, SkellamEvent,
-                                    check_quantisation_state, heuristic_scale, quantisation_state, skellam_event,
-                                    sum_range)
-from privacy.quantization import MAX_BITS, from_ring, padded_dim, rotate, rounded_l1_bound, to_ring, unrotate
+from privacy.distributed_dp import (ReleasedSkellamAverage, SkellamDiagnostics, SkellamEvent, check_quantisation_state,
+                                    heuristic_scale, near_edge, quantisation_state, skellam_event, sum_range)
+from privacy.quantization import MAX_BITS, Quantizer, padded_dim, rotate, rounded_l1_bound, to_ring
 from privacy.seeding import SERVER_NOISE, derive_seed
 from privacy.skellam import sample_skellam, share_variance, variance_present
 from privacy.validation import ConfigError
@@ -132,6 +131,8 @@ class DistributedDPSGD:
                     expected_cohort=c.silos, dim=self.grid_dim, k_stddevs=c.k_stddevs,
                     signal_norm=c.clip * c.expected_batch)  # B clipped gradients aligned: a loose bound
         self.scale = heuristic_scale(bits=c.bits, **args) if c.scale is None else float(c.scale)
+        # its decoding half (the silos round with floor(y + U) in SkellamGradientStep.encode, not conditionally)
+        self.quantizer = Quantizer(scale=self.scale, clip=c.clip, bits=c.bits, rotate=c.rotate, beta=0.0)
         width = sum_range(scale=self.scale, **args)
         if width > 2 ** c.bits * (1 + 1e-9):
             raise ConfigError("secagg.bits", c.bits, f"too few at scale {self.scale:.4g}: the sum's expected range "
@@ -169,18 +170,12 @@ class DistributedDPSGD:
     def release(self, ring_sum: np.ndarray, *, survivors: int, round_idx: int) -> ReleasedSkellamAverage:
         """The unmasked sum decoded and divided by -B: the FedSGD step at unit learning rate (a delta)."""
         c = self.config
-        centred = from_ring(ring_sum, bits=c.bits)
-        if centred.shape != (self.grid_dim,):
-            raise ValueError(f"sum has shape {centred.shape}, expected ({self.grid_dim},)")
-        total = centred.astype(np.float64) / self.scale
-        if c.rotate:
-            total = unrotate(total, dim=self.dim, seed=self.rotation_seed(round_idx))
+        total = self.quantizer.decode(ring_sum, dim=self.dim, rotation_seed=self.rotation_seed(round_idx))
         average = torch.from_numpy(-total / c.expected_batch).float()
         present = self.mu_booked(survivors)
-        near_edge = int(np.count_nonzero(np.abs(centred) >= EDGE * 2 ** (c.bits - 1)))
         return ReleasedSkellamAverage(average, SkellamDiagnostics(
-            present, self.mu, math.sqrt(present) / (self.scale * c.expected_batch), int(survivors), near_edge,
-            self.scale, float(average.norm())))
+            present, self.mu, math.sqrt(present) / (self.scale * c.expected_batch), int(survivors),
+            near_edge(ring_sum, bits=c.bits), self.scale, float(average.norm())))
 
     def state_dict(self) -> dict:
         return quantisation_state(self)

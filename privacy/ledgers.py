@@ -50,6 +50,7 @@ class PrivacyLedgers:
         self.record_secure = cfg.secagg.enabled and cfg.secagg.level == "record"
         self.record_skellam: dict[int, list[SkellamEvent]] = {}  # record-level histories under secure FedSGD
         self.record_planned: list[SkellamEvent] | None = None  # client k's planned event (budget), set by the server
+        self._record_merged: dict[int, tuple] = {}  # client k's history merged (privacy.distributed_dp.merge_events)
         self._skellam_cache: dict[tuple, float] = {}  # merged history -> epsilon at delta_record
         self._refresh()
 
@@ -70,8 +71,9 @@ class PrivacyLedgers:
         self.eps_record = np.zeros(self.num_clients)
         if self.record_secure:
             self.eps_record_next = None
-            for k, hist in self.record_skellam.items():
-                self.eps_record[k] = self._skellam_record_epsilon(tuple(hist))
+            self._record_merged = {k: _merged(hist) for k, hist in self.record_skellam.items()}
+            for k, merged in self._record_merged.items():
+                self.eps_record[k] = self._skellam_record_epsilon(merged)
             return
         self.eps_record_next = self._one_round_epsilons()
         if not self.cfg.client.dp:
@@ -79,21 +81,21 @@ class PrivacyLedgers:
         for k in self.record.histories:
             self._update_client(k)
 
-    def _skellam_record_epsilon(self, history: tuple) -> float:
-        """Record-level epsilon of a Skellam history; silos share histories but for q_k, so cached."""
-        from privacy.distributed_dp import merge_events
-
-        key = tuple(sorted(merge_events(history)))
-        if key not in self._skellam_cache:
-            self._skellam_cache[key] = skellam_epsilon(key, delta=self.delta_record)
-        return self._skellam_cache[key]
+    def _skellam_record_epsilon(self, merged: tuple) -> float:
+        """Record-level epsilon of a merged Skellam history (:func:`_merged`); silos share histories but for q_k,
+        so cached."""
+        if merged not in self._skellam_cache:
+            self._skellam_cache[merged] = skellam_epsilon(merged, delta=self.delta_record)
+        return self._skellam_cache[merged]
 
     def book_record_release(self, events: dict[int, SkellamEvent]) -> None:
         """Secure FedSGD: each surviving silo's Skellam event of a released round (none for a silo whose vector
-        is not in the sum, nor for a round that released nothing)."""
-        for k, event in events.items():
-            self.record_skellam.setdefault(int(k), []).append(tuple(event))
-            self.eps_record[int(k)] = self._skellam_record_epsilon(tuple(self.record_skellam[int(k)]))
+        is not in the sum, nor for a round that released nothing). The merged history grows by one event, so a
+        round costs O(distinct events), not O(rounds so far)."""
+        for k, event in ((int(k), tuple(e)) for k, e in events.items()):
+            self.record_skellam.setdefault(k, []).append(event)
+            self._record_merged[k] = _merged(self._record_merged.get(k, ()) + (event,))
+            self.eps_record[k] = self._skellam_record_epsilon(self._record_merged[k])
 
     def _one_round_epsilons(self) -> np.ndarray | None:
         """Every client's epsilon after a first round, once per distinct (rate, steps); None when no
@@ -164,7 +166,8 @@ class PrivacyLedgers:
             if eps > s.target_epsilon:
                 return f"client-level epsilon would reach {eps:.4g} > target {s.target_epsilon}"
         if self.record_secure and c.target_epsilon is not None and self.record_planned is not None:
-            worst = max(self._skellam_record_epsilon(tuple(self.record_skellam.get(k, [])) + (self.record_planned[k],))
+            merged = self._record_merged
+            worst = max(self._skellam_record_epsilon(_merged(merged.get(k, ()) + (self.record_planned[k],)))
                         for k in range(self.num_clients))
             if worst > c.target_epsilon:
                 return f"record-level epsilon would reach {worst:.4g} > target {c.target_epsilon}"
@@ -186,6 +189,13 @@ class PrivacyLedgers:
         self.skellam = [tuple(e) for e in state.get("client_level_skellam", [])]
         self.record_skellam = {int(k): [tuple(e) for e in h] for k, h in state.get("record_skellam", {}).items()}
         self._refresh()
+
+
+def _merged(history) -> tuple:
+    """A Skellam history with equal events merged (their steps summed), in a canonical order: a cache key."""
+    from privacy.distributed_dp import merge_events
+
+    return tuple(sorted(merge_events(history)))
 
 
 def skellam_epsilon(events, *, delta: float) -> float:

@@ -63,7 +63,7 @@ class SecAggSection:
         return self.threshold or self.holders(cohort) // 2 + 1
 
 
-def check_secagg_options(secagg: SecAggSection, server, client=None, data=None, audit=None) -> None:
+def check_secagg_options(secagg: SecAggSection, server, client, data, audit) -> None:
     """What secure aggregation cannot be combined with, one clear error each (called by ExperimentConfig)."""
     if not secagg.enabled:
         return
@@ -92,27 +92,24 @@ def check_secagg_options(secagg: SecAggSection, server, client=None, data=None, 
 def _check_record_level(secagg: SecAggSection, server, client, data, audit) -> None:
     """FedSGD across silos: every silo, one clipped-gradient sum per round, record-level noise only."""
     why = "with secagg.level = \"record\" (FedSGD: one DP-SGD step on the union of the silos per round)"
-    if client is not None:
-        _check(client.dp, "client.dp", client.dp, f"must be true {why}")
-        _check(client.grad_sample_mode == "bookkeeping", "client.grad_sample_mode", client.grad_sample_mode,
-               f"must be \"bookkeeping\" {why}: the silos sum per-sample clipped gradients without an optimiser")
-        _check(client.local_steps == 1, "client.local_steps", client.local_steps,
-               f"must be 1 {why}; server.lr is the step size and server.rounds the number of steps")
-    if data is not None:
-        k = data.num_clients
-        _check(k >= 2, "data.num_clients", k, f"must be >= 2 {why}: a silo's noise is in the others' shares too")
-        _check(server.clients_per_round == k, "server.clients_per_round", server.clients_per_round,
-               f"must equal data.num_clients ({k}) {why}: every silo takes part in every round")
-        _check(4.0 ** secagg.bits > k * secagg.k_stddevs ** 2, "secagg.bits", secagg.bits,
-               f"too few for {k} silos (need 4^bits > K k^2 = {k * secagg.k_stddevs ** 2:g})")
+    _check(client.dp, "client.dp", client.dp, f"must be true {why}")
+    _check(client.grad_sample_mode == "bookkeeping", "client.grad_sample_mode", client.grad_sample_mode,
+           f"must be \"bookkeeping\" {why}: the silos sum per-sample clipped gradients without an optimiser")
+    _check(client.local_steps == 1, "client.local_steps", client.local_steps,
+           f"must be 1 {why}; server.lr is the step size and server.rounds the number of steps")
+    k = data.num_clients
+    _check(k >= 2, "data.num_clients", k, f"must be >= 2 {why}: a silo's noise is in the others' shares too")
+    _check(server.clients_per_round == k, "server.clients_per_round", server.clients_per_round,
+           f"must equal data.num_clients ({k}) {why}: every silo takes part in every round")
+    _check(4.0 ** secagg.bits > k * secagg.k_stddevs ** 2, "secagg.bits", secagg.bits,
+           f"too few for {k} silos (need 4^bits > K k^2 = {k * secagg.k_stddevs ** 2:g})")
     _check(server.noise_multiplier == 0, "server.noise_multiplier", server.noise_multiplier,
            f"must be 0 {why}: the noise is record-level (client.noise_multiplier or client.target_epsilon)")
     _check(server.target_epsilon is None, "server.target_epsilon", server.target_epsilon,
            f"must be unset {why}: the guarantee is record-level (client.target_epsilon)")
     _check(not server.adaptive_clip, "server.adaptive_clip", server.adaptive_clip, f"must be false {why}")
-    if audit is not None:
-        _check(not audit.canaries, "audit.canaries", audit.canaries,
-               f"must be 0 {why}: the canary audit tests client-level DP")
+    _check(not audit.canaries, "audit.canaries", audit.canaries,
+           f"must be 0 {why}: the canary audit tests client-level DP")
     _check(secagg.threshold <= server.clients_per_round, "secagg.threshold", secagg.threshold,
            f"above the {server.clients_per_round} silos: no round could unmask")
     _check(secagg.threshold <= secagg.holders(server.clients_per_round), "secagg.threshold", secagg.threshold,

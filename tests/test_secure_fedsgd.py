@@ -9,13 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from privacy import accounting
 from privacy.distributed_dp import epsilon, skellam_event
 from privacy.distributed_dpsgd import (DistributedDPSGD, DistributedDPSGDConfig, coupled_l2_sensitivity,
                                        expected_batch, from_experiment)
 from privacy.quantization import from_ring, ring_sum, rounded_l1_bound, unrotate
-from privacy.skellam import gaussian_rdp
-from privacy.subsampled_rdp import INTEGER_ORDERS, poisson_subsampled_rdp
+from tests.test_distributed_dp import gaussian_zhu_wang_epsilon  # the Zhu-Wang bound on the Gaussian
 
 SIGMA, CLIP, SILOS, BATCH = 1.0, 1.0, 4, 100.0
 
@@ -235,13 +233,6 @@ def test_fewer_survivors_book_less_noise_and_a_larger_epsilon():
     assert math.isfinite(eps[-1])  # a lone survivor's records still have its own share
 
 
-def gaussian_zhu_wang_epsilon(sigma, q, steps, delta):
-    """The same Zhu-Wang bound on the continuous Gaussian: the limit of the Skellam accounting."""
-    one = poisson_subsampled_rdp(base_rdp=lambda ls: gaussian_rdp(variance=sigma * sigma, l2=1.0, orders=ls),
-                                 sample_rate=q, orders=INTEGER_ORDERS)
-    return accounting.rdp_to_epsilon(orders=INTEGER_ORDERS, rdp=one * steps, delta=delta)
-
-
 @pytest.mark.parametrize("sigma,q,steps", [(1.0, 0.05, 200), (2.0, 0.2, 50)])
 def test_as_the_scale_grows_the_accounting_tends_to_the_gaussian_from_above(sigma, q, steps):
     gaussian = gaussian_zhu_wang_epsilon(sigma, q, steps, 1e-5)
@@ -448,3 +439,29 @@ def test_a_record_with_a_non_finite_gradient_contributes_nothing_and_fails_no_si
     assert torch.isfinite(got).all()
     assert torch.allclose(got, torch.cat([g.reshape(-1) for g in without.grads]), atol=1e-6)
     assert not torch.allclose(got, honest, atol=1e-6)
+
+
+def test_a_sweep_composes_each_silos_skellam_events_across_trials():
+    """A sweep of secure FedSGD trials: eps_sweep_record is each silo's events of every trial composed (never 0
+    from the empty Gaussian histories, never one trial's epsilon alone), the worst silo counting."""
+    import pandas as pd
+
+    from orchestrator.sweep_release import sweep_epsilons
+    from privacy.config import load_config
+
+    cfg = load_config(overrides=RECORD)
+    mech = mechanism()
+    a, b = mech.planned_event(sample_rate=0.05), mech.planned_event(sample_rate=0.1)  # silo 1 samples more
+    empty = {"histories": {}, "accountant": "rdp"}
+    ledgers = {t: {"record": empty, "client_level": empty, "client_level_skellam": [],
+                   "record_skellam": {"0": [list(a)] * rounds, "1": [list(b)] * rounds}}
+               for t, rounds in (("t0", 3), ("t1", 5))}
+    delta = 1e-5
+    per_trial = [epsilon([b] * 3, delta=delta), epsilon([b] * 5, delta=delta)]
+    trials = pd.DataFrame({"trial_id": ["t0", "t1"], "status": ["TERMINATED"] * 2, "eps_record_max": per_trial,
+                           "delta_record": [delta] * 2, "eps_client": [math.inf] * 2, "delta_client": [1e-3] * 2})
+
+    release = sweep_epsilons(trials, ledgers, cfg)
+
+    assert release["eps_sweep_record"] == pytest.approx(epsilon([b] * 8, delta=delta))
+    assert max(per_trial) < release["eps_sweep_record"] > epsilon([a] * 8, delta=delta)
