@@ -70,12 +70,13 @@ class Aggregator:
                                             reported=len(reports), round_idx=round_idx)
         return self._apply(round_idx, released, reports, canaries_in_round, audit_seconds)
 
-    def step_secure(self, round_idx: int, ring_total: np.ndarray | None, *, survivors: int,
+    def step_secure(self, round_idx: int, ring_total: np.ndarray | None, *, survivors: int, cohort: int,
                     reports: list[ClientReport]) -> StepResult:
         """Under secure aggregation: add the canaries' ring vectors to the unmasked sum (as canary clients
         taking part in the secure sum would; they add no noise share and are not survivors, so the claim
         books only the real clients' noise), decode, divide by m, apply. ``ring_total`` None: the round
-        could not unmask, nothing is released and the model stays."""
+        could not unmask, nothing is released and the model stays. ``cohort``: the clients announced for the
+        round (their shares were mu / cohort; the mechanism tops up the drop-outs' noise)."""
         from privacy.quantization import ring_sum
 
         if ring_total is None:
@@ -84,7 +85,7 @@ class Aggregator:
         if self.canaries is not None:
             canary_total, canaries_in_round, audit_seconds = self.prepare_canaries(round_idx)
             ring_total = ring_sum([ring_total, canary_total], bits=self.mechanism.config.bits)
-        released = self.mechanism.release(ring_total, survivors=survivors, round_idx=round_idx)
+        released = self.mechanism.release(ring_total, survivors=survivors, cohort=cohort, round_idx=round_idx)
         return self._apply(round_idx, released, reports, canaries_in_round, audit_seconds)
 
     def prepare_canaries(self, round_idx: int) -> tuple[np.ndarray, int, float]:
@@ -95,7 +96,7 @@ class Aggregator:
 
         if self._canary_ring is None or self._canary_ring[0] != round_idx:
             t0 = time.perf_counter()
-            step, mech = without_noise(self.mechanism.client_step(round_idx)), self.mechanism
+            step, mech = without_noise(self.mechanism.client_step(round_idx, 1)), self.mechanism
             ids = self.canaries.participants(round_idx)
             total = np.zeros(mech.quantizer.grid_dim(mech.dim), dtype=np.uint64)
             for j in ids:

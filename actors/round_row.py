@@ -35,7 +35,8 @@ def round_row(*, round_number: int, cfg: ExperimentConfig, cohort_size: int, col
         "eps_record_max": ledgers.eps_record_max(),
         "eps_record_median": ledgers.eps_record_median(),
         "delta_record": ledgers.delta_record,
-        "eps_client": ledgers.eps_client(),
+        "eps_client": ledgers.eps_client(),  # trusted server, or under secure aggregation: whoever sees the models
+        "eps_client_server_max": ledgers.eps_client_server_max(),  # secure aggregation: against the server
         "delta_client": ledgers.delta_client,
         "clients_sampled": int(cohort_size),
         "clients_failed": len(collected.failures),

@@ -64,6 +64,7 @@ class ServerActor:
             self.ledgers.record_planned = [mechanism.planned_event(sample_rate=q) for q in plan.sample_rate]
         elif cfg.secagg.enabled:
             self.ledgers.skellam_planned = mechanism.planned_event(sample_rate=self.ledgers.client_sample_rate)
+            self.ledgers.server_planned = mechanism.planned_server_event()
         with offering(shared):  # the evaluator loads the data through actors.client.load_on_this_node
             self.evaluator = Evaluator(cfg)
         self.round = 0
@@ -82,13 +83,13 @@ class ServerActor:
         secure = self.cfg.secagg.enabled
         protocol = self._protocol(round_idx, len(cohort)) if secure else None
         collected = train_cohort(self.clients, self.plan, cohort, self.aggregator.weights.numpy(), round_idx,
-                                 SecureStep(mechanism.client_step(round_idx), protocol) if secure
+                                 SecureStep(mechanism.client_step(round_idx, len(cohort)), protocol) if secure
                                  else mechanism.client_step(), round_timeout=s.round_timeout,
                                  on_dispatched=lambda: self._while_clients_train(round_idx, cohort, secure),
                                  restarting=self.restarting)
         self.restarting = collected.restarting
         if secure:
-            step, summed, multiplier = self._secure_step(round_idx, protocol, collected)
+            step, summed, multiplier = self._secure_step(round_idx, protocol, collected, cohort=len(cohort))
         else:
             step, summed, multiplier = self.aggregator.step(round_idx, collected.updates), None, mechanism.delta_multiplier
             self.ledgers.book_server_round()
@@ -105,8 +106,9 @@ class ServerActor:
         if secure and self.aggregator.canaries is not None:
             self.aggregator.prepare_canaries(round_idx)
 
-    def _secure_step(self, round_idx: int, protocol, collected):
-        """The secure sum of the trained cohort, its release and its Skellam event (none if not released)."""
+    def _secure_step(self, round_idx: int, protocol, collected, *, cohort: int):
+        """The secure sum of the trained cohort, its release and its Skellam events (none if not released): the
+        public one, and each survivor's against the server."""
         from actors.secure_round import secure_sum
 
         mechanism = self.aggregator.mechanism
@@ -114,7 +116,8 @@ class ServerActor:
                             timeout=hard_timeout(self.cfg.server.round_timeout), graph_seed=round_idx)
         collected.failures += summed.failures + ([f"round not released: {summed.failure}"] if summed.failure else [])
         reports = [r for u in collected.updates for r in u.succeeded]
-        step = self.aggregator.step_secure(round_idx, summed.ring_sum, survivors=summed.survivors, reports=reports)
+        step = self.aggregator.step_secure(round_idx, summed.ring_sum, survivors=summed.survivors, cohort=cohort,
+                                           reports=reports)
         if self.record_secure:  # every surviving silo's records took one step under the booked noise
             if step.released is not None:
                 rates = self.plan.sample_rate
@@ -125,7 +128,9 @@ class ServerActor:
             self.ledgers.book_server_round(None)
             return step, summed, math.nan
         self.ledgers.book_server_round(mechanism.event(step.released, sample_rate=self.ledgers.client_sample_rate))
-        return step, summed, math.sqrt(mechanism.mu_booked(summed.survivors)) / mechanism.l2
+        against_server = mechanism.server_event(step.released)
+        self.ledgers.book_server_events({k: against_server for k in summed.survivor_ids})
+        return step, summed, math.sqrt(step.released.noise.variance_present) / mechanism.l2
 
     def _protocol(self, round_idx: int, cohort: int):
         """The round's secure-aggregation parameters (a :class:`privacy.secure_aggregation.SecAggConfig`): ring,

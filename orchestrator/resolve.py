@@ -58,13 +58,17 @@ def _calibrated(key: str, target: float, calibrate) -> float:
         raise ConfigError(key, target, str(exc)) from exc
 
 
-def _calibrate_secagg(cfg: ExperimentConfig, num_params: int, *, delta: float, sample_rate: float) -> float:
-    """z for server.target_epsilon under secure aggregation: the Skellam accounting the ledger uses."""
+def _calibrate_secagg(cfg: ExperimentConfig, num_params: int, *, delta: float, sample_rate: float,
+                      against_server: bool = False) -> float:
+    """z for server.target_epsilon (whoever sees the models) or, with ``against_server``,
+    secagg.server_target_epsilon under secure aggregation: the Skellam accounting the ledger uses."""
     from privacy.calibration import calibrate_secure_aggregation
     from privacy.distributed_dp import from_experiment
 
+    target = cfg.secagg.server_target_epsilon if against_server else cfg.server.target_epsilon
     return calibrate_secure_aggregation(
-        target_epsilon=cfg.server.target_epsilon, delta=delta, sample_rate=sample_rate, rounds=cfg.server.rounds,
+        target_epsilon=target, delta=delta, sample_rate=sample_rate, rounds=cfg.server.rounds,
+        accountant=cfg.secagg.accountant, gaussian=cfg.server.accountant, against_server=against_server,
         mechanism_of=lambda z: from_experiment(cfg.replace(server={"noise_multiplier": z, "target_epsilon": None}),
                                                dim=num_params))
 
@@ -78,7 +82,7 @@ def _calibrate_secure_fedsgd(cfg: ExperimentConfig, num_params: int, *, delta: f
 
     return calibrate_secure_aggregation(
         target_epsilon=cfg.client.target_epsilon, delta=delta, sample_rate=sample_rates, rounds=cfg.server.rounds,
-        mechanism_of=lambda s: from_experiment(cfg.replace(client={"noise_multiplier": s, "target_epsilon": None}),
+        accountant=cfg.secagg.accountant, gaussian=cfg.client.accountant, mechanism_of=lambda s: from_experiment(cfg.replace(client={"noise_multiplier": s, "target_epsilon": None}),
                                                dim=num_params, batch=batch))
 
 
@@ -150,7 +154,11 @@ def resolve_config(cfg: ExperimentConfig, capacity: tuple[float, float] | None =
     if s.target_epsilon is not None and cfg.secagg.enabled:
         z = _calibrated("server.target_epsilon", s.target_epsilon, lambda: _calibrate_secagg(
             cfg, num_params, delta=delta_client, sample_rate=q))
-    elif s.target_epsilon is not None:
+    if cfg.secagg.enabled and cfg.secagg.server_target_epsilon is not None:  # both targets: the larger z meets both
+        z = max(z if s.target_epsilon is not None else 0.0, _calibrated(
+            "secagg.server_target_epsilon", cfg.secagg.server_target_epsilon,
+            lambda: _calibrate_secagg(cfg, num_params, delta=delta_client, sample_rate=q, against_server=True)))
+    elif s.target_epsilon is not None and not cfg.secagg.enabled:
         z = _calibrated("server.target_epsilon", s.target_epsilon, lambda: calibrate_for_schedule(
             target_epsilon=s.target_epsilon, delta=delta_client, sample_rate=q, steps=s.rounds,
             accountant=s.accountant))

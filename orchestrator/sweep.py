@@ -262,6 +262,8 @@ def release_line(release: dict) -> str:
         return "whole sweep: no trial"
     parts = [f"eps_sweep {level}-level {release[f'eps_sweep_{level}']:.3g} (delta {release[f'delta_{level}']:.2g})"
              for level in ("record", "client") if level not in release.get("unclaimed", ())]
+    if "eps_sweep_client_server" in release:
+        parts.append(f"client-level against the server {release['eps_sweep_client_server']:.3g}")
     parts += [f"no trial claims {level}-level DP" for level in release.get("unclaimed", ())]
     line = "whole sweep (every private trial published): " + ", ".join(parts)
     sel = release.get("selection")

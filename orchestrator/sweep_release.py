@@ -38,6 +38,7 @@ def trial_ledgers(results) -> dict[str, dict]:
             state = load_checkpoint(Path(d) / CHECKPOINT)
         out[trial_id] = {"record": state["record"], "client_level": state["client_level"],
                          "client_level_skellam": state.get("client_level_skellam", []),
+                         "client_level_skellam_server": state.get("client_level_skellam_server", {}),
                          "record_skellam": state.get("record_skellam", {})}
     return out
 
@@ -67,15 +68,17 @@ def sweep_epsilons(trials: pd.DataFrame, ledgers: dict[str, dict], cfg: Experime
             out[f"eps_sweep_{level}"] = math.nan
         elif not ids:
             out[f"eps_sweep_{level}"] = math.inf
-        elif level == "client" and cfg.secagg.enabled:  # Skellam events: their RDPs add across trials
+        elif level == "client" and cfg.secagg.enabled:  # Skellam events compose across trials
             out["eps_sweep_client"] = skellam_epsilon(
-                [tuple(e) for t in ids for e in ledgers[t]["client_level_skellam"]], delta=delta)
+                [tuple(e) for t in ids for e in ledgers[t]["client_level_skellam"]], delta=delta,
+                accountant=cfg.secagg.accountant, gaussian=cfg.server.accountant)
+            out["eps_sweep_client_server"] = _against_server(ids, ledgers, delta, cfg.secagg.accountant)
         elif level == "client":
             out["eps_sweep_client"] = eps_sweep(
                 [_histories(ledgers[t]["client_level"]).get(FEDERATION, []) for t in ids], delta=delta,
                 accountant=cfg.server.accountant)
         elif cfg.secagg.enabled and cfg.secagg.level == "record":  # secure FedSGD: each silo's Skellam events
-            out["eps_sweep_record"] = _record_level_skellam(ids, ledgers, delta)
+            out["eps_sweep_record"] = _record_level_skellam(ids, ledgers, delta, cfg)
         else:
             out["eps_sweep_record"] = _record_level(ids, ledgers, delta, cfg.client.accountant)
     return out
@@ -88,12 +91,24 @@ def _record_level(ids: list[str], ledgers: dict[str, dict], delta: float, accoun
                          lambda h: eps_sweep([list(h)], delta=delta, accountant=accountant))
 
 
-def _record_level_skellam(ids: list[str], ledgers: dict[str, dict], delta: float) -> float:
-    """Secure FedSGD (``secagg.level = "record"``): the same over each silo's Skellam events (their RDPs add)."""
+def _record_level_skellam(ids: list[str], ledgers: dict[str, dict], delta: float, cfg: ExperimentConfig) -> float:
+    """Secure FedSGD (``secagg.level = "record"``): the same over each silo's Skellam events."""
     from privacy.distributed_dp import merge_events as merge_skellam
 
     per_trial = [{int(k): [tuple(e) for e in h] for k, h in ledgers[t]["record_skellam"].items()} for t in ids]
-    return _worst_client(per_trial, merge_skellam, lambda h: skellam_epsilon(list(h), delta=delta))
+    return _worst_client(per_trial, merge_skellam, lambda h: skellam_epsilon(
+        list(h), delta=delta, accountant=cfg.secagg.accountant, gaussian=cfg.client.accountant))
+
+
+def _against_server(ids: list[str], ledgers: dict[str, dict], delta: float, accountant: str) -> float:
+    """Client-level under secure aggregation, against the server: each client's unsampled events of every trial,
+    composed; the worst client."""
+    from privacy.distributed_dp import epsilon_unsampled, merge_events as merge_skellam
+
+    per_trial = [{int(k): [tuple(e) for e in h] for k, h in ledgers[t]["client_level_skellam_server"].items()}
+                 for t in ids]
+    return _worst_client(per_trial, merge_skellam, lambda h: epsilon_unsampled(list(h), delta=delta,
+                                                                              accountant=accountant))
 
 
 def _worst_client(per_trial: list[dict[int, list]], merge, epsilon_of) -> float:

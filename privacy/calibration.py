@@ -200,20 +200,69 @@ def _search_below(eps_of: Callable[[float], float], target: float, hi: float, e_
 
 
 def calibrate_secure_aggregation(*, target_epsilon: float, mechanism_of: Callable[[float], object], delta: float,
-                                 sample_rate: float | Sequence[float], rounds: int) -> float:
+                                 sample_rate: float | Sequence[float], rounds: int, accountant: str = "exact",
+                                 gaussian: str = DEFAULT_ACCOUNTANT, against_server: bool = False) -> float:
     """Smallest z whose distributed Skellam mechanism (``mechanism_of(z)``: a
-    :class:`privacy.distributed_dp.DistributedSkellamMechanism`, its scale and sensitivities after rounding
-    depending on z) spends at most ``target_epsilon`` over ``rounds`` Poisson-sampled rounds of its planned
-    event (the configured mu: what the other survivors carry down to the tolerated shortfall), accounted as
-    the run's ledger does (:func:`privacy.distributed_dp.epsilon`). Several sample rates (record-level
-    FedSGD: one per silo): the worst of them meets the target. Also for
-    :class:`privacy.distributed_dpsgd.DistributedDPSGD`, whose noise multiplier is sigma."""
-    from privacy.distributed_dp import epsilon as skellam_epsilon
+    :class:`privacy.distributed_dp.DistributedSkellamMechanism` or
+    :class:`privacy.distributed_dpsgd.DistributedDPSGD`, whose scale and sensitivities after rounding depend on
+    z) spends at most ``target_epsilon`` over ``rounds`` rounds of its planned event, accounted as the run's
+    ledger does: Poisson-subsampled at each of ``sample_rate`` (the worst meets the target), or with
+    ``against_server`` its planned against-the-server event unsampled in every round.
+
+    ``exact``: the Gaussian multiplier sigma* that the target needs (privacy.calibration on the Gaussian
+    accountant ``gaussian``; exactly, by Gaussian DP, against the server), then the z whose dominating
+    Gaussian sqrt(mu) / (c(mu) Delta_2) reaches sigma*, and a final check by the ledger's own function, which
+    raises z until it holds. ``zhu_wang``: a search on the ledger's function alone."""
+    from privacy.distributed_dp import epsilon as skellam_epsilon, epsilon_unsampled
 
     rates = sorted({float(q) for q in ([sample_rate] if isinstance(sample_rate, numbers.Real) else sample_rate)})
 
+    def planned(mech) -> list:
+        if against_server:
+            return [[mech.planned_server_event()[:4] + (rounds,)]]
+        return [[mech.planned_event(sample_rate=q)[:4] + (rounds,)] for q in rates]
+
     def eps_of(z: float) -> float:
         mech = mechanism_of(z)
-        return max(skellam_epsilon([mech.planned_event(sample_rate=q)[:4] + (rounds,)], delta=delta) for q in rates)
+        if against_server:
+            return epsilon_unsampled(planned(mech)[0], delta=delta, accountant=accountant)
+        return max(skellam_epsilon(h, delta=delta, accountant=accountant, gaussian=gaussian) for h in planned(mech))
 
-    return calibrate_noise_multiplier(target_epsilon=target_epsilon, eps_of=eps_of)
+    if accountant != "exact":
+        return calibrate_noise_multiplier(target_epsilon=target_epsilon, eps_of=eps_of)
+    from privacy.skellam_dominance import effective_noise_multiplier, gdp_mu_for
+
+    _check_target(target_epsilon, 0.01)
+    if against_server:
+        sigma_needed = math.sqrt(rounds) / gdp_mu_for(epsilon=target_epsilon, delta=delta)
+    else:
+        sigma_needed = calibrate_for_histories(target_epsilon=target_epsilon, delta=delta, accountant=gaussian,
+                                               histories=lambda s: [[(s, q, rounds)] for q in rates])
+
+    def dominating(z: float, exact: bool) -> float:  # the dominating Gaussian's multiplier at z (c = 1: cheap)
+        mu, _, l2, *_ = planned(mechanism_of(z))[0][0]
+        return effective_noise_multiplier(mu=mu, l2=l2) if exact else math.sqrt(mu) / l2
+
+    aim = sigma_needed
+    for _ in range(8):  # c(mu) ~ 1 + 1e-7: one or two passes
+        z = _smallest_reaching(lambda z: dominating(z, exact=False), aim)
+        if dominating(z, exact=True) >= sigma_needed:
+            break
+        aim *= sigma_needed / dominating(z, exact=True) * (1 + 1e-9)
+    while eps_of(z) > target_epsilon:  # the ledger's own function has the last word
+        z *= 1 + 1e-6
+    return z
+
+
+def _smallest_reaching(f: Callable[[float], float], aim: float, bounds: tuple[float, float] = NOISE_BOUNDS) -> float:
+    """Smallest z in ``bounds`` (within 1e-9 relative) with f(z) >= aim, f non-decreasing: bisection on log z."""
+    lo, hi = bounds
+    if f(hi) < aim:
+        raise ValueError(f"unreachable: even noise multiplier {hi} gives an effective multiplier {f(hi):.4g} < "
+                         f"{aim:.4g} (the rounding's sensitivity dominates); raise secagg.bits")
+    if f(lo) >= aim:
+        return lo
+    while hi / lo > 1 + 1e-9:
+        mid = math.sqrt(lo * hi)
+        lo, hi = (mid, hi) if f(mid) < aim else (lo, mid)
+    return hi

@@ -13,26 +13,34 @@ both halves, its own state and the event its ledger books), for the secure-aggre
   and :func:`epsilon` of a history of them: Skellam RDP (Agarwal, Kairouz, Liu 2021) under Zhu-Wang
   Poisson subsampling (privacy.subsampled_rdp), never the continuous Gaussian's formula.
 
-Noise, precisely. z is the noise multiplier of the central mechanism it replaces: the configured
-Skellam variance per coordinate, on the integer grid, is mu = (z * s * S)^2, s = 1/gamma the scale
-(integer units per model unit), i.e. noise std z * S in model units, as the trusted server adds. The
-ledger never counts the protected client's own share: the noise that protects client u is the other
-survivors' (a client's own share is its own secret, and under add/remove neighbours it is absent with
-it). So each of the m expected clients adds Sk(mu / ceil((m - 1)(1 - tau))) (tau the drop-out tolerance:
-the clients over-noise by about 1 / (1 - tau)), and the ledger books mu_booked = (survivors - 1) * share,
->= mu while at least (m - 1)(1 - tau) other clients survive. Booked with it: the sensitivities *after*
-rounding, Delta_2 = Quantizer.l2_sensitivity >= s S and Delta_1 = min(sqrt(d) Delta_2, Delta_2^2): the
-effective multiplier sqrt(mu) / Delta_2 is a little below z, so epsilon sits above the Gaussian's at z
-and approaches it as s grows (Kairouz, Liu, Steinke 2021, Section 4; Agarwal, Kairouz, Liu 2021, Section 4).
-The sum itself carries survivors * share (reported as ``variance_present``).
+Noise, precisely. z is the noise multiplier of the central mechanism it replaces: the released sum
+carries Skellam variance mu = (z s S)^2 per coordinate on the integer grid, s = 1/gamma the scale (integer
+units per model unit), i.e. noise std z S in model units, as the trusted server adds -- whatever the cohort:
 
-Assumptions: add/remove-one-client neighbours, with the client's share leaving with it and the others'
-shares accounted as the noise (the analysis is that of the other survivors' Skellam noise on a shift of
-L1/L2 sensitivity Delta_1/Delta_2); Poisson client sampling at q; honest-but-curious server and clients
-that really add their shares. Wrapping mod 2^b acts on the already-noised sum (post-processing): it costs
-accuracy, not privacy; the scale rule keeps k standard deviations of head-room and :attr:`near_edge`
-reports the risk. A server that colludes with c clients learns their shares and can subtract them: only
-the other clients' noise is left (about mu (m - 1 - c) / (m - 1)), which the ledger does not see.
+- each of the n clients of the realised cohort (announced before upload) adds a share Sk(mu / n);
+- if only s < n survive, the server adds Sk(mu (n - s) / n) before it releases anything (:meth:`release`),
+  so the released sum always carries exactly Sk(mu). Its noise depends neither on the cohort nor on the
+  drop-outs: no variance channel reveals who took part.
+
+Two guarantees, two events per released round (docs/privacy.md, "Threat model"):
+
+- *against whoever sees only the released models* (``eps_client``): add/remove-one-client neighbours with
+  Poisson amplification at q = m / N; the event ``(mu, Delta_1, Delta_2, q, 1)`` (:meth:`event`);
+- *against the server*, which draws the cohort and sees who uploads (``eps_client_server_max``): the
+  client's contribution replaced by zero while it still adds its secret share; no amplification; the noise
+  is the survivors' shares, the client's own included, less those of ``secagg.colluders`` clients whose
+  shares the server may learn (never the protected client's own); the server's top-up is its own and does
+  not count. The event ``(share (survivors - colluders), Delta_1, Delta_2, 1, 1)`` is booked for each
+  survivor (:meth:`server_event`) and composed over the rounds that client joined.
+
+Sensitivities after rounding: Delta_2 = Quantizer.l2_sensitivity >= s S and Delta_1 = min(sqrt(d) Delta_2,
+Delta_2^2). :func:`epsilon` accounts a history exactly by the Gaussian mechanism that dominates Skellam noise
+(privacy.skellam_dominance; Zhu, Dong, Wang 2022); ``secagg.accountant = "zhu_wang"`` selects the general
+RDP subsampling bound instead (Skellam RDP of Agarwal, Kairouz, Liu 2021 under Zhu & Wang 2019), a valid
+but looser bound. Assumptions: honest-but-curious server and clients that really add their shares; the
+server's masking graph of the survivors connected (else nothing is released: privacy.secure_aggregation).
+Wrapping mod 2^b acts on the already-noised sum (post-processing): it costs accuracy, not privacy; the scale
+rule keeps k standard deviations of head-room and :attr:`near_edge` reports the risk.
 
 Adaptive clipping (Andrew et al. 2021) is NOT supported: the server would need the count of clients
 under the clip, and under an untrusted server that count must itself be securely summed and noised
@@ -54,13 +62,14 @@ import torch
 from privacy.accounting import rdp_to_epsilon
 from privacy.clipping import clip_by_l2_norm
 from privacy.quantization import MAX_BITS, Quantizer, from_ring, to_ring
+from privacy.quantization import ring_sum as ring_sum_of
 from privacy.seeding import CLIENT, SERVER_NOISE, derive_seed, numpy_rng
-from privacy.skellam import sample_skellam, share_variance, variance_present
+from privacy.skellam import sample_skellam
 from privacy.subsampled_rdp import INTEGER_ORDERS, skellam_rdp_of_run
 from privacy.validation import ConfigError
 
 SkellamEvent = tuple[float, float, float, float, int]  # (mu_present, l1, l2, sample_rate q, steps): plain data
-_SHARE_STREAM, _ROTATION_STREAM = 1, 1  # sub-stream tags under CLIENT (cid, round) and SERVER_NOISE (round)
+_SHARE_STREAM, _ROTATION_STREAM, _TOP_UP_STREAM = 1, 1, 3  # sub-streams under CLIENT (cid, round), SERVER_NOISE (round)
 EDGE = 0.75  # near_edge counts coordinates of the centred sum with |v| >= EDGE * 2^(b-1)
 
 
@@ -115,7 +124,7 @@ class DistributedDPConfig:
     k_stddevs: float = 4.0  # head-room of the scale rule: std of the sum that fit half the ring
     rotate: bool = True  # randomised Hadamard rotation before rounding (flattens: fewer bits)
     beta: float = math.exp(-0.5)  # conditional rounding; 0 = unconditional (larger L2 sensitivity)
-    dropout_tolerance: float = 0.0  # tau: shares sized so that m (1 - tau) survivors still carry mu
+    colluders: int = 0  # clients whose noise shares the server may learn: not counted against the server
     max_tries: int = 1000  # conditional rounding draws before an error
 
     def __post_init__(self) -> None:
@@ -131,8 +140,8 @@ class DistributedDPConfig:
             _positive("secagg.scale", self.scale)
         _positive("secagg.k_stddevs", self.k_stddevs)
         _check(0 <= self.beta < 1, "secagg.beta", self.beta, "must be in [0, 1); 0 = unconditional rounding")
-        _check(0 <= self.dropout_tolerance < 1, "secagg.dropout_tolerance", self.dropout_tolerance,
-               "must be in [0, 1): the share of clients that may drop out with the noise still >= mu")
+        _check(isinstance(self.colluders, int) and 0 <= self.colluders < self.expected_cohort, "secagg.colluders",
+               self.colluders, f"must be an integer in [0, {self.expected_cohort}) (server.clients_per_round)")
         _check(isinstance(self.max_tries, int) and self.max_tries >= 1, "secagg.max_tries", self.max_tries,
                "must be an integer >= 1")
         _check(4.0 ** self.bits > self.expected_cohort * self.k_stddevs ** 2, "secagg.bits", self.bits,
@@ -141,11 +150,9 @@ class DistributedDPConfig:
                "the cohort or k_stddevs")
 
     @property
-    def noise_std_full_cohort(self) -> float:
-        """Noise std of the sum in model units when all m clients survive: z S sqrt(m / ceil(m (1 - tau)))."""
-        m = self.expected_cohort
-        return self.noise_multiplier * self.clip * math.sqrt(m * share_variance(
-            total_variance=1.0, clients=m - 1, dropout_tolerance=self.dropout_tolerance))
+    def noise_std(self) -> float:
+        """Noise std of the released sum in model units, whatever the cohort: z S."""
+        return self.noise_multiplier * self.clip
 
 
 def _check(cond: bool, key: str, value, rule: str) -> None:
@@ -203,14 +210,16 @@ def client_rng(*, noise_seed: int, client_id: int, round_idx: int) -> np.random.
 # --- the server half ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SkellamDiagnostics:
-    variance_present: float  # mu_present: Skellam variance per coordinate in the sum, integer grid
+    variance_present: float  # Skellam variance per coordinate in the released sum, integer grid (mu once released)
     variance_configured: float  # mu = (z s S)^2
-    std: float  # noise std per coordinate of the released average, model units: sqrt(mu_present) / (s m)
-    survivors: int  # clients whose noise share is in the sum
+    std: float  # noise std per coordinate of the released average, model units: sqrt(variance_present) / (s m)
+    survivors: int  # clients whose input and noise share are in the sum
     near_edge: int  # coordinates of the centred sum with |v| >= 3/4 2^(b-1), where wrapped ones land; with the
     #                 heuristic scale an unwrapped coordinate gets there w.p. <= 2 Phi(-3 k / 4) (0.27 % at k = 4)
     scale: float  # s in use
     signal_norm: float  # ||average||_2 (noise included: the server never sees the signal alone)
+    variance_clients: float = math.nan  # the survivors' shares alone (the rest is the server's top-up)
+    cohort: int = 0  # n: clients announced for the round, each share mu / n
 
 
 @dataclass(frozen=True)
@@ -228,9 +237,9 @@ class DistributedSkellamMechanism:
         c = self.config = config
         self.dim, self.noise_seed = dim, int(noise_seed)
         self.grid_dim = Quantizer(scale=1.0, clip=c.clip, bits=c.bits, rotate=c.rotate).grid_dim(dim)
-        args = dict(bits=c.bits, clip=c.clip, noise_std=c.noise_std_full_cohort, expected_cohort=c.expected_cohort,
+        args = dict(bits=c.bits, clip=c.clip, noise_std=c.noise_std, expected_cohort=c.expected_cohort,
                     dim=self.grid_dim, k_stddevs=c.k_stddevs)
-        self.scale = heuristic_scale(**args) if c.scale is None else float(c.scale)
+        self.scale = capped_scale(heuristic_scale(**args), noise_std=c.noise_std) if c.scale is None else float(c.scale)
         width = sum_range(scale=self.scale, **{k: v for k, v in args.items() if k != "bits"})
         if width > 2 ** c.bits * (1 + 1e-9):
             raise ConfigError("secagg.bits", c.bits, f"too few for a cohort of {c.expected_cohort} at scale "
@@ -240,51 +249,102 @@ class DistributedSkellamMechanism:
                                    max_tries=c.max_tries)
         self.l2 = self.quantizer.l2_sensitivity(dim)  # Delta_2 after rounding, integer grid
         self.l1 = self.quantizer.l1_sensitivity(dim)  # Delta_1 after rounding, integer grid
-        self.mu = (c.noise_multiplier * self.scale * c.clip) ** 2  # configured total variance, integer grid
-        self.share = share_variance(total_variance=self.mu, clients=c.expected_cohort - 1,
-                                    dropout_tolerance=c.dropout_tolerance)
+        self.mu = (c.noise_multiplier * self.scale * c.clip) ** 2  # the released sum's variance, integer grid
+        check_mu(self.mu)
 
-    def mu_booked(self, survivors: int) -> float:
-        """The noise variance the ledger books for a round with ``survivors``: the other survivors' shares,
-        (survivors - 1) * share (>= mu when all m expected clients survive)."""
-        return variance_present(share_variances=self.share, survivors=max(int(survivors) - 1, 0))
+    def share(self, cohort: int) -> float:
+        """Variance of each client's share in a round whose realised cohort has ``cohort`` clients: mu / n."""
+        if cohort < 1:
+            raise ValueError(f"cohort = {cohort}: a round needs at least one client")
+        return self.mu / cohort
+
+    def mu_against_server(self, *, survivors: int, cohort: int) -> float:
+        """The noise that protects a survivor against the server: every survivor's share, its own included (its
+        secret), less the shares of ``colluders`` other survivors: share (survivors - colluders), at least its own."""
+        return self.share(cohort) * max(int(survivors) - self.config.colluders, 1)
 
     def planned_event(self, *, sample_rate: float) -> SkellamEvent:
-        """The event calibration and the budget stop plan with: the configured mu, which the other survivors
-        carry as long as at most a fraction tau of the other m - 1 expected clients is missing (drop-outs, or
-        a Poisson cohort smaller than m). A round short of more books less noise, and its epsilon is higher."""
+        """The public event of every released round (calibration and the budget stop plan with it): exactly
+        the round's event, since the released sum always carries mu."""
         return skellam_event(mu=self.mu, l1=self.l1, l2=self.l2, sample_rate=sample_rate)
+
+    def planned_server_event(self) -> SkellamEvent:
+        """The against-the-server event of a round with the expected cohort m, everyone surviving (calibration of
+        ``secagg.server_target_epsilon``); a smaller cohort or drop-outs book less noise, which the budget stop
+        checks on the booked events."""
+        m = self.config.expected_cohort
+        return skellam_event(mu=self.mu_against_server(survivors=m, cohort=m), l1=self.l1, l2=self.l2,
+                             sample_rate=1.0)
 
     def rotation_seed(self, round_idx: int) -> int:
         """Public seed of round ``round_idx``'s rotation (the server may know it; it protects nothing)."""
         return derive_seed(self.noise_seed, SERVER_NOISE, round_idx, _ROTATION_STREAM)
 
-    def client_step(self, round_idx: int) -> SkellamClientStep:
-        return SkellamClientStep(self.quantizer, self.dim, self.share, self.rotation_seed(round_idx))
+    def client_step(self, round_idx: int, cohort: int) -> SkellamClientStep:
+        """What each of the round's ``cohort`` announced clients does: its share is mu / cohort."""
+        return SkellamClientStep(self.quantizer, self.dim, self.share(cohort), self.rotation_seed(round_idx))
 
-    def release(self, ring_sum: np.ndarray, *, survivors: int, round_idx: int) -> ReleasedSkellamAverage:
-        """Decode the unmasked sum mod 2^b of the survivors' ring vectors and divide by the fixed m:
-        average = unrotate(centre(sum) / s) / m. ``survivors``: clients whose input (and share) is in it."""
+    def top_up(self, ring_sum: np.ndarray, *, survivors: int, cohort: int, round_idx: int) -> np.ndarray:
+        """The server's share of drop-outs: + Sk(mu (cohort - survivors) / cohort) mod 2^b, so that the released
+        sum carries mu whatever survived. From the server's own stream (it knows this noise: it protects
+        against the public only, and is never counted against the server)."""
+        missing = int(cohort) - int(survivors)
+        if missing <= 0:
+            return ring_sum
+        noise = sample_skellam(self.share(cohort) * missing, ring_sum.shape,
+                               rng=numpy_rng(self.noise_seed, SERVER_NOISE, round_idx, _TOP_UP_STREAM))
+        ring, _ = to_ring(noise, bits=self.config.bits)
+        return ring_sum_of([ring_sum, ring], bits=self.config.bits)
+
+    def release(self, ring_sum: np.ndarray, *, survivors: int, cohort: int, round_idx: int
+                ) -> ReleasedSkellamAverage:
+        """Top up the noise of drop-outs, decode the unmasked sum mod 2^b and divide by the fixed m:
+        average = unrotate(centre(sum) / s) / m. ``survivors``: clients whose input (and share) is in the sum;
+        ``cohort``: the clients announced for the round (the shares were mu / cohort)."""
         c, q = self.config, self.quantizer
+        if not 1 <= survivors <= cohort:
+            raise ValueError(f"survivors = {survivors}, cohort = {cohort}: need 1 <= survivors <= cohort")
+        ring_sum = self.top_up(ring_sum, survivors=survivors, cohort=cohort, round_idx=round_idx)
         total = q.decode(ring_sum, dim=self.dim, rotation_seed=self.rotation_seed(round_idx))
         average = torch.from_numpy(total / c.expected_cohort).float()
-        present = variance_present(share_variances=self.share, survivors=survivors)
         return ReleasedSkellamAverage(average, SkellamDiagnostics(
-            present, self.mu, math.sqrt(present) / (self.scale * c.expected_cohort), int(survivors),
-            near_edge(ring_sum, bits=c.bits),
-            self.scale, float(average.norm())))
+            self.mu, self.mu, math.sqrt(self.mu) / (self.scale * c.expected_cohort), int(survivors),
+            near_edge(ring_sum, bits=c.bits), self.scale, float(average.norm()),
+            variance_clients=self.share(cohort) * survivors, cohort=int(cohort)))
 
     def event(self, released: ReleasedSkellamAverage, *, sample_rate: float) -> SkellamEvent:
-        """What the client-level ledger books for the round: (mu_booked, Delta_1, Delta_2, q, 1), mu_booked the
-        other survivors' noise (:meth:`mu_booked`)."""
-        return skellam_event(mu=self.mu_booked(released.noise.survivors), l1=self.l1, l2=self.l2,
-                             sample_rate=sample_rate)
+        """The public event of a released round: (mu, Delta_1, Delta_2, q, 1), Poisson rate q = m / N."""
+        return skellam_event(mu=released.noise.variance_present, l1=self.l1, l2=self.l2, sample_rate=sample_rate)
+
+    def server_event(self, released: ReleasedSkellamAverage) -> SkellamEvent:
+        """The against-the-server event booked for each survivor: (mu_against_server, Delta_1, Delta_2, 1, 1)."""
+        n = released.noise
+        return skellam_event(mu=self.mu_against_server(survivors=n.survivors, cohort=n.cohort), l1=self.l1,
+                             l2=self.l2, sample_rate=1.0)
 
     def state_dict(self) -> dict:
         return quantisation_state(self)
 
     def load_state_dict(self, state: dict) -> None:
         check_quantisation_state(self, state)
+
+
+def capped_scale(scale: float, *, noise_std: float) -> float:
+    """The scale, lowered if needed so that the noise variance (noise_std s)^2 stays within what the exact
+    accountant evaluates (privacy.skellam_dominance.MU_MAX): beyond it the rounding is already negligible."""
+    from privacy.skellam_dominance import MU_MAX
+
+    if noise_std > 0:
+        return min(scale, 0.999 * math.sqrt(MU_MAX) / noise_std)
+    return scale
+
+
+def check_mu(mu: float) -> None:
+    from privacy.skellam_dominance import MU_MAX
+
+    if mu > MU_MAX:
+        raise ConfigError("secagg.scale", mu, f"gives a noise variance of {mu:.4g} on the grid, above the {MU_MAX:g} "
+                          "the exact accountant evaluates; lower secagg.scale or leave it unset")
 
 
 def quantisation_state(mechanism) -> dict:
@@ -331,16 +391,45 @@ def rdp(events: Iterable[SkellamEvent]) -> np.ndarray:
     return out
 
 
-def epsilon(events: Iterable[SkellamEvent], *, delta: float) -> float:
-    """epsilon at ``delta`` of a history of Skellam events (0 for none, inf if a round had no noise):
-    Skellam RDP (privacy.skellam.skellam_rdp) -> Zhu-Wang Poisson subsampling (privacy.subsampled_rdp)
-    -> additive composition -> (eps, delta) by privacy.accounting.rdp_to_epsilon (Balle et al. 2020)."""
+ACCOUNTANTS = ("exact", "zhu_wang")  # secagg.accountant: see epsilon()
+
+
+def epsilon(events: Iterable[SkellamEvent], *, delta: float, accountant: str = "exact", gaussian: str = "pld"
+            ) -> float:
+    """epsilon at ``delta`` of a history of Poisson-subsampled Skellam events, add/remove neighbours (0 for none,
+    inf if a round had no noise).
+
+    ``exact`` (default): each event as the Gaussian mechanism that dominates it, sigma_eff = sqrt(mu) /
+    (c(mu) Delta_2) (privacy.skellam_dominance), the history accounted by privacy.accounting with ``gaussian``
+    (pld, rdp or prv) -- tight up to that accountant's own discretisation. ``zhu_wang``: Skellam RDP
+    (privacy.skellam.skellam_rdp) -> Zhu-Wang Poisson subsampling (privacy.subsampled_rdp) -> additive
+    composition -> (eps, delta) by Balle et al. 2020: valid, several times looser at small q."""
     if not 0 < delta < 1:
         raise ValueError(f"delta = {delta}: must be in (0, 1)")
     merged = merge_events(events)
     if not merged:
         return 0.0
-    return rdp_to_epsilon(orders=INTEGER_ORDERS, rdp=rdp(merged), delta=delta)
+    if accountant == "exact":
+        from privacy.skellam_dominance import epsilon_sampled
+
+        return epsilon_sampled(merged, delta=delta, accountant=gaussian)
+    if accountant == "zhu_wang":
+        return rdp_to_epsilon(orders=INTEGER_ORDERS, rdp=rdp(merged), delta=delta)
+    raise ValueError(f"accountant = {accountant!r}: must be one of {', '.join(ACCOUNTANTS)}")
+
+
+def epsilon_unsampled(events: Iterable[SkellamEvent], *, delta: float, accountant: str = "exact") -> float:
+    """epsilon at ``delta`` of Skellam events without amplification by sampling (an adversary who knows who took
+    part: the sample rates are ignored). ``exact``: the dominating Gaussians compose exactly as Gaussian DP
+    (privacy.skellam_dominance.epsilon_unsampled); ``zhu_wang``: the Skellam RDP bound, composed."""
+    unsampled = [(mu, l1, l2, 1.0, steps) for mu, l1, l2, _q, steps in events]
+    if accountant == "exact":
+        from privacy.skellam_dominance import epsilon_unsampled as exact
+
+        if not 0 < delta < 1:
+            raise ValueError(f"delta = {delta}: must be in (0, 1)")
+        return exact(merge_events(unsampled), delta=delta)
+    return epsilon(unsampled, delta=delta, accountant=accountant)
 
 
 def without_noise(step: SkellamClientStep) -> SkellamClientStep:
@@ -357,5 +446,5 @@ def from_experiment(cfg, *, dim: int) -> DistributedSkellamMechanism:
     return DistributedSkellamMechanism(
         DistributedDPConfig(clip=s.clip, noise_multiplier=s.noise_multiplier, expected_cohort=s.clients_per_round,
                             bits=sa.bits, scale=sa.scale or None, k_stddevs=sa.k_stddevs, rotate=sa.rotate,
-                            dropout_tolerance=sa.dropout_tolerance),
+                            colluders=sa.colluders),
         dim=dim, noise_seed=cfg.run.noise_seed if cfg.run.noise_seed is not None else 0)

@@ -19,13 +19,19 @@ Sensitivity to one record, after rounding (a record of silo k moves only silo k'
   the mixtures' divergence is at most the worst U's. Conditional rounding (privacy.quantization) is not
   used here: its re-draws depend on the data, which breaks this coupling.
 - every silo stays in the protocol in both neighbouring worlds, so every survivor's share is noise that
-  protects the record, its own silo's share included (that share is the silo's secret, not the server's):
-  the ledger books mu_booked = survivors * share. Shares are sized so that ceil(K (1 - tau)) silos carry mu.
+  protects the record, its own silo's share included (that share is the silo's secret, not the server's).
+  Each of the K silos adds Sk(mu / K); a silo that drops out takes its share with it, which no record can
+  cause (drop-outs are independent of the records), so the noise of the sum reveals nothing about a record.
 
-The ledger books (mu_booked, Delta_1, Delta_2, q_k, 1) for every record of a silo whose vector is in a
-released sum, accounted by the Skellam RDP (privacy.skellam) under Zhu-Wang Poisson subsampling
-(privacy.subsampled_rdp) exactly as the client-level events of :mod:`privacy.distributed_dp`. Large scales
-(24 bits) make sqrt(d) small against s C, and the bound then approaches the subsampled Gaussian's.
+What reaches the server: each silo's masked vector (uniform on the ring without the others' masks), the
+survivor set and the unmasked sum -- never a silo's batch size nor its sample (the denominator B is fixed).
+The record sampling is the silo's secret, so amplification by it holds against the server too: the
+record-level epsilon is one guarantee, against the server and a fortiori against whoever sees the models.
+Colluding silos (``secagg.colluders``) reveal their shares to the server: the ledger books
+mu_booked = share * (survivors - colluders), never less than the record's own silo's share, as
+(mu_booked, Delta_1, Delta_2, q_k, 1) for every record of a silo whose vector is in a released sum, accounted
+by the Gaussian mechanism that dominates Skellam noise (privacy.skellam_dominance) exactly as the
+client-level events of :mod:`privacy.distributed_dp`. Large scales (24 bits) make sqrt(d) small against s C.
 """
 
 from __future__ import annotations
@@ -36,11 +42,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from privacy.distributed_dp import (ReleasedSkellamAverage, SkellamDiagnostics, SkellamEvent, check_quantisation_state,
-                                    heuristic_scale, near_edge, quantisation_state, skellam_event, sum_range)
+from privacy.distributed_dp import (ReleasedSkellamAverage, SkellamDiagnostics, SkellamEvent, capped_scale, check_mu,
+                                    check_quantisation_state, heuristic_scale, near_edge, quantisation_state,
+                                    skellam_event, sum_range)
 from privacy.quantization import MAX_BITS, Quantizer, padded_dim, rotate, rounded_l1_bound, to_ring
 from privacy.seeding import SERVER_NOISE, derive_seed
-from privacy.skellam import sample_skellam, share_variance, variance_present
+from privacy.skellam import sample_skellam
 from privacy.validation import ConfigError
 
 _ROTATION_STREAM = 2  # sub-stream tag under SERVER_NOISE (round): not the client-level mechanism's 1
@@ -96,7 +103,7 @@ class DistributedDPSGDConfig:
     scale: float | None = None  # None = heuristic_scale from the bits
     k_stddevs: float = 4.0
     rotate: bool = True
-    dropout_tolerance: float = 0.0  # tau: shares sized so that ceil(K (1 - tau)) silos carry mu
+    colluders: int = 0  # silos whose shares the server may learn: not booked as noise
 
     def __post_init__(self) -> None:
         def need(cond: bool, key: str, value, rule: str) -> None:
@@ -114,7 +121,8 @@ class DistributedDPSGDConfig:
              f"must be an integer in [2, {MAX_BITS}]")
         need(self.scale is None or (math.isfinite(self.scale) and self.scale > 0), "secagg.scale", self.scale,
              "must be a positive finite number")
-        need(0 <= self.dropout_tolerance < 1, "secagg.dropout_tolerance", self.dropout_tolerance, "must be in [0, 1)")
+        need(isinstance(self.colluders, int) and 0 <= self.colluders < self.silos, "secagg.colluders", self.colluders,
+             f"must be an integer in [0, {self.silos})")
 
 
 class DistributedDPSGD:
@@ -126,11 +134,11 @@ class DistributedDPSGD:
         c = self.config = config
         self.dim, self.noise_seed = dim, int(noise_seed)
         self.grid_dim = padded_dim(dim) if c.rotate else dim
-        fraction = share_variance(total_variance=1.0, clients=c.silos, dropout_tolerance=c.dropout_tolerance)
-        args = dict(clip=c.clip, noise_std=c.noise_multiplier * c.clip * math.sqrt(c.silos * fraction),
-                    expected_cohort=c.silos, dim=self.grid_dim, k_stddevs=c.k_stddevs,
-                    signal_norm=c.clip * c.expected_batch)  # B clipped gradients aligned: a loose bound
-        self.scale = heuristic_scale(bits=c.bits, **args) if c.scale is None else float(c.scale)
+        noise_std = c.noise_multiplier * c.clip
+        args = dict(clip=c.clip, noise_std=noise_std, expected_cohort=c.silos, dim=self.grid_dim,
+                    k_stddevs=c.k_stddevs, signal_norm=c.clip * c.expected_batch)  # B clipped gradients aligned
+        self.scale = (capped_scale(heuristic_scale(bits=c.bits, **args), noise_std=noise_std) if c.scale is None
+                      else float(c.scale))
         # its decoding half (the silos round with floor(y + U) in SkellamGradientStep.encode, not conditionally)
         self.quantizer = Quantizer(scale=self.scale, clip=c.clip, bits=c.bits, rotate=c.rotate, beta=0.0)
         width = sum_range(scale=self.scale, **args)
@@ -140,7 +148,8 @@ class DistributedDPSGD:
         self.l2 = coupled_l2_sensitivity(l2=self.scale * c.clip, dim=self.grid_dim)
         self.l1 = rounded_l1_bound(l2=self.l2, dim=self.grid_dim)
         self.mu = (c.noise_multiplier * self.scale * c.clip) ** 2
-        self.share = self.mu * fraction  # one silo's share: ceil(K (1 - tau)) of them carry mu
+        check_mu(self.mu)
+        self.share = self.mu / c.silos  # one silo's share: the K of them carry mu
 
     @property
     def effective_noise_multiplier(self) -> float:
@@ -148,12 +157,13 @@ class DistributedDPSGD:
         return math.sqrt(self.mu) / self.l2
 
     def mu_booked(self, survivors: int) -> float:
-        """Noise in a sum of ``survivors`` silos' vectors, all of which protect the record: survivors * share."""
-        return variance_present(share_variances=self.share, survivors=max(int(survivors), 0))
+        """Noise that protects a record of one of ``survivors`` silos: their shares but the colluders', at least
+        its own silo's: share * max(survivors - colluders, 1)."""
+        return self.share * max(int(survivors) - self.config.colluders, 1)
 
     def planned_event(self, *, sample_rate: float) -> SkellamEvent:
-        """The event of a round in which at least ceil(K (1 - tau)) silos survive (calibration, budget stop)."""
-        return skellam_event(mu=self.mu, l1=self.l1, l2=self.l2, sample_rate=sample_rate)
+        """The event of a round in which every silo survives (calibration, budget stop)."""
+        return skellam_event(mu=self.mu_booked(self.config.silos), l1=self.l1, l2=self.l2, sample_rate=sample_rate)
 
     def event(self, released: ReleasedSkellamAverage, *, sample_rate: float) -> SkellamEvent:
         """What the ledger books for the records of one surviving silo of rate ``sample_rate``."""
@@ -163,19 +173,22 @@ class DistributedDPSGD:
     def rotation_seed(self, round_idx: int) -> int:
         return derive_seed(self.noise_seed, SERVER_NOISE, round_idx, _ROTATION_STREAM)
 
-    def client_step(self, round_idx: int) -> SkellamGradientStep:
+    def client_step(self, round_idx: int, cohort: int | None = None) -> SkellamGradientStep:
+        """Every silo's step of round ``round_idx`` (every silo takes part: ``cohort`` is K or None)."""
         c = self.config
         return SkellamGradientStep(self.scale, c.bits, c.rotate, self.dim, self.share, self.rotation_seed(round_idx))
 
-    def release(self, ring_sum: np.ndarray, *, survivors: int, round_idx: int) -> ReleasedSkellamAverage:
+    def release(self, ring_sum: np.ndarray, *, survivors: int, round_idx: int, cohort: int | None = None
+                ) -> ReleasedSkellamAverage:
         """The unmasked sum decoded and divided by -B: the FedSGD step at unit learning rate (a delta)."""
         c = self.config
         total = self.quantizer.decode(ring_sum, dim=self.dim, rotation_seed=self.rotation_seed(round_idx))
         average = torch.from_numpy(-total / c.expected_batch).float()
-        present = self.mu_booked(survivors)
+        present = self.share * survivors
         return ReleasedSkellamAverage(average, SkellamDiagnostics(
             present, self.mu, math.sqrt(present) / (self.scale * c.expected_batch), int(survivors),
-            near_edge(ring_sum, bits=c.bits), self.scale, float(average.norm())))
+            near_edge(ring_sum, bits=c.bits), self.scale, float(average.norm()), variance_clients=present,
+            cohort=c.silos))
 
     def state_dict(self) -> dict:
         return quantisation_state(self)
@@ -196,5 +209,5 @@ def from_experiment(cfg, *, dim: int, batch: float) -> DistributedDPSGD:
     return DistributedDPSGD(
         DistributedDPSGDConfig(clip=c.max_grad_norm, noise_multiplier=c.noise_multiplier, silos=cfg.data.num_clients,
                                expected_batch=batch, bits=sa.bits, scale=sa.scale or None, k_stddevs=sa.k_stddevs,
-                               rotate=sa.rotate, dropout_tolerance=sa.dropout_tolerance),
+                               rotate=sa.rotate, colluders=sa.colluders),
         dim=dim, noise_seed=cfg.run.noise_seed if cfg.run.noise_seed is not None else 0)

@@ -4,12 +4,16 @@ Record-level: one history per client, a (sigma, q_k, steps_k) event booked for c
 round it is sampled for, *when the round is dispatched* (a crash never under-reports). The
 system's record-level epsilon is the maximum over clients (every record lives on one client).
 Client-level: one history for the federation, one Poisson-subsampled Gaussian event (z, q, 1) per
-round with server noise; under secure aggregation (``secagg.enabled``) instead one Skellam event
-(mu_booked, Delta_1, Delta_2, q, 1) per released round, accounted by :func:`privacy.distributed_dp.epsilon`
-with the noise the other survivors actually put in the sum. Record-level under secure aggregation
+round with server noise. Under secure aggregation (``secagg.enabled``) two guarantees instead: against
+whoever sees only the released models, one Skellam event (mu, Delta_1, Delta_2, q, 1) per released round
+(``eps_client``); against the server, which knows the cohort, one unsampled event (mu_server, Delta_1,
+Delta_2, 1, 1) per round for each client whose vector is in the sum, composed per client over the rounds it
+joined (``eps_client_server_max``, the worst client). Both accounted by :func:`privacy.distributed_dp.epsilon`
+and ``epsilon_unsampled`` with ``secagg.accountant``. Record-level under secure aggregation
 (``secagg.level = "record"``, FedSGD across silos): client k's history is instead one Skellam event
 (mu_booked, Delta_1, Delta_2, q_k, 1) per released round whose sum holds its vector, booked *after* the
-release, since nothing about the records leaves a silo before it (privacy.distributed_dpsgd).
+release, since nothing about the records leaves a silo before it (privacy.distributed_dpsgd); it holds
+against the server as well.
 A run stops before a round that could push either past its target.
 
 Per-round work is O(cohort): only the sampled clients' epsilons change, and each client's epsilon
@@ -45,7 +49,10 @@ class PrivacyLedgers:
         self.delta_record, self.delta_client = cfg.client.delta, cfg.server.delta
         self.record = Ledger(accountant=cfg.client.accountant)
         self.client_level = Ledger(accountant=cfg.server.accountant)
-        self.skellam: list[SkellamEvent] = []  # the client-level history under secure aggregation
+        self.skellam: list[SkellamEvent] = []  # the client-level history under secure aggregation (public)
+        self.skellam_server: dict[int, list[SkellamEvent]] = {}  # per client: against the server, rounds joined
+        self.server_planned: SkellamEvent | None = None  # a full round's against-the-server event (budget)
+        self.secagg_accountant = cfg.secagg.accountant
         self.skellam_planned: SkellamEvent | None = None  # the configured mu's event, set by the server (budget)
         self.record_secure = cfg.secagg.enabled and cfg.secagg.level == "record"
         self.record_skellam: dict[int, list[SkellamEvent]] = {}  # record-level histories under secure FedSGD
@@ -68,6 +75,10 @@ class PrivacyLedgers:
 
     def _refresh(self) -> None:
         """Recompute every cached epsilon from the histories (at start and after a restore)."""
+        self.eps_server = np.zeros(self.num_clients)
+        self._server_gdp_sq = np.zeros(self.num_clients)  # exact accountant: sum of 1 / sigma_eff^2 per client
+        for k, hist in self.skellam_server.items():
+            self._server_update(k, hist)
         self.eps_record = np.zeros(self.num_clients)
         if self.record_secure:
             self.eps_record_next = None
@@ -85,8 +96,45 @@ class PrivacyLedgers:
         """Record-level epsilon of a merged Skellam history (:func:`_merged`); silos share histories but for q_k,
         so cached."""
         if merged not in self._skellam_cache:
-            self._skellam_cache[merged] = skellam_epsilon(merged, delta=self.delta_record)
+            self._skellam_cache[merged] = skellam_epsilon(merged, delta=self.delta_record,
+                                                          accountant=self.secagg_accountant,
+                                                          gaussian=self.cfg.client.accountant)
         return self._skellam_cache[merged]
+
+    # --- against the server (client-level secure aggregation) ----------------------------------
+    def book_server_events(self, events: dict[int, SkellamEvent]) -> None:
+        """Each survivor's against-the-server event of a released round (a client not in the sum books nothing)."""
+        for k, event in ((int(k), tuple(e)) for k, e in events.items()):
+            self.skellam_server.setdefault(k, []).append(event)
+            self._server_update(k, [event])
+
+    def _server_update(self, k: int, new_events: list) -> None:
+        if self.secagg_accountant == "exact":  # Gaussian DP composes in mu^2: O(1) per event
+            from privacy.skellam_dominance import gdp_epsilon, gdp_mu
+
+            self._server_gdp_sq[k] += gdp_mu(new_events) ** 2
+            self.eps_server[k] = gdp_epsilon(mu_gdp=math.sqrt(self._server_gdp_sq[k]), delta=self.delta_client)
+        else:
+            self.eps_server[k] = server_epsilon(self.skellam_server[k], delta=self.delta_client,
+                                                accountant=self.secagg_accountant)
+
+    def eps_client_server_max(self) -> float:
+        """Client-level epsilon against the server under secure aggregation: the worst client (NaN otherwise: the
+        trusted server sees every update)."""
+        if not self.cfg.secagg.enabled or self.record_secure:
+            return math.nan
+        return float(self.eps_server.max()) if self.cfg.server.noise_multiplier > 0 else math.inf
+
+    def _server_epsilon_next(self) -> float:
+        """The worst client's against-the-server epsilon if it joins one more full round."""
+        planned = [tuple(self.server_planned)]
+        if self.secagg_accountant == "exact":
+            from privacy.skellam_dominance import gdp_epsilon, gdp_mu
+
+            worst = float(self._server_gdp_sq.max()) + gdp_mu(planned) ** 2
+            return gdp_epsilon(mu_gdp=math.sqrt(worst), delta=self.delta_client)
+        return max(server_epsilon(self.skellam_server.get(k, []) + planned, delta=self.delta_client,
+                                  accountant=self.secagg_accountant) for k in range(self.num_clients))
 
     def book_record_release(self, events: dict[int, SkellamEvent]) -> None:
         """Secure FedSGD: each surviving silo's Skellam event of a released round (none for a silo whose vector
@@ -150,7 +198,8 @@ class PrivacyLedgers:
         if self.cfg.server.noise_multiplier == 0:
             return math.inf
         if self.cfg.secagg.enabled:
-            return skellam_epsilon(self.skellam, delta=self.delta_client if delta is None else delta)
+            return skellam_epsilon(self.skellam, delta=self.delta_client if delta is None else delta,
+                                   accountant=self.secagg_accountant, gaussian=self.cfg.server.accountant)
         return self.client_level.epsilon(FEDERATION, delta=self.delta_client if delta is None else delta)
 
     def budget_exceeded_next_round(self) -> str:
@@ -158,13 +207,19 @@ class PrivacyLedgers:
         c, s = self.cfg.client, self.cfg.server
         if s.target_epsilon is not None and s.noise_multiplier > 0:
             if self.cfg.secagg.enabled:
-                eps = skellam_epsilon(self.skellam + [self.skellam_planned], delta=self.delta_client)
+                eps = skellam_epsilon(self.skellam + [self.skellam_planned], delta=self.delta_client,
+                                      accountant=self.secagg_accountant, gaussian=s.accountant)
             else:
                 hist = self.client_level.histories.get(FEDERATION, []) + [(s.noise_multiplier, self.client_sample_rate,
                                                                           1)]
                 eps = Ledger(s.accountant, {0: hist}).epsilon(0, delta=self.delta_client)
             if eps > s.target_epsilon:
                 return f"client-level epsilon would reach {eps:.4g} > target {s.target_epsilon}"
+        target = self.cfg.secagg.server_target_epsilon
+        if target is not None and self.server_planned is not None and s.noise_multiplier > 0:
+            eps = self._server_epsilon_next()
+            if eps > target:
+                return f"client-level epsilon against the server would reach {eps:.4g} > target {target}"
         if self.record_secure and c.target_epsilon is not None and self.record_planned is not None:
             merged = self._record_merged
             worst = max(self._skellam_record_epsilon(_merged(merged.get(k, ()) + (self.record_planned[k],)))
@@ -181,12 +236,15 @@ class PrivacyLedgers:
     def state_dict(self) -> dict:
         return {"record": self.record.state_dict(), "client_level": self.client_level.state_dict(),
                 "client_level_skellam": [list(e) for e in self.skellam],
+                "client_level_skellam_server": {str(k): [list(e) for e in h] for k, h in self.skellam_server.items()},
                 "record_skellam": {str(k): [list(e) for e in h] for k, h in self.record_skellam.items()}}
 
     def load_state_dict(self, state: dict) -> None:
         self.record = Ledger.from_state_dict(state["record"])
         self.client_level = Ledger.from_state_dict(state["client_level"])
         self.skellam = [tuple(e) for e in state.get("client_level_skellam", [])]
+        self.skellam_server = {int(k): [tuple(e) for e in h]
+                               for k, h in state.get("client_level_skellam_server", {}).items()}
         self.record_skellam = {int(k): [tuple(e) for e in h] for k, h in state.get("record_skellam", {}).items()}
         self._refresh()
 
@@ -198,8 +256,15 @@ def _merged(history) -> tuple:
     return tuple(sorted(merge_events(history)))
 
 
-def skellam_epsilon(events, *, delta: float) -> float:
+def skellam_epsilon(events, *, delta: float, accountant: str, gaussian: str) -> float:
     """:func:`privacy.distributed_dp.epsilon`, imported when a secure-aggregation run first needs it."""
     from privacy.distributed_dp import epsilon
 
-    return epsilon(events, delta=delta)
+    return epsilon(events, delta=delta, accountant=accountant, gaussian=gaussian)
+
+
+def server_epsilon(events, *, delta: float, accountant: str) -> float:
+    """:func:`privacy.distributed_dp.epsilon_unsampled`: no amplification by sampling against the server."""
+    from privacy.distributed_dp import epsilon_unsampled
+
+    return epsilon_unsampled(events, delta=delta, accountant=accountant)

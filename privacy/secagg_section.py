@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from privacy.validation import _check, _check_int, _finite
 
 LEVELS = ("client", "record")  # what the clients' noise shares protect: see the module docstring
+SECAGG_ACCOUNTANTS = ("exact", "zhu_wang")  # privacy.distributed_dp.epsilon
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,9 @@ class SecAggSection:
     bits: int = 16  # b: the ring Z_2^b of secure aggregation (upload size b bits per coordinate)
     threshold: int = 0  # t: Shamir shares that unmask a client; 0 = a majority of each neighbourhood
     neighbours: int = 0  # k (even): sparse masking graph of Bell et al. 2020; 0 = every pair of the cohort
-    dropout_tolerance: float = 0.0  # tau: clients over-noise so that m (1 - tau) survivors carry the full noise
+    colluders: int = 0  # clients whose noise shares the server may learn: not counted in the against-the-server epsilon
+    accountant: str = "exact"  # exact: the Gaussian that dominates Skellam noise | zhu_wang: general RDP bound (looser)
+    server_target_epsilon: float | None = None  # client-level epsilon against the server (calibrates z with the public one)
     rotate: bool = True  # randomised Hadamard rotation before rounding (flattens coordinates: fewer bits)
     k_stddevs: float = 4.0  # head-room of the scale rule: standard deviations of the sum that fit half the ring
     scale: float = 0.0  # integer units per model unit; 0 = the largest scale the bits allow (heuristic rule)
@@ -47,8 +50,12 @@ class SecAggSection:
         _check_int("secagg.threshold", self.threshold, 0)
         _check_int("secagg.neighbours", self.neighbours, 0)
         _check(self.neighbours % 2 == 0, "secagg.neighbours", self.neighbours, "must be even (k/2 neighbours on either side of the ring), or 0 for every pair")
-        tau = _finite("secagg.dropout_tolerance", self.dropout_tolerance)
-        _check(0 <= tau < 1, "secagg.dropout_tolerance", self.dropout_tolerance, "must be in [0, 1)")
+        _check_int("secagg.colluders", self.colluders, 0)
+        _check(self.accountant in SECAGG_ACCOUNTANTS, "secagg.accountant", self.accountant,
+               f"must be one of {', '.join(SECAGG_ACCOUNTANTS)}")
+        if self.server_target_epsilon is not None:
+            _check(_finite("secagg.server_target_epsilon", self.server_target_epsilon) > 0,
+                   "secagg.server_target_epsilon", self.server_target_epsilon, "must be > 0")
         _check(isinstance(self.rotate, bool), "secagg.rotate", self.rotate, "must be true or false")
         _check(_finite("secagg.k_stddevs", self.k_stddevs) > 0, "secagg.k_stddevs", self.k_stddevs, "must be > 0")
         _check(_finite("secagg.scale", self.scale) >= 0, "secagg.scale", self.scale,
@@ -80,6 +87,8 @@ def check_secagg_options(secagg: SecAggSection, server, client, data, audit) -> 
            "must be > 0 with secagg.enabled: clients clip their deltas before quantising them")
     _check(secagg.threshold <= m, "secagg.threshold", secagg.threshold,
            f"above the expected cohort of {m} clients (server.clients_per_round): no round could unmask")
+    _check(secagg.colluders < m, "secagg.colluders", secagg.colluders,
+           f"must be below the expected cohort of {m} clients (server.clients_per_round)")
     _check(secagg.threshold <= secagg.holders(m), "secagg.threshold", secagg.threshold,
            f"above the {secagg.holders(m)} holders of each client's secrets (secagg.neighbours + 1): "
            "lower the threshold or raise secagg.neighbours")
@@ -107,6 +116,9 @@ def _check_record_level(secagg: SecAggSection, server, client, data, audit) -> N
            f"must be 0 {why}: the noise is record-level (client.noise_multiplier or client.target_epsilon)")
     _check(server.target_epsilon is None, "server.target_epsilon", server.target_epsilon,
            f"must be unset {why}: the guarantee is record-level (client.target_epsilon)")
+    _check(secagg.server_target_epsilon is None, "secagg.server_target_epsilon", secagg.server_target_epsilon,
+           f"must be unset {why}: the record-level epsilon already holds against the server (client.target_epsilon)")
+    _check(secagg.colluders < k, "secagg.colluders", secagg.colluders, f"must be below the {k} silos")
     _check(not server.adaptive_clip, "server.adaptive_clip", server.adaptive_clip, f"must be false {why}")
     _check(not audit.canaries, "audit.canaries", audit.canaries,
            f"must be 0 {why}: the canary audit tests client-level DP")

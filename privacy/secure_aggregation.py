@@ -91,6 +91,21 @@ def harary_graph(ids: Sequence[int], *, k: int | None, seed: int) -> dict[int, f
     return {ring[i]: frozenset(ring[(i + j) % n] for j in range(-(k // 2), k // 2 + 1) if j) for i in range(n)}
 
 
+def components(graph: Mapping[int, frozenset[int]], nodes) -> list[frozenset[int]]:
+    """Connected components of the subgraph of ``graph`` induced by ``nodes``."""
+    left, parts = set(nodes), []
+    while left:
+        start = left.pop()
+        part, frontier = {start}, [start]
+        while frontier:
+            for v in graph[frontier.pop()] & left:
+                left.discard(v)
+                part.add(v)
+                frontier.append(v)
+        parts.append(frozenset(part))
+    return parts
+
+
 @dataclass(frozen=True)
 class SecAggConfig:
     dim: int  # length of every input vector
@@ -276,8 +291,15 @@ class SecAggServer:
                 for v in self._shared}
 
     def collect_masked(self, messages: Sequence[MaskedInput]) -> Survivors:
+        """The survivors U3; a ValueError (nothing unmasked) if too few, or if their masking graph falls apart:
+        the pairwise masks of each connected part would cancel within it, and unmasking would reveal each
+        part's sum, protected only by that part's own noise shares (Bell et al. 2020 need it connected)."""
         self._survivors = frozenset(self._senders(messages, set(self._shared)))
         self._need(len(self._survivors), "clients sent masked inputs")
+        parts = components(self._dir.neighbours, self._survivors)
+        if len(parts) > 1:
+            raise ValueError(f"the survivors' masking graph is disconnected ({len(parts)} parts of sizes "
+                             f"{sorted(len(p) for p in parts)}): unmasking would reveal each part's sum; refusing")
         self._total = sum((np.asarray(m.vector, np.uint64) for m in messages), np.zeros(self.config.dim, np.uint64))
         return Survivors(self._survivors)
 

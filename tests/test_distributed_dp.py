@@ -1,6 +1,6 @@
 """DP-FedAvg under secure aggregation with distributed Skellam noise (privacy/distributed_dp.py): one round
-through the real Bonawitz et al. protocol, the noise of the decoded sum, what the ledger books after
-drop-outs, the Gaussian limit of the accounting, checkpoints and bad input. Ray-free."""
+through the real Bonawitz et al. protocol, the noise of the decoded sum (mu whatever the cohort and the
+drop-outs), what each guarantee books, the Gaussian limit of the accounting, checkpoints and bad input. Ray-free."""
 
 import math
 import pickle
@@ -11,7 +11,7 @@ import torch
 
 from privacy import accounting
 from privacy.distributed_dp import (DistributedDPConfig, DistributedSkellamMechanism, client_rng, epsilon,
-                                    heuristic_scale, skellam_event)
+                                    epsilon_unsampled, heuristic_scale, skellam_event)
 from privacy.quantization import ring_sum, to_ring
 from privacy.secure_aggregation import SecAggClient, SecAggConfig, SecAggServer
 from privacy.skellam import gaussian_rdp
@@ -47,7 +47,7 @@ def test_one_round_through_secure_aggregation_is_the_exact_sum_and_decodes_to_th
     n, dim = 6, 1000
     cfg = DistributedDPConfig(clip=1.0, noise_multiplier=0.5, expected_cohort=n, bits=20)
     mech = DistributedSkellamMechanism(cfg, dim=dim, noise_seed=11)
-    step = mech.client_step(round_idx=3)
+    step = mech.client_step(round_idx=3, cohort=n)
     deltas = client_deltas(n, dim, seed=1)
     updates = {i: step.constrain_sensitivity(torch.from_numpy(deltas[i]).float(),
                                              rng=client_rng(noise_seed=11, client_id=i, round_idx=3))
@@ -55,27 +55,27 @@ def test_one_round_through_secure_aggregation_is_the_exact_sum_and_decodes_to_th
 
     total, survivors, diag = secure_sum({i: u.vector for i, u in updates.items()}, bits=cfg.bits,
                                         drop_before_masking=dropped)
-    released = mech.release(total, survivors=len(survivors), round_idx=3)
+    released = mech.release(total, survivors=len(survivors), cohort=n, round_idx=3)
 
     assert survivors == [i for i in range(n) if i not in dropped] and diag.survivors == n - len(dropped)
     np.testing.assert_array_equal(total, ring_sum([updates[i].vector for i in survivors], bits=cfg.bits))
     assert all(u.wrapped == 0 and u.rounded_norm <= mech.l2 for u in updates.values())
     assert [u.unclipped for u in updates.values()] == [bool(np.linalg.norm(d) <= 1.0) for d in deltas]
-    assert released.noise.variance_present == pytest.approx(mech.share * len(survivors))
+    assert released.noise.variance_clients == pytest.approx(mech.share(n) * len(survivors))
+    assert released.noise.variance_present == mech.mu  # the server's top-up restores mu after a drop-out
     assert released.noise.near_edge <= 0.01 * len(total)  # 3 std and more: about 0.27 % when nothing wrapped
     truth = sum(clipped(deltas[i], cfg.clip) for i in survivors) / n  # fixed denominator m, survivors' deltas
     error = released.average.double().numpy() - truth
     rounding_var = len(survivors) / (4 * (mech.scale * n) ** 2)  # each client's rounding: variance <= 1/4 per coord
     rms = float(np.sqrt(np.mean(error ** 2)))
     assert 0.9 * released.noise.std <= rms <= 1.1 * math.sqrt(released.noise.std ** 2 + rounding_var)
-    assert released.noise.std == pytest.approx(cfg.noise_multiplier * cfg.clip / n
-                                               * math.sqrt(len(survivors) / (n - 1)), rel=1e-9)  # shares sized for the n - 1 others
+    assert released.noise.std == pytest.approx(cfg.noise_multiplier * cfg.clip / n, rel=1e-9)  # z S / m, as trusted
 
 
 def test_the_client_step_pickles_and_is_reproducible_from_its_seeds():
     mech = DistributedSkellamMechanism(DistributedDPConfig(clip=0.5, noise_multiplier=1.0, expected_cohort=4),
                                        dim=300, noise_seed=5)
-    step = pickle.loads(pickle.dumps(mech.client_step(round_idx=0)))
+    step = pickle.loads(pickle.dumps(mech.client_step(round_idx=0, cohort=4)))
     delta = np.random.default_rng(0).normal(size=300)
 
     a = step.constrain_sensitivity(delta, rng=client_rng(noise_seed=5, client_id=1, round_idx=0))
@@ -88,58 +88,66 @@ def test_the_client_step_pickles_and_is_reproducible_from_its_seeds():
     assert a.norm == pytest.approx(np.linalg.norm(delta)) and not a.unclipped
 
 
-@pytest.mark.parametrize("tolerance,survivors", [(0.0, 8), (0.25, 8), (0.25, 6)])
-def test_the_decoded_noise_has_the_skellam_variance_present_in_model_units(tolerance, survivors):
+@pytest.mark.parametrize("cohort,survivors", [(8, 8), (8, 6), (5, 5), (12, 9)])
+def test_the_decoded_noise_has_variance_mu_whatever_the_cohort_and_the_dropouts(cohort, survivors):
     m, dim, rounds, z, clip = 8, 4096, 4, 1.3, 0.7
-    cfg = DistributedDPConfig(clip=clip, noise_multiplier=z, expected_cohort=m, bits=18, dropout_tolerance=tolerance)
+    cfg = DistributedDPConfig(clip=clip, noise_multiplier=z, expected_cohort=m, bits=18)
     mech = DistributedSkellamMechanism(cfg, dim=dim, noise_seed=3)
     samples, stds = [], set()
     for r in range(rounds):  # zero deltas: everything decoded is noise
-        step = mech.client_step(round_idx=r)
+        step = mech.client_step(round_idx=r, cohort=cohort)
         vectors = [step.constrain_sensitivity(np.zeros(dim), rng=client_rng(noise_seed=3, client_id=k, round_idx=r))
                    .vector for k in range(survivors)]
-        released = mech.release(ring_sum(vectors, bits=cfg.bits), survivors=survivors, round_idx=r)
+        released = mech.release(ring_sum(vectors, bits=cfg.bits), survivors=survivors, cohort=cohort, round_idx=r)
         samples.append(released.average.double().numpy())
         stds.add(released.noise.std)
 
     noise = np.concatenate(samples)
     (std,) = stds
-    expected_var = (z * clip / m) ** 2 * survivors / math.ceil((m - 1) * (1 - tolerance))  # shares: the m - 1 others, over-noised by 1/(1-tau)
+    expected_var = (z * clip / m) ** 2  # mu on the grid = (z s S)^2, decoded and divided by m: no cohort in it
     assert std ** 2 == pytest.approx(expected_var, rel=1e-9)
-    mu = mech.share * survivors  # excess kurtosis of the rotated Skellam sum is at most 1/mu
-    standard_error = expected_var * math.sqrt((2 + 1 / mu) / noise.size)
+    standard_error = expected_var * math.sqrt((2 + 1 / mech.mu) / noise.size)  # Skellam excess kurtosis 1/mu
     assert abs(noise.var() - expected_var) < 3 * standard_error
     assert abs(noise.mean()) < 3 * math.sqrt(expected_var / noise.size)
 
 
-def test_with_no_dropout_and_no_tolerance_the_ledger_books_the_configured_mu():
-    cfg = DistributedDPConfig(clip=2.0, noise_multiplier=1.1, expected_cohort=10, bits=16)
+def test_the_public_event_books_mu_and_the_server_event_the_survivors_shares_less_colluders():
+    cfg = DistributedDPConfig(clip=2.0, noise_multiplier=1.1, expected_cohort=10, bits=16, colluders=3)
     mech = DistributedSkellamMechanism(cfg, dim=777, noise_seed=0)
 
-    released = mech.release(np.zeros(1024, dtype=np.uint64), survivors=10, round_idx=0)
-    event = mech.event(released, sample_rate=0.1)
+    released = mech.release(np.zeros(1024, dtype=np.uint64), survivors=9, cohort=12, round_idx=0)
+    public, against_server = mech.event(released, sample_rate=0.1), mech.server_event(released)
 
-    assert event[0] == pytest.approx(mech.mu, rel=1e-12)
+    assert public == (mech.mu, mech.l1, mech.l2, 0.1, 1)
     assert mech.mu == pytest.approx((cfg.noise_multiplier * mech.scale * cfg.clip) ** 2, rel=1e-12)
-    assert event[1:] == (mech.l1, mech.l2, 0.1, 1)
+    assert against_server == (pytest.approx(mech.mu / 12 * (9 - 3), rel=1e-12), mech.l1, mech.l2, 1.0, 1)
     assert mech.l2 >= mech.scale * cfg.clip  # sensitivities after rounding, on the integer grid
+    alone = mech.release(np.zeros(1024, dtype=np.uint64), survivors=2, cohort=12, round_idx=0)
+    assert mech.server_event(alone)[0] == pytest.approx(mech.mu / 12)  # at least the client's own share
 
 
-def test_dropouts_lower_the_noise_present_and_the_booked_epsilon_rises():
-    cfg = DistributedDPConfig(clip=1.0, noise_multiplier=1.0, expected_cohort=20, bits=16, dropout_tolerance=0.1)
+def test_dropouts_leave_the_public_epsilon_and_raise_the_one_against_the_server():
+    cfg = DistributedDPConfig(clip=1.0, noise_multiplier=1.0, expected_cohort=20, bits=16)
     mech = DistributedSkellamMechanism(cfg, dim=2000, noise_seed=0)
     ring = np.zeros(2048, dtype=np.uint64)
 
-    present, eps = [], []
+    public, server = [], []
     for survivors in (20, 18, 15, 10):
-        released = mech.release(ring, survivors=survivors, round_idx=0)
-        present.append(released.noise.variance_present)
-        eps.append(epsilon([mech.event(released, sample_rate=0.05)] * 100, delta=1e-5))
+        released = mech.release(ring, survivors=survivors, cohort=20, round_idx=0)
+        public.append(epsilon([mech.event(released, sample_rate=0.05)] * 100, delta=1e-5))
+        server.append(epsilon_unsampled([mech.server_event(released)] * 5, delta=1e-5))
 
-    assert present == sorted(present, reverse=True) and eps == sorted(eps)
-    assert present[1] == pytest.approx(mech.mu)  # 18 = m (1 - tau) survivors still carry the configured mu
-    assert present[0] == pytest.approx(mech.mu * 20 / 18)  # all 20: over-noised by 1 / (1 - tau)
-    assert eps[3] > 1.2 * eps[1]
+    assert public == [public[0]] * 4
+    assert server == sorted(server) and server[3] > 1.3 * server[0]
+
+
+def test_a_cohort_outside_its_announcement_is_refused():
+    mech = DistributedSkellamMechanism(DistributedDPConfig(clip=1.0, noise_multiplier=1.0, expected_cohort=4),
+                                       dim=16, noise_seed=0)
+    with pytest.raises(ValueError, match="survivors"):
+        mech.release(np.zeros(16, dtype=np.uint64), survivors=5, cohort=4, round_idx=0)
+    with pytest.raises(ValueError, match="cohort"):
+        mech.client_step(round_idx=0, cohort=0)
 
 
 def gaussian_zhu_wang_epsilon(z, q, steps, delta):
@@ -151,32 +159,33 @@ def gaussian_zhu_wang_epsilon(z, q, steps, delta):
 
 @pytest.mark.parametrize("z,q,steps", [(1.0, 1.0, 10), (0.8, 0.05, 200)])
 def test_as_the_scale_grows_epsilon_approaches_the_gaussian_from_above(z, q, steps):
-    gaussian = accounting.epsilon([(z, q, steps)], delta=1e-5, accountant="rdp")
-    eps, stds = [], []
+    gaussian = accounting.epsilon([(z, q, steps)], delta=1e-5, accountant="pld")
+    eps, loose, stds = [], [], []
     for scale in (10.0, 100.0, 1e3, 1e5):  # the noise stays z S in model units; only the grid gets finer
         cfg = DistributedDPConfig(clip=1.0, noise_multiplier=z, expected_cohort=10, bits=32, scale=scale)
         mech = DistributedSkellamMechanism(cfg, dim=1000, noise_seed=0)
-        released = mech.release(np.zeros(1024, dtype=np.uint64), survivors=10, round_idx=0)
+        released = mech.release(np.zeros(1024, dtype=np.uint64), survivors=10, cohort=10, round_idx=0)
         stds.append(released.noise.std)
         eps.append(epsilon([mech.event(released, sample_rate=q)] * steps, delta=1e-5))
+        loose.append(epsilon([mech.event(released, sample_rate=q)] * steps, delta=1e-5, accountant="zhu_wang"))
 
-    assert stds == pytest.approx([z / 10 * math.sqrt(10 / 9)] * 4, rel=1e-12)  # sized so the 9 others carry mu
+    assert stds == pytest.approx([z / 10] * 4, rel=1e-12)
     assert eps == sorted(eps, reverse=True) and eps[-1] >= gaussian
-    assert eps[-1] == pytest.approx(gaussian_zhu_wang_epsilon(z, q, steps, 1e-5), rel=1e-3)
-    if q == 1:  # no subsampling: the very Gaussian RDP, up to the integer orders Zhu-Wang needs
-        assert eps[-1] == pytest.approx(accounting.epsilon([(z, q, steps)], delta=1e-5, accountant="rdp",
-                                                           orders=INTEGER_ORDERS), rel=1e-3)
-        assert eps[-1] < 1.05 * gaussian
+    assert eps[-1] == pytest.approx(gaussian, rel=2e-3)  # the exact accounting: the Gaussian's, from above
+    assert loose == sorted(loose, reverse=True) and all(e <= lo for e, lo in zip(eps, loose))
+    assert loose[-1] == pytest.approx(gaussian_zhu_wang_epsilon(z, q, steps, 1e-5), rel=1e-3)
+    if q == 1:  # no subsampling: the Skellam RDP itself, whose loss is only RDP's conversion to (eps, delta)
+        assert loose[-1] < 1.15 * gaussian
     else:  # Zhu-Wang's general bound (factor 3 on the l >= 3 terms) stays above the exact subsampled Gaussian
-        assert eps[-1] < 1.35 * gaussian
+        assert loose[-1] > 1.1 * gaussian
     assert eps[0] > 2 * eps[-1]  # a coarse grid costs: Delta_2 after rounding >> s S
 
 
 def test_events_are_plain_data_that_checkpoint_and_compose(tmp_path):
     cfg = DistributedDPConfig(clip=1.0, noise_multiplier=1.0, expected_cohort=10, bits=16)
     mech = DistributedSkellamMechanism(cfg, dim=100, noise_seed=0)
-    events = [mech.event(mech.release(np.zeros(128, dtype=np.uint64), survivors=s, round_idx=0), sample_rate=0.1)
-              for s in (10, 10, 9)]
+    events = [mech.event(mech.release(np.zeros(128, dtype=np.uint64), survivors=s, cohort=10, round_idx=0),
+                         sample_rate=0.1) for s in (10, 10, 9)]
     path = tmp_path / "ledger.pt"
 
     torch.save({"events": events, "mechanism": mech.state_dict()}, path)
@@ -200,15 +209,15 @@ def test_near_edge_counts_coordinates_where_wrapped_ones_land():
                                                            bits=8), dim=16, noise_seed=0)
     centred = np.array([0, 5, -5, 95, 96, -96, 127, -128] + [1] * 8)
 
-    released = mech.release(to_ring(centred, bits=8)[0], survivors=4, round_idx=0)
+    released = mech.release(to_ring(centred, bits=8)[0], survivors=4, cohort=4, round_idx=0)
 
     assert released.noise.near_edge == 4  # 96, -96, 127, -128: |v| >= 0.75 * 128
 
 
 @pytest.mark.parametrize("kwargs,match", [
     (dict(bits=4, expected_cohort=100), "too few for a cohort of 100"),
-    (dict(dropout_tolerance=1.0), "dropout_tolerance"),
-    (dict(dropout_tolerance=-0.1), "dropout_tolerance"),
+    (dict(colluders=10), "colluders"),
+    (dict(colluders=-1), "colluders"),
     (dict(clip=0.0), "clip"),
     (dict(noise_multiplier=-1.0), "noise_multiplier"),
     (dict(beta=1.0), "beta"),
@@ -228,7 +237,7 @@ def test_an_explicit_scale_that_overflows_the_ring_is_refused():
 
     with pytest.raises(ValueError, match="overflows 2\\^12"):
         DistributedSkellamMechanism(cfg, dim=1000, noise_seed=0)
-    fitted = heuristic_scale(bits=12, clip=1.0, noise_std=cfg.noise_std_full_cohort, expected_cohort=100,
+    fitted = heuristic_scale(bits=12, clip=1.0, noise_std=cfg.noise_std, expected_cohort=100,
                              dim=1024, k_stddevs=4.0)
     assert DistributedSkellamMechanism(DistributedDPConfig(clip=1.0, noise_multiplier=1.0, expected_cohort=100,
                                                            bits=12), dim=1000, noise_seed=0).scale == fitted

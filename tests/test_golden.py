@@ -46,4 +46,4 @@ def test_round_table_equals_the_golden_one(name, ray_local):
                                   golden, check_exact=True)
     secagg = set(SECAGG_COLUMNS) | {f"secagg.{f.name}" for f in fields(SecAggSection)}  # added since, unused here
     assert set(table.columns) - set(golden.columns) - set(TIMING_COLUMNS) == {
-        "clients_retried", "stopped", "run.noise_seed", "server.in_driver"} | secagg
+        "clients_retried", "stopped", "run.noise_seed", "server.in_driver", "eps_client_server_max"} | secagg

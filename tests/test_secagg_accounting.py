@@ -76,17 +76,17 @@ def test_a_sweep_keeps_one_trust_model_and_no_private_selection_under_it(tmp_pat
         load_sweep_config(toml, [])
 
 
-def test_the_ledger_books_the_other_survivors_noise_never_the_protected_clients_own_share():
+def test_the_public_sees_mu_and_the_server_the_survivors_shares_own_included():
     import numpy as np
 
-    from privacy.distributed_dp import DistributedDPConfig, DistributedSkellamMechanism
+    from privacy.distributed_dp import DistributedDPConfig, DistributedSkellamMechanism, epsilon_unsampled
 
     mech = DistributedSkellamMechanism(DistributedDPConfig(clip=1.0, noise_multiplier=1.0, expected_cohort=10),
                                        dim=64, noise_seed=0)
-    for survivors in (10, 7, 1):
-        released = mech.release(np.zeros(64, dtype=np.uint64), survivors=survivors, round_idx=0)
-        assert released.noise.variance_present == pytest.approx(survivors * mech.share)  # what the sum carries
-        assert mech.event(released, sample_rate=0.1)[0] == pytest.approx((survivors - 1) * mech.share)
-    assert mech.planned_event(sample_rate=0.1)[0] == pytest.approx(mech.mu)  # all survive: the 9 others carry mu
-    lone = mech.event(mech.release(np.zeros(64, dtype=np.uint64), survivors=1, round_idx=0), sample_rate=0.1)
-    assert epsilon([lone], delta=1e-5) == float("inf")  # one survivor: no one else's noise protects it
+    for cohort, survivors in ((10, 10), (12, 7), (8, 1)):
+        released = mech.release(np.zeros(64, dtype=np.uint64), survivors=survivors, cohort=cohort, round_idx=0)
+        assert released.noise.variance_present == mech.mu  # the server tops up what drop-outs took away
+        assert mech.event(released, sample_rate=0.1)[0] == mech.mu
+        assert mech.server_event(released)[0] == pytest.approx(survivors * mech.mu / cohort)  # own share counts
+    lone = mech.server_event(mech.release(np.zeros(64, dtype=np.uint64), survivors=1, cohort=8, round_idx=0))
+    assert epsilon_unsampled([lone], delta=1e-5) < float("inf")  # its own secret share still protects it

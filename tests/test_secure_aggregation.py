@@ -8,7 +8,7 @@ import pytest
 from scipy import stats
 
 from privacy.secure_aggregation import (PRIME, RandomStream, SecAggClient, SecAggConfig, SecAggServer, Survivors,
-                                        harary_graph, shamir_reconstruct, shamir_share)
+                                        components, harary_graph, shamir_reconstruct, shamir_share)
 
 
 def run_round(cfg, inputs, *, drop_before_sharing=(), drop_before_masking=(), drop_before_unmasking=(), seed=0):
@@ -60,11 +60,26 @@ def test_the_unmasked_sum_is_exact_with_dropouts_at_every_stage():
 def test_a_sparse_neighbour_graph_gives_the_exact_sum_with_dropouts():
     cfg = SecAggConfig(dim=200, bits=20, threshold=3, neighbours=4)
     inputs = integer_inputs(16, cfg, seed=2)
+    assert len(components(harary_graph(range(16), k=4, seed=0), set(range(16)) - {4, 0, 9})) == 1
 
-    total, survivors, _, _ = run_round(cfg, inputs, drop_before_sharing={4}, drop_before_masking={0, 9, 13},
+    total, survivors, _, _ = run_round(cfg, inputs, drop_before_sharing={4}, drop_before_masking={0, 9},
                                        drop_before_unmasking={2})
 
     np.testing.assert_array_equal(total, exact_sum(inputs, survivors.ids, 20))
+
+
+def test_survivors_whose_masking_graph_falls_apart_get_nothing_unmasked():
+    # a ring of 10 (k = 2): two drop-outs cut it in two arcs, whose pairwise masks cancel within each arc
+    cfg = SecAggConfig(dim=50, bits=16, threshold=2, neighbours=2)
+    inputs = integer_inputs(10, cfg, seed=4)
+    ring = harary_graph(range(10), k=2, seed=0)
+    cut = {4, 3}  # not neighbours on this ring: removing both leaves two arcs
+    assert not ring[4] & cut and len(components(ring, set(range(10)) - cut)) == 2
+
+    with pytest.raises(ValueError, match="masking graph is disconnected .2 parts"):
+        run_round(cfg, inputs, drop_before_masking=cut)
+    total, survivors, _, _ = run_round(cfg, inputs, drop_before_masking={4})  # one drop-out: a path remains
+    np.testing.assert_array_equal(total, exact_sum(inputs, survivors.ids, 16))
 
 
 def test_the_sparse_graph_is_symmetric_and_k_regular():

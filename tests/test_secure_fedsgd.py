@@ -13,7 +13,7 @@ from privacy.distributed_dp import epsilon, skellam_event
 from privacy.distributed_dpsgd import (DistributedDPSGD, DistributedDPSGDConfig, coupled_l2_sensitivity,
                                        expected_batch, from_experiment)
 from privacy.quantization import from_ring, ring_sum, rounded_l1_bound, unrotate
-from tests.test_distributed_dp import gaussian_zhu_wang_epsilon  # the Zhu-Wang bound on the Gaussian
+from privacy import accounting
 
 SIGMA, CLIP, SILOS, BATCH = 1.0, 1.0, 4, 100.0
 
@@ -170,22 +170,22 @@ def test_the_expected_batch_is_the_sum_of_rates_times_sizes():
 
 
 # --- 4. the noise in the sum ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("tolerance,survivors", [(0.0, 4), (0.25, 4), (0.25, 3)])
-def test_the_sum_of_the_shares_carries_mu_booked(tolerance, survivors):
+@pytest.mark.parametrize("survivors", [4, 3])
+def test_the_sum_of_the_shares_carries_mu_booked(survivors):
     dim, rounds = 4096, 3
-    mech = mechanism(dim=dim, dropout_tolerance=tolerance)
+    mech = mechanism(dim=dim)
     samples, decoded = [], []
     for r in range(rounds):
         step = mech.client_step(round_idx=r)
         vectors = [step.encode(np.zeros(dim), rng=np.random.default_rng(100 * r + k)).vector for k in range(survivors)]
         total = ring_sum(vectors, bits=24)
         samples.append(on_grid(total, 24))
-        released = mech.release(total, survivors=survivors, round_idx=r)
+        released = mech.release(total, survivors=survivors, cohort=SILOS, round_idx=r)
         decoded.append(released.average.double().numpy())
     noise = np.concatenate(samples).astype(float)
     booked = mech.mu_booked(survivors)
 
-    assert booked == pytest.approx(survivors * mech.share, rel=1e-12)
+    assert booked == pytest.approx(survivors * mech.share, rel=1e-12) and mech.share == mech.mu / SILOS
     standard_error = booked * math.sqrt((2 + 1 / booked) / noise.size)  # Skellam excess kurtosis 1 / mu
     assert abs(noise.var() - booked) < 3 * standard_error
     assert abs(noise.mean()) < 3 * math.sqrt(booked / noise.size)
@@ -193,9 +193,7 @@ def test_the_sum_of_the_shares_carries_mu_booked(tolerance, survivors):
     assert released.noise.std == pytest.approx(math.sqrt(booked) / (mech.scale * BATCH), rel=1e-12)
     model_noise = np.concatenate(decoded)
     assert abs(model_noise.var() / released.noise.std ** 2 - 1) < 3 * math.sqrt(2.1 / model_noise.size)
-    if survivors == math.ceil(SILOS * (1 - tolerance)):  # the silos the shares were sized for carry mu
-        assert booked == pytest.approx(mech.mu, rel=1e-12)
-    assert mech.mu_booked(SILOS) >= mech.mu * (1 - 1e-12)
+    assert mech.mu_booked(SILOS) == pytest.approx(mech.mu, rel=1e-12)  # all K silos carry mu
     assert mech.mu == pytest.approx((SIGMA * mech.scale * CLIP) ** 2, rel=1e-12)
 
 
@@ -235,15 +233,15 @@ def test_fewer_survivors_book_less_noise_and_a_larger_epsilon():
 
 @pytest.mark.parametrize("sigma,q,steps", [(1.0, 0.05, 200), (2.0, 0.2, 50)])
 def test_as_the_scale_grows_the_accounting_tends_to_the_gaussian_from_above(sigma, q, steps):
-    gaussian = gaussian_zhu_wang_epsilon(sigma, q, steps, 1e-5)
+    gaussian = accounting.epsilon([(sigma, q, steps)], delta=1e-5, accountant="pld")
     multipliers, eps = [], []
-    for scale in (3.0, 30.0, 300.0, 1e4, 1e6):
+    for scale in (3.0, 30.0, 300.0, 1e4, 4e5):  # mu = (sigma s C)^2 stays within what the accountant evaluates
         mech = mechanism(dim=1000, noise_multiplier=sigma, scale=scale, bits=32)
         multipliers.append(mech.effective_noise_multiplier)
         eps.append(epsilon([mech.planned_event(sample_rate=q)[:4] + (steps,)], delta=1e-5))
 
     assert multipliers == sorted(multipliers) and all(m < sigma for m in multipliers)
-    assert multipliers[-1] == pytest.approx(sigma, rel=1e-4)
+    assert multipliers[-1] == pytest.approx(sigma, rel=1e-4)  # s C = 4e5 against sqrt(1024) = 32
     assert multipliers[0] < 0.2 * sigma  # s C = 3 against sqrt(1024) = 32: the rounding dominates
     assert eps == sorted(eps, reverse=True) and all(e >= gaussian for e in eps)
     assert eps[-1] == pytest.approx(gaussian, rel=1e-3)
@@ -284,7 +282,7 @@ def test_the_ledger_books_each_released_silo_and_only_it():
 
     expected = [epsilon([event[0]] * 2, delta=1e-5), 0.0, epsilon([event[2]], delta=1e-5), 0.0]
     assert book.eps_record.tolist() == pytest.approx(expected, rel=1e-12)
-    assert book.eps_record_max() == pytest.approx(expected[0], rel=1e-12)
+    assert book.eps_record_max() == pytest.approx(max(expected), rel=1e-12)
     assert book.eps_client() == math.inf and book.eps_record_next is None
     assert book.record_skellam == {0: [event[0]] * 2, 2: [event[2]]}
 
