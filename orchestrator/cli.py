@@ -1,6 +1,7 @@
 """``fedfrontier``: run one federated training, sweep the privacy-utility frontier, redraw and compare frontiers.
 
-``fedfrontier config`` prints every config key with its default and meaning (a TOML file to start from).
+``fedfrontier config`` prints every config key with its default and meaning (a TOML file to start from);
+``fedfrontier plan`` prints every calibrated noise multiplier and the epsilon each guarantee will reach.
 
 Bad input ends with one line on stderr naming the key, the value and the rule, and exit code 2,
 before anything is started or written.
@@ -85,6 +86,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         if started:  # the private Ray of this run, stopped without Ray's waits at exit
             stop_ray()
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.set)
+    from orchestrator.plan import plan_lines, privacy_plan
+
+    plan = privacy_plan(cfg)
+    if args.json:
+        print(json.dumps(plan, indent=2, default=float))
+    else:
+        print("\n".join(plan_lines(plan)))
+    return 0
 
 
 def _machine_capacity() -> tuple[float, float]:
@@ -217,6 +230,14 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
     sw.add_argument("--resume", metavar="DIR", help="continue an interrupted sweep in DIR")
     sw.set_defaults(func=cmd_sweep)
+
+    pl = sub.add_parser("plan", help="every calibrated noise multiplier and the epsilon each guarantee will reach, "
+                                     "without training (seconds)")
+    pl.add_argument("--config", help="TOML config file, as for run (a sweep file's base config)")
+    pl.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="override one config value (repeatable)")
+    pl.add_argument("--json", action="store_true", help="one JSON object instead of text lines")
+    pl.set_defaults(func=cmd_plan)
 
     fr = sub.add_parser("frontier", help="print the frontier table; redraw frontier.png and rounds.png of a sweep")
     fr.add_argument("directory", help="a sweep directory (holds trials.parquet)")

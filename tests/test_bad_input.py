@@ -70,7 +70,31 @@ CASES = [  # (arguments, key the message must name)
      'client.grad_sample_mode = \'hooks\': must be "bookkeeping" with secagg.level = "record"'),
     (["--set", "secagg.enabled=true", "--set", "secagg.level=bogus"], "secagg.level"),
     (["--set", "server.in_driver=true", "--set", "server.num_cpus=1"], "server.in_driver = True: cannot reserve"),
+    # the untrusted server's options: colluders, the accountant, the target against the server
+    (["--set", "secagg.enabled=true", "--set", "server.clip=1", "--set", "secagg.colluders=10"], "secagg.colluders"),
+    (["--set", "secagg.enabled=true", "--set", "server.clip=1", "--set", "secagg.colluders=-1"], "secagg.colluders"),
+    (["--set", "secagg.enabled=true", "--set", "server.clip=1", "--set", "secagg.colluders=1.5"], "secagg.colluders"),
+    (["--set", "secagg.enabled=true", "--set", "server.clip=1", "--set", "secagg.accountant=moments"],
+     "secagg.accountant"),
+    (["--set", "secagg.enabled=true", "--set", "server.clip=1", "--set", "secagg.server_target_epsilon=0"],
+     "secagg.server_target_epsilon"),
+    (["--set", "secagg.enabled=true", "--set", "server.clip=1", "--set", "secagg.server_target_epsilon=nan"],
+     "secagg.server_target_epsilon"),
+    (RECORD_LEVEL + ["--set", "secagg.server_target_epsilon=2"], "secagg.server_target_epsilon"),
+    (RECORD_LEVEL + ["--set", "secagg.colluders=4"], "secagg.colluders"),
+    (["--set", "secagg.enabled=true", "--set", "server.clip=1", "--set", "secagg.dropout_tolerance=0.1"],
+     "secagg.dropout_tolerance"),
 ]
+
+
+@pytest.mark.parametrize("args,key", [c for c in CASES if any("secagg" in a for a in c[0])][-10:],
+                         ids=lambda v: " ".join(v) if isinstance(v, list) else v)
+def test_plan_refuses_the_same_bad_values(args, key, tmp_path):
+    result = run_cli("plan", *args, cwd=tmp_path)
+
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and key in lines[0] and "Traceback" not in result.stderr
 
 
 def run_cli(*args: str, cwd) -> subprocess.CompletedProcess:
