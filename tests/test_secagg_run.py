@@ -11,7 +11,7 @@ from actors.client import ClientActor
 from orchestrator.federation import Federation, run_federated
 from orchestrator.resolve import resolve_config
 from privacy.config import load_config
-from privacy.distributed_dp import epsilon, from_experiment
+from privacy.distributed_dp import epsilon, epsilon_unsampled, from_experiment
 from privacy.quantization import ring_sum
 
 pytestmark = pytest.mark.slow
@@ -65,14 +65,20 @@ def test_the_released_average_is_the_exact_sum_of_the_survivors_ring_vectors(ray
     row, change, kept, mech, plan = one_round(SECAGG, spy_class(dropped))
 
     assert sorted(kept) == sorted(set(range(6)) - set(dropped))
-    expected = mech.release(ring_sum(list(kept.values()), bits=16), survivors=len(kept), round_idx=0).average
+    cohort = row["clients_sampled"]  # announced before upload: the shares were mu / cohort
+    released = mech.release(ring_sum(list(kept.values()), bits=16), survivors=len(kept), cohort=cohort, round_idx=0)
+    expected = released.average  # with the server's top-up of the drop-outs' noise, from its own stream
     np.testing.assert_allclose(change, expected.numpy(), rtol=0, atol=1e-6)  # server lr 1, no momentum
     assert row["secagg_survivors"] == 6 - len(dropped) and row["clients_failed"] == 0
     assert row["secagg_dropped"] == len(dropped)
     assert math.isnan(row["train_loss"]) and math.isnan(row["delta_norm_median"])  # stays on the clients
-    booked = mech.event(mech.release(ring_sum(list(kept.values()), bits=16), survivors=len(kept), round_idx=0),
-                        sample_rate=1.0)
+    booked = mech.event(released, sample_rate=1.0)
+    assert booked[0] == mech.mu  # the public sees mu whatever dropped out
     assert row["eps_client"] == pytest.approx(epsilon([booked], delta=row["delta_client"]), rel=1e-12)
+    against_server = mech.server_event(released)  # the survivors' shares only: fewer with drop-outs
+    assert against_server[0] == pytest.approx(mech.mu * len(kept) / cohort, rel=1e-12)
+    assert row["eps_client_server_max"] == pytest.approx(epsilon_unsampled([against_server],
+                                                                           delta=row["delta_client"]), rel=1e-12)
 
 
 def test_fewer_survivors_than_the_threshold_release_nothing_and_book_nothing(ray_local):
@@ -96,7 +102,7 @@ def test_an_actor_returns_key_messages_not_deltas(ray_local):
         mech = from_experiment(plan.config, dim=len(ray.get(fed.server.get_weights.remote())))
         protocol = ray.get(fed.server._protocol.remote(0, 6))
         update = ray.get(fed.clients[0].last_update.remote(ray.get(fed.server.get_weights.remote()), [0, 3], 0,
-                                                           SecureStep(mech.client_step(0), protocol)))
+                                                           SecureStep(mech.client_step(0, 6), protocol)))
     finally:
         fed.close()
     assert update.delta_sum is None
