@@ -114,6 +114,11 @@ class ServerActor:
         mechanism = self.aggregator.mechanism
         summed = secure_sum(self.clients, collected.updates, protocol, round_idx,
                             timeout=hard_timeout(self.cfg.server.round_timeout), graph_seed=round_idx)
+        if summed.ring_sum is not None and not self.record_secure:  # the realised against-the-server event
+            held = self.ledgers.server_release_blocked(
+                mechanism.server_event_for(survivors=summed.survivors, cohort=cohort), summed.survivor_ids)
+            if held:
+                summed.ring_sum, summed.failure = None, held
         collected.failures += summed.failures + ([f"round not released: {summed.failure}"] if summed.failure else [])
         reports = [r for u in collected.updates for r in u.succeeded]
         step = self.aggregator.step_secure(round_idx, summed.ring_sum, survivors=summed.survivors, cohort=cohort,

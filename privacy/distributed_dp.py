@@ -318,9 +318,13 @@ class DistributedSkellamMechanism:
 
     def server_event(self, released: ReleasedSkellamAverage) -> SkellamEvent:
         """The against-the-server event booked for each survivor: (mu_against_server, Delta_1, Delta_2, 1, 1)."""
-        n = released.noise
-        return skellam_event(mu=self.mu_against_server(survivors=n.survivors, cohort=n.cohort), l1=self.l1,
-                             l2=self.l2, sample_rate=1.0)
+        return self.server_event_for(survivors=released.noise.survivors, cohort=released.noise.cohort)
+
+    def server_event_for(self, *, survivors: int, cohort: int) -> SkellamEvent:
+        """The against-the-server event of a round with ``survivors`` of ``cohort`` announced clients (known to the
+        server before it unmasks: the budget is checked on it before anything is released)."""
+        return skellam_event(mu=self.mu_against_server(survivors=survivors, cohort=cohort), l1=self.l1, l2=self.l2,
+                             sample_rate=1.0)
 
     def state_dict(self) -> dict:
         return quantisation_state(self)

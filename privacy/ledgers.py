@@ -52,6 +52,7 @@ class PrivacyLedgers:
         self.skellam: list[SkellamEvent] = []  # the client-level history under secure aggregation (public)
         self.skellam_server: dict[int, list[SkellamEvent]] = {}  # per client: against the server, rounds joined
         self.server_planned: SkellamEvent | None = None  # a full round's against-the-server event (budget)
+        self.server_blocked = ""  # why a round's release was refused for the against-the-server target
         self.secagg_accountant = cfg.secagg.accountant
         self.skellam_planned: SkellamEvent | None = None  # the configured mu's event, set by the server (budget)
         self.record_secure = cfg.secagg.enabled and cfg.secagg.level == "record"
@@ -124,6 +125,28 @@ class PrivacyLedgers:
         if not self.cfg.secagg.enabled or self.record_secure:
             return math.nan
         return float(self.eps_server.max()) if self.cfg.server.noise_multiplier > 0 else math.inf
+
+    def server_release_blocked(self, event: SkellamEvent, survivors) -> str:
+        """Why this round's sum must not be released ('' if it may): one of its ``survivors`` would pass
+        ``secagg.server_target_epsilon`` with ``event``, the round's realised against-the-server event (a smaller
+        cohort or drop-outs book less noise than the planned round the check before the round assumed). Once
+        blocked, the run stops: :meth:`budget_exceeded_next_round` says why."""
+        target = self.cfg.secagg.server_target_epsilon
+        ids = [int(k) for k in survivors]
+        if target is None or not ids:
+            return ""
+        if self.secagg_accountant == "exact":
+            from privacy.skellam_dominance import gdp_epsilon, gdp_mu
+
+            worst = gdp_epsilon(mu_gdp=math.sqrt(float(self._server_gdp_sq[ids].max()) + gdp_mu([event]) ** 2),
+                                delta=self.delta_client)
+        else:
+            worst = max(server_epsilon(self.skellam_server.get(k, []) + [tuple(event)], delta=self.delta_client,
+                                       accountant=self.secagg_accountant) for k in ids)
+        if worst > target:
+            self.server_blocked = (f"client-level epsilon against the server would reach {worst:.4g} > target "
+                                   f"{target} with this round's cohort and survivors: nothing released")
+        return self.server_blocked
 
     def _server_epsilon_next(self) -> float:
         """The worst client's against-the-server epsilon if it joins one more full round."""
@@ -215,6 +238,8 @@ class PrivacyLedgers:
                 eps = Ledger(s.accountant, {0: hist}).epsilon(0, delta=self.delta_client)
             if eps > s.target_epsilon:
                 return f"client-level epsilon would reach {eps:.4g} > target {s.target_epsilon}"
+        if self.server_blocked:
+            return self.server_blocked
         target = self.cfg.secagg.server_target_epsilon
         if target is not None and self.server_planned is not None and s.noise_multiplier > 0:
             eps = self._server_epsilon_next()

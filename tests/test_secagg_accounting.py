@@ -90,3 +90,46 @@ def test_the_public_sees_mu_and_the_server_the_survivors_shares_own_included():
         assert mech.server_event(released)[0] == pytest.approx(survivors * mech.mu / cohort)  # own share counts
     lone = mech.server_event(mech.release(np.zeros(64, dtype=np.uint64), survivors=1, cohort=8, round_idx=0))
     assert epsilon_unsampled([lone], delta=1e-5) < float("inf")  # its own secret share still protects it
+
+
+def test_against_the_server_each_client_composes_the_rounds_it_joined_unsampled():
+    from privacy.distributed_dp import epsilon_unsampled
+
+    book = ledgers(resolved("server.noise_multiplier=1.0"))
+    full, short = (skellam_event(mu=4e6, l1=3e5, l2=2e3, sample_rate=1.0),
+                   skellam_event(mu=2.5e6, l1=3e5, l2=2e3, sample_rate=1.0))  # a round with drop-outs: less noise
+
+    book.book_server_events({0: full, 3: full})
+    book.book_server_events({0: short})
+
+    assert book.eps_server[0] == pytest.approx(epsilon_unsampled([full, short], delta=book.delta_client), rel=1e-9)
+    assert book.eps_server[3] == pytest.approx(epsilon_unsampled([full], delta=book.delta_client), rel=1e-9)
+    assert book.eps_server[1] == 0.0  # never joined: nothing spent
+    assert book.eps_client_server_max() == book.eps_server[0]
+    restored = ledgers(book.cfg)
+    restored.load_state_dict(book.state_dict())
+    assert restored.eps_client_server_max() == pytest.approx(book.eps_client_server_max(), rel=1e-12)
+
+
+def test_a_round_whose_survivors_would_pass_the_server_target_is_not_released_and_the_run_stops():
+    from privacy.distributed_dp import epsilon_unsampled
+
+    book = ledgers(resolved("server.noise_multiplier=1.0", "secagg.server_target_epsilon=5.0"))
+    planned = skellam_event(mu=4e6, l1=3e5, l2=2e3, sample_rate=1.0)
+    book.server_planned = planned
+    rounds = 0
+    while not book.budget_exceeded_next_round():
+        assert not book.server_release_blocked(planned, [0, 1])
+        book.book_server_events({0: planned, 1: planned})
+        rounds += 1
+    assert epsilon_unsampled([planned] * rounds, delta=book.delta_client) <= 5.0
+    assert "against the server" in book.budget_exceeded_next_round()
+
+    fresh = ledgers(book.cfg)  # client 2 one round short of where the first ledger stopped
+    fresh.server_planned = planned
+    for _ in range(rounds - 1):
+        fresh.book_server_events({2: planned})
+    thin = skellam_event(mu=4e5, l1=3e5, l2=2e3, sample_rate=1.0)  # a short cohort: a tenth of the noise
+    assert not fresh.server_release_blocked(planned, [2]) and not fresh.budget_exceeded_next_round()
+    assert "nothing released" in fresh.server_release_blocked(thin, [2, 5])
+    assert "nothing released" in fresh.budget_exceeded_next_round()  # and the run stops there
