@@ -88,27 +88,57 @@ def test_the_client_step_pickles_and_is_reproducible_from_its_seeds():
     assert a.norm == pytest.approx(np.linalg.norm(delta)) and not a.unclipped
 
 
-@pytest.mark.parametrize("cohort,survivors", [(8, 8), (8, 6), (5, 5), (12, 9)])
-def test_the_decoded_noise_has_variance_mu_whatever_the_cohort_and_the_dropouts(cohort, survivors):
-    m, dim, rounds, z, clip = 8, 4096, 4, 1.3, 0.7
-    cfg = DistributedDPConfig(clip=clip, noise_multiplier=z, expected_cohort=m, bits=18)
-    mech = DistributedSkellamMechanism(cfg, dim=dim, noise_seed=3)
+def decoded_noise(mech, *, cohort: int, survivors: int, rounds: int = 4, share: float | None = None):
+    """What the released average carries when every update is zero (so all of it is noise), and its std;
+    ``share`` overrides the clients' share variance (the deliberate bug below)."""
+    import dataclasses
+
     samples, stds = [], set()
-    for r in range(rounds):  # zero deltas: everything decoded is noise
+    for r in range(rounds):
         step = mech.client_step(round_idx=r, cohort=cohort)
-        vectors = [step.constrain_sensitivity(np.zeros(dim), rng=client_rng(noise_seed=3, client_id=k, round_idx=r))
-                   .vector for k in range(survivors)]
-        released = mech.release(ring_sum(vectors, bits=cfg.bits), survivors=survivors, cohort=cohort, round_idx=r)
+        if share is not None:
+            step = dataclasses.replace(step, share_variance=share)
+        vectors = [step.constrain_sensitivity(np.zeros(mech.dim), rng=client_rng(noise_seed=3, client_id=k,
+                                                                                  round_idx=r)).vector
+                   for k in range(survivors)]
+        released = mech.release(ring_sum(vectors, bits=mech.config.bits), survivors=survivors, cohort=cohort,
+                                round_idx=r)
         samples.append(released.average.double().numpy())
         stds.add(released.noise.std)
+    return np.concatenate(samples), stds
 
-    noise = np.concatenate(samples)
+
+def variance_is(noise: np.ndarray, expected_var: float, mu: float) -> bool:
+    """The sample variance within 3 standard errors of ``expected_var`` (Skellam excess kurtosis 1/mu)."""
+    return abs(noise.var() - expected_var) < 3 * expected_var * math.sqrt((2 + 1 / mu) / noise.size)
+
+
+Z, CLIP, M = 1.3, 0.7, 8
+
+
+@pytest.mark.parametrize("cohort,survivors", [(8, 8), (8, 6), (5, 5), (12, 9)])
+def test_the_decoded_noise_has_variance_mu_whatever_the_cohort_and_the_dropouts(cohort, survivors):
+    mech = DistributedSkellamMechanism(DistributedDPConfig(clip=CLIP, noise_multiplier=Z, expected_cohort=M, bits=18),
+                                       dim=4096, noise_seed=3)
+
+    noise, stds = decoded_noise(mech, cohort=cohort, survivors=survivors)
+
     (std,) = stds
-    expected_var = (z * clip / m) ** 2  # mu on the grid = (z s S)^2, decoded and divided by m: no cohort in it
+    expected_var = (Z * CLIP / M) ** 2  # mu on the grid = (z s S)^2, decoded and divided by m: no cohort in it
     assert std ** 2 == pytest.approx(expected_var, rel=1e-9)
-    standard_error = expected_var * math.sqrt((2 + 1 / mech.mu) / noise.size)  # Skellam excess kurtosis 1/mu
-    assert abs(noise.var() - expected_var) < 3 * standard_error
+    assert variance_is(noise, expected_var, mech.mu)
     assert abs(noise.mean()) < 3 * math.sqrt(expected_var / noise.size)
+
+
+def test_shares_sized_by_the_expected_cohort_would_reveal_the_cohort_and_the_check_catches_it():
+    mech = DistributedSkellamMechanism(DistributedDPConfig(clip=CLIP, noise_multiplier=Z, expected_cohort=M, bits=18),
+                                       dim=4096, noise_seed=3)
+    expected_var = (Z * CLIP / M) ** 2
+
+    for cohort in (5, 12):  # the bug: mu / m per client, so the sum carries mu n / m
+        noise, _ = decoded_noise(mech, cohort=cohort, survivors=cohort, share=mech.mu / M)
+        assert not variance_is(noise, expected_var, mech.mu)
+        assert variance_is(noise, expected_var * cohort / M, mech.mu)  # the noise tells n apart
 
 
 def test_the_public_event_books_mu_and_the_server_event_the_survivors_shares_less_colluders():

@@ -133,3 +133,36 @@ def test_a_round_whose_survivors_would_pass_the_server_target_is_not_released_an
     assert not fresh.server_release_blocked(planned, [2]) and not fresh.budget_exceeded_next_round()
     assert "nothing released" in fresh.server_release_blocked(thin, [2, 5])
     assert "nothing released" in fresh.budget_exceeded_next_round()  # and the run stops there
+
+
+def test_a_sweep_composes_both_client_level_guarantees_across_trials():
+    """eps_sweep_client composes every trial's public events; eps_sweep_client_server each client's unsampled events
+    of every trial, the worst client counting."""
+    import math
+
+    import pandas as pd
+
+    from orchestrator.sweep_release import sweep_epsilons
+    from privacy.distributed_dp import epsilon_unsampled
+
+    cfg = resolved("server.noise_multiplier=1.0")
+    public = skellam_event(mu=4e6, l1=3e5, l2=2e3, sample_rate=0.5)
+    full, short = (skellam_event(mu=4e6, l1=3e5, l2=2e3, sample_rate=1.0),
+                   skellam_event(mu=2e6, l1=3e5, l2=2e3, sample_rate=1.0))
+    empty = {"histories": {}, "accountant": "pld"}
+    ledgers = {"t0": {"record": empty, "client_level": empty, "record_skellam": {},
+                      "client_level_skellam": [list(public)] * 3,
+                      "client_level_skellam_server": {"0": [list(full)] * 3, "1": [list(full)]}},
+               "t1": {"record": empty, "client_level": empty, "record_skellam": {},
+                      "client_level_skellam": [list(public)] * 4,
+                      "client_level_skellam_server": {"1": [list(short)] * 4}}}
+    delta = cfg.server.delta
+    trials = pd.DataFrame({"trial_id": ["t0", "t1"], "status": ["TERMINATED"] * 2,
+                           "eps_client": [epsilon([public] * 3, delta=delta), epsilon([public] * 4, delta=delta)],
+                           "delta_client": [delta] * 2, "eps_record_max": [math.inf] * 2, "delta_record": [1e-5] * 2})
+
+    release = sweep_epsilons(trials, ledgers, cfg)
+
+    assert release["eps_sweep_client"] == pytest.approx(epsilon([public] * 7, delta=delta), rel=1e-9)
+    worst = max(epsilon_unsampled([full] * 3, delta=delta), epsilon_unsampled([full] + [short] * 4, delta=delta))
+    assert release["eps_sweep_client_server"] == pytest.approx(worst, rel=1e-9)
