@@ -33,8 +33,10 @@ class SecureSum:
 
 
 def secure_sum(clients: list, updates: list[ActorUpdate], protocol: SecAggConfig, round_idx: int, *,
-               timeout: float | None = None, graph_seed: int = 0) -> SecureSum:
-    """Run the protocol's stages with the actors that trained; ``updates`` are their training results."""
+               timeout: float | None = None, graph_seed: int = 0, hold=None) -> SecureSum:
+    """Run the protocol's stages with the actors that trained; ``updates`` are their training results.
+    ``hold(survivor_ids) -> str``, asked once the survivors are known and before any unmasking share is
+    requested: a non-empty answer stops the round there (nothing unmasked, ``failure`` says why)."""
     import ray
 
     server = SecAggServer(protocol, graph_seed=graph_seed)
@@ -54,6 +56,9 @@ def secure_sum(clients: list, updates: list[ActorUpdate], protocol: SecAggConfig
         masked = _stage(clients, _group({k: owner[k] for k in forwarded}), out, timeout,
                         lambda a, ids: clients[a].secagg_masked.remote(round_idx, {k: forwarded[k] for k in ids}))
         survivors = server.collect_masked([m for ms in masked.values() for m in ms])
+        if hold is not None and (why := hold(tuple(sorted(int(k) for k in survivors.ids)))):
+            out.failure = why
+            return out
         answers = _stage(clients, _group({k: owner[k] for k in survivors.ids}), out, timeout,
                          lambda a, ids: clients[a].secagg_unmask.remote(round_idx, survivors, ids))
         out.ring_sum, out.diagnostics = server.unmask([m for ms in answers.values() for m in ms])

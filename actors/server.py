@@ -83,7 +83,7 @@ class ServerActor:
         secure = self.cfg.secagg.enabled
         protocol = self._protocol(round_idx, len(cohort)) if secure else None
         collected = train_cohort(self.clients, self.plan, cohort, self.aggregator.weights.numpy(), round_idx,
-                                 SecureStep(mechanism.client_step(round_idx, len(cohort)), protocol) if secure
+                                 SecureStep(mechanism.client_step(round_idx, max(len(cohort), 1)), protocol) if secure
                                  else mechanism.client_step(), round_timeout=s.round_timeout,
                                  on_dispatched=lambda: self._while_clients_train(round_idx, cohort, secure),
                                  restarting=self.restarting)
@@ -113,12 +113,8 @@ class ServerActor:
 
         mechanism = self.aggregator.mechanism
         summed = secure_sum(self.clients, collected.updates, protocol, round_idx,
-                            timeout=hard_timeout(self.cfg.server.round_timeout), graph_seed=round_idx)
-        if summed.ring_sum is not None and not self.record_secure:  # the realised against-the-server event
-            held = self.ledgers.server_release_blocked(
-                mechanism.server_event_for(survivors=summed.survivors, cohort=cohort), summed.survivor_ids)
-            if held:
-                summed.ring_sum, summed.failure = None, held
+                            timeout=hard_timeout(self.cfg.server.round_timeout), graph_seed=round_idx,
+                            hold=lambda ids: self._budget_hold(ids, cohort=cohort, threshold=protocol.threshold))
         collected.failures += summed.failures + ([f"round not released: {summed.failure}"] if summed.failure else [])
         reports = [r for u in collected.updates for r in u.succeeded]
         step = self.aggregator.step_secure(round_idx, summed.ring_sum, survivors=summed.survivors, cohort=cohort,
@@ -126,16 +122,30 @@ class ServerActor:
         if self.record_secure:  # every surviving silo's records took one step under the booked noise
             if step.released is not None:
                 rates = self.plan.sample_rate
-                self.ledgers.book_record_release({k: mechanism.event(step.released, sample_rate=rates[k])
-                                                  for k in summed.survivor_ids})
+                self.ledgers.book_record_release({k: mechanism.event_for(
+                    survivors=summed.survivors, sample_rate=rates[k], threshold=protocol.threshold)
+                    for k in summed.survivor_ids})
             return step, summed, math.nan
         if step.released is None:
             self.ledgers.book_server_round(None)
             return step, summed, math.nan
         self.ledgers.book_server_round(mechanism.event(step.released, sample_rate=self.ledgers.client_sample_rate))
-        against_server = mechanism.server_event(step.released)
+        against_server = mechanism.server_event_for(survivors=summed.survivors, cohort=cohort,
+                                                    threshold=protocol.threshold)
         self.ledgers.book_server_events({k: against_server for k in summed.survivor_ids})
         return step, summed, math.sqrt(step.released.noise.variance_present) / mechanism.l2
+
+    def _budget_hold(self, survivor_ids: tuple[int, ...], *, cohort: int, threshold: int) -> str:
+        """Asked by the secure sum once the survivors are known, before anything is unmasked: why this round
+        must not be unmasked ('' if it may), because its realised events would carry a survivor past a target
+        (drop-outs, a short cohort or colluders book less noise than the round planned before it)."""
+        mechanism, n = self.aggregator.mechanism, len(survivor_ids)
+        if self.record_secure:
+            rates = self.plan.sample_rate
+            return self.ledgers.record_release_blocked({k: mechanism.event_for(
+                survivors=n, sample_rate=rates[k], threshold=threshold) for k in survivor_ids})
+        return self.ledgers.server_release_blocked(
+            mechanism.server_event_for(survivors=n, cohort=cohort, threshold=threshold), survivor_ids)
 
     def _protocol(self, round_idx: int, cohort: int):
         """The round's secure-aggregation parameters (a :class:`privacy.secure_aggregation.SecAggConfig`): ring,

@@ -1,12 +1,15 @@
 """``fedfrontier plan``: every privacy figure of a config before anything trains.
 
 Resolves the config as a run would (data, split, calibration: orchestrator.resolve), then plans each
-guarantee the run will report with the accountant its ledger uses, in the worst case the ledger allows:
+guarantee the run will report with the accountant its ledger uses, for the schedule calibration assumes:
 
-- record-level (one training example): every client sampled in every round (what calibration assumes);
-- client-level (one client's data) against whoever sees only the released models: every round released;
-- under secure aggregation, client-level against the server: a client that joins every round (and, for
-  scale, one that joins its expected q T rounds), its own share and the other survivors' counted, colluders not.
+- record-level (one training example): every client sampled in every round;
+- client-level (one client's data) against whoever sees only the released models: every round released
+  (under secure aggregation every released round carries exactly mu, so this is what the run books);
+- under secure aggregation, client-level against the server: a client that joins every round of full
+  cohorts without drop-outs (and, for scale, one that joins its expected q T rounds). Drop-outs, colluders
+  and short cohorts book less noise than that; the run checks each round's realised events before it
+  unmasks the sum, and stops rather than pass a target.
 
 No Ray, no training: seconds once the data (and any feature cache) is on disk.
 """

@@ -258,10 +258,15 @@ class DistributedSkellamMechanism:
             raise ValueError(f"cohort = {cohort}: a round needs at least one client")
         return self.mu / cohort
 
-    def mu_against_server(self, *, survivors: int, cohort: int) -> float:
+    def mu_against_server(self, *, survivors: int, cohort: int, threshold: int | None = None) -> float:
         """The noise that protects a survivor against the server: every survivor's share, its own included (its
-        secret), less the shares of ``colluders`` other survivors: share (survivors - colluders), at least its own."""
-        return self.share(cohort) * max(int(survivors) - self.config.colluders, 1)
+        secret), less the shares of ``colluders`` other survivors: share (survivors - colluders), at least its own.
+        If the colluders could be ``threshold`` (t) of its holders, they and the server can unmask its vector:
+        then its own share alone."""
+        c = self.config.colluders
+        if threshold is not None and c >= threshold:
+            return self.share(cohort)
+        return self.share(cohort) * max(int(survivors) - c, 1)
 
     def planned_event(self, *, sample_rate: float) -> SkellamEvent:
         """The public event of every released round (calibration and the budget stop plan with it): exactly
@@ -320,11 +325,11 @@ class DistributedSkellamMechanism:
         """The against-the-server event booked for each survivor: (mu_against_server, Delta_1, Delta_2, 1, 1)."""
         return self.server_event_for(survivors=released.noise.survivors, cohort=released.noise.cohort)
 
-    def server_event_for(self, *, survivors: int, cohort: int) -> SkellamEvent:
-        """The against-the-server event of a round with ``survivors`` of ``cohort`` announced clients (known to the
-        server before it unmasks: the budget is checked on it before anything is released)."""
-        return skellam_event(mu=self.mu_against_server(survivors=survivors, cohort=cohort), l1=self.l1, l2=self.l2,
-                             sample_rate=1.0)
+    def server_event_for(self, *, survivors: int, cohort: int, threshold: int | None = None) -> SkellamEvent:
+        """The against-the-server event of a round with ``survivors`` of ``cohort`` announced clients and Shamir
+        threshold t (known to the server before it unmasks: the budget is checked on it first)."""
+        return skellam_event(mu=self.mu_against_server(survivors=survivors, cohort=cohort, threshold=threshold),
+                             l1=self.l1, l2=self.l2, sample_rate=1.0)
 
     def state_dict(self) -> dict:
         return quantisation_state(self)

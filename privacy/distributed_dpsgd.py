@@ -156,10 +156,14 @@ class DistributedDPSGD:
         """sqrt(mu) / Delta_2: sigma shrunk by the rounding's sqrt(d) (the multiplier the accounting sees)."""
         return math.sqrt(self.mu) / self.l2
 
-    def mu_booked(self, survivors: int) -> float:
+    def mu_booked(self, survivors: int, threshold: int | None = None) -> float:
         """Noise that protects a record of one of ``survivors`` silos: their shares but the colluders', at least
-        its own silo's: share * max(survivors - colluders, 1)."""
-        return self.share * max(int(survivors) - self.config.colluders, 1)
+        its own silo's: share * max(survivors - colluders, 1); its own silo's share alone if the colluders could be
+        ``threshold`` of its holders (they and the server could then unmask its silo's vector)."""
+        c = self.config.colluders
+        if threshold is not None and c >= threshold:
+            return self.share
+        return self.share * max(int(survivors) - c, 1)
 
     def planned_event(self, *, sample_rate: float) -> SkellamEvent:
         """The event of a round in which every silo survives (calibration, budget stop)."""
@@ -167,8 +171,11 @@ class DistributedDPSGD:
 
     def event(self, released: ReleasedSkellamAverage, *, sample_rate: float) -> SkellamEvent:
         """What the ledger books for the records of one surviving silo of rate ``sample_rate``."""
-        return skellam_event(mu=self.mu_booked(released.noise.survivors), l1=self.l1, l2=self.l2,
-                             sample_rate=sample_rate)
+        return self.event_for(survivors=released.noise.survivors, sample_rate=sample_rate)
+
+    def event_for(self, *, survivors: int, sample_rate: float, threshold: int | None = None) -> SkellamEvent:
+        """The same from the survivors' count and the Shamir threshold (known before the sum is unmasked)."""
+        return skellam_event(mu=self.mu_booked(survivors, threshold), l1=self.l1, l2=self.l2, sample_rate=sample_rate)
 
     def rotation_seed(self, round_idx: int) -> int:
         return derive_seed(self.noise_seed, SERVER_NOISE, round_idx, _ROTATION_STREAM)

@@ -14,7 +14,9 @@ and ``epsilon_unsampled`` with ``secagg.accountant``. Record-level under secure 
 (mu_booked, Delta_1, Delta_2, q_k, 1) per released round whose sum holds its vector, booked *after* the
 release, since nothing about the records leaves a silo before it (privacy.distributed_dpsgd); it holds
 against the server as well.
-A run stops before a round that could push either past its target.
+A run stops before a round that could push either past its target; under secure aggregation the
+check is made again on the round's realised events (cohort, survivors, colluders) before its sum is
+unmasked, and a round that would pass a target is not unmasked and ends the run.
 
 Per-round work is O(cohort): only the sampled clients' epsilons change, and each client's epsilon
 "after one more round" (what the budget check needs) is kept up to date for them alone.
@@ -52,7 +54,7 @@ class PrivacyLedgers:
         self.skellam: list[SkellamEvent] = []  # the client-level history under secure aggregation (public)
         self.skellam_server: dict[int, list[SkellamEvent]] = {}  # per client: against the server, rounds joined
         self.server_planned: SkellamEvent | None = None  # a full round's against-the-server event (budget)
-        self.server_blocked = ""  # why a round's release was refused for the against-the-server target
+        self.release_blocked = ""  # why a round was not unmasked: its realised events would pass a target
         self.secagg_accountant = cfg.secagg.accountant
         self.skellam_planned: SkellamEvent | None = None  # the configured mu's event, set by the server (budget)
         self.record_secure = cfg.secagg.enabled and cfg.secagg.level == "record"
@@ -144,9 +146,23 @@ class PrivacyLedgers:
             worst = max(server_epsilon(self.skellam_server.get(k, []) + [tuple(event)], delta=self.delta_client,
                                        accountant=self.secagg_accountant) for k in ids)
         if worst > target:
-            self.server_blocked = (f"client-level epsilon against the server would reach {worst:.4g} > target "
+            self.release_blocked = (f"client-level epsilon against the server would reach {worst:.4g} > target "
                                    f"{target} with this round's cohort and survivors: nothing released")
-        return self.server_blocked
+        return self.release_blocked
+
+    def record_release_blocked(self, events: dict[int, SkellamEvent]) -> str:
+        """Secure FedSGD: why this round's sum must not be unmasked ('' if it may): with ``events``, the realised
+        events of its surviving silos (drop-outs or colluders book less than the planned round), one would pass
+        ``client.target_epsilon``. Once blocked, the run stops."""
+        target = self.cfg.client.target_epsilon
+        if target is None or not events:
+            return ""
+        worst = max(self._skellam_record_epsilon(_merged(self._record_merged.get(int(k), ()) + (tuple(e),)))
+                    for k, e in events.items())
+        if worst > target:
+            self.release_blocked = (f"record-level epsilon would reach {worst:.4g} > target {target} with this "
+                                    "round's survivors: nothing released")
+        return self.release_blocked
 
     def _server_epsilon_next(self) -> float:
         """The worst client's against-the-server epsilon if it joins one more full round."""
@@ -238,8 +254,8 @@ class PrivacyLedgers:
                 eps = Ledger(s.accountant, {0: hist}).epsilon(0, delta=self.delta_client)
             if eps > s.target_epsilon:
                 return f"client-level epsilon would reach {eps:.4g} > target {s.target_epsilon}"
-        if self.server_blocked:
-            return self.server_blocked
+        if self.release_blocked:
+            return self.release_blocked
         target = self.cfg.secagg.server_target_epsilon
         if target is not None and self.server_planned is not None and s.noise_multiplier > 0:
             eps = self._server_epsilon_next()
@@ -262,7 +278,8 @@ class PrivacyLedgers:
         return {"record": self.record.state_dict(), "client_level": self.client_level.state_dict(),
                 "client_level_skellam": [list(e) for e in self.skellam],
                 "client_level_skellam_server": {str(k): [list(e) for e in h] for k, h in self.skellam_server.items()},
-                "record_skellam": {str(k): [list(e) for e in h] for k, h in self.record_skellam.items()}}
+                "record_skellam": {str(k): [list(e) for e in h] for k, h in self.record_skellam.items()},
+                "release_blocked": self.release_blocked}
 
     def load_state_dict(self, state: dict) -> None:
         self.record = Ledger.from_state_dict(state["record"])
@@ -271,6 +288,7 @@ class PrivacyLedgers:
         self.skellam_server = {int(k): [tuple(e) for e in h]
                                for k, h in state.get("client_level_skellam_server", {}).items()}
         self.record_skellam = {int(k): [tuple(e) for e in h] for k, h in state.get("record_skellam", {}).items()}
+        self.release_blocked = str(state.get("release_blocked", ""))
         self._refresh()
 
 

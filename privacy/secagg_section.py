@@ -87,8 +87,9 @@ def check_secagg_options(secagg: SecAggSection, server, client, data, audit) -> 
            "must be > 0 with secagg.enabled: clients clip their deltas before quantising them")
     _check(secagg.threshold <= m, "secagg.threshold", secagg.threshold,
            f"above the expected cohort of {m} clients (server.clients_per_round): no round could unmask")
-    _check(secagg.colluders < m, "secagg.colluders", secagg.colluders,
-           f"must be below the expected cohort of {m} clients (server.clients_per_round)")
+    _check(secagg.colluders < secagg.threshold_for(m), "secagg.colluders", secagg.colluders,
+           f"must be below the Shamir threshold t = {secagg.threshold_for(m)} of a cohort of {m}: t colluding "
+           "holders and the server can unmask a client's vector")
     _check(secagg.threshold <= secagg.holders(m), "secagg.threshold", secagg.threshold,
            f"above the {secagg.holders(m)} holders of each client's secrets (secagg.neighbours + 1): "
            "lower the threshold or raise secagg.neighbours")
@@ -118,7 +119,9 @@ def _check_record_level(secagg: SecAggSection, server, client, data, audit) -> N
            f"must be unset {why}: the guarantee is record-level (client.target_epsilon)")
     _check(secagg.server_target_epsilon is None, "secagg.server_target_epsilon", secagg.server_target_epsilon,
            f"must be unset {why}: the record-level epsilon already holds against the server (client.target_epsilon)")
-    _check(secagg.colluders < k, "secagg.colluders", secagg.colluders, f"must be below the {k} silos")
+    _check(secagg.colluders < secagg.threshold_for(k), "secagg.colluders", secagg.colluders,
+           f"must be below the Shamir threshold t = {secagg.threshold_for(k)} of the {k} silos: t colluding holders "
+           "and the server can unmask a silo's vector")
     _check(not server.adaptive_clip, "server.adaptive_clip", server.adaptive_clip, f"must be false {why}")
     _check(not audit.canaries, "audit.canaries", audit.canaries,
            f"must be 0 {why}: the canary audit tests client-level DP")

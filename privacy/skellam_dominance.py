@@ -50,7 +50,8 @@ _NEGLIGIBLE = 1e-60  # pmf at the start of the tail sum: the mass beyond cannot 
 
 @lru_cache(maxsize=512)
 def gdp_constant(mu: float) -> float:
-    """c(mu) >= 1 such that the 1-D pair (Sk(mu) + 1, Sk(mu)) is (c / sqrt(mu))-GDP:
+    """c(mu) such that the 1-D pair (Sk(mu) + 1, Sk(mu)) is (c / sqrt(mu))-GDP, the tightest such (about
+    1 + 1 / (6 mu) for mu >= 1; below 1 for tiny mu, where one unit of shift is huge against the noise):
     c = sqrt(mu) max_x [Phi^-1(F(x)) - Phi^-1(F(x - 1))] (1 + MARGIN), F the CDF of Sk(mu), mu its variance.
 
     By symmetry h(-x - 1) = -h(x), so only x >= 0 is needed: h(x) = -Phi^-1(G(x)) with G(x) = P(X > x)

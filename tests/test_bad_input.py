@@ -73,6 +73,8 @@ CASES = [  # (arguments, key the message must name)
     # the untrusted server's options: colluders, the accountant, the target against the server
     (["--set", "secagg.enabled=true", "--set", "server.clip=1", "--set", "secagg.colluders=10"], "secagg.colluders"),
     (["--set", "secagg.enabled=true", "--set", "server.clip=1", "--set", "secagg.colluders=-1"], "secagg.colluders"),
+    (["--set", "secagg.enabled=true", "--set", "server.clip=1", "--set", "secagg.colluders=6"],  # t of 10 is 6
+     "secagg.colluders = 6: must be below the Shamir threshold t = 6"),
     (["--set", "secagg.enabled=true", "--set", "server.clip=1", "--set", "secagg.colluders=1.5"], "secagg.colluders"),
     (["--set", "secagg.enabled=true", "--set", "server.clip=1", "--set", "secagg.accountant=moments"],
      "secagg.accountant"),

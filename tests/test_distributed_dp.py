@@ -156,6 +156,15 @@ def test_the_public_event_books_mu_and_the_server_event_the_survivors_shares_les
     assert mech.server_event(alone)[0] == pytest.approx(mech.mu / 12)  # at least the client's own share
 
 
+def test_colluders_as_many_as_the_threshold_leave_a_client_its_own_share_alone():
+    cfg = DistributedDPConfig(clip=1.0, noise_multiplier=1.0, expected_cohort=10, bits=16, colluders=3)
+    mech = DistributedSkellamMechanism(cfg, dim=100, noise_seed=0)
+
+    assert mech.mu_against_server(survivors=9, cohort=10, threshold=4) == pytest.approx(mech.mu * 6 / 10)
+    assert mech.mu_against_server(survivors=9, cohort=10, threshold=3) == pytest.approx(mech.mu / 10)  # can unmask
+    assert mech.server_event_for(survivors=9, cohort=10, threshold=2)[0] == pytest.approx(mech.mu / 10)
+
+
 def test_dropouts_leave_the_public_epsilon_and_raise_the_one_against_the_server():
     cfg = DistributedDPConfig(clip=1.0, noise_multiplier=1.0, expected_cohort=20, bits=16)
     mech = DistributedSkellamMechanism(cfg, dim=2000, noise_seed=0)

@@ -33,6 +33,13 @@ def spy_class(drop_at_masking: tuple[int, ...] = ()):
             self.kept[round_idx] = {k: self._ring[k].vector.copy() for k in kept}
             return super().secagg_masked(round_idx, kept)
 
+        def secagg_unmask(self, round_idx, survivors, client_ids):
+            self.unmasked = getattr(self, "unmasked", set()) | {round_idx}
+            return super().secagg_unmask(round_idx, survivors, client_ids)
+
+        def unmasked_rounds(self):
+            return sorted(getattr(self, "unmasked", set()))
+
         def kept_rings(self, round_idx):
             return self.kept[round_idx]
 
@@ -119,3 +126,28 @@ def test_a_secure_run_learns_and_reports_the_skellam_epsilon(ray_local):
     assert (df["secagg_near_edge"] <= 0.01 * 8192).all()  # 6,186 parameters padded to 8,192; ~0.27 % expected
     eps = df["eps_client"].to_numpy()
     assert np.all(np.isfinite(eps)) and np.all(np.diff(eps) > 0)
+
+
+def test_a_round_whose_survivors_would_pass_the_server_target_is_never_unmasked(ray_local):
+    """z is calibrated for 4 full rounds of 7 against the server (GDP: 4 units of mu^2); two clients drop out of
+    every round, so each books 5/7 of the planned noise (1.4 units): the check before round 3 (2.8 + 1 planned)
+    passes, the one on round 3's realised survivors (2.8 + 1.4) does not -- and it comes before any unmasking
+    share is asked for."""
+    import ray
+
+    cfg = load_config(overrides=SECAGG + ["data.num_clients=7", "server.clients_per_round=7", "server.rounds=4",
+                                          "secagg.server_target_epsilon=4.0"])
+    plan = resolve_config(cfg)
+    fed = Federation(plan, client_cls=spy_class((1, 4))).start()
+    try:
+        from orchestrator.round_loop import run_rounds
+
+        rows = run_rounds(fed, plan.config, on_row=lambda row, checkpoint: None)
+        unmasked = sorted(set().union(*ray.get([a.unmasked_rounds.remote() for a in fed.clients])))
+    finally:
+        fed.close()
+
+    assert len(rows) == 3 and unmasked == [0, 1]  # round 3 (index 2) reached the survivors, never unmasking
+    assert "against the server would reach" in rows[-1]["failures"] and "nothing released" in rows[-1]["stopped"]
+    assert rows[-1]["eps_client_server_max"] == rows[-2]["eps_client_server_max"] <= 4.0
+    assert rows[-1]["eps_client"] == rows[-2]["eps_client"]  # nothing released: the public books nothing either
