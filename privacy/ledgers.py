@@ -78,7 +78,7 @@ class PrivacyLedgers:
 
     def _refresh(self) -> None:
         """Recompute every cached epsilon from the histories (at start and after a restore)."""
-        self.eps_server = np.zeros(self.num_clients)
+        self._server_eps = np.zeros(self.num_clients)  # zhu_wang accountant: each client's epsilon
         self._server_gdp_sq = np.zeros(self.num_clients)  # exact accountant: sum of 1 / sigma_eff^2 per client
         for k, hist in self.skellam_server.items():
             self._server_update(k, hist)
@@ -112,21 +112,33 @@ class PrivacyLedgers:
             self._server_update(k, [event])
 
     def _server_update(self, k: int, new_events: list) -> None:
-        if self.secagg_accountant == "exact":  # Gaussian DP composes in mu^2: O(1) per event
-            from privacy.skellam_dominance import gdp_epsilon, gdp_mu
+        if self.secagg_accountant == "exact":  # Gaussian DP composes in mu^2: O(1) per event, epsilon on demand
+            from privacy.skellam_dominance import gdp_mu
 
             self._server_gdp_sq[k] += gdp_mu(new_events) ** 2
-            self.eps_server[k] = gdp_epsilon(mu_gdp=math.sqrt(self._server_gdp_sq[k]), delta=self.delta_client)
         else:
-            self.eps_server[k] = server_epsilon(self.skellam_server[k], delta=self.delta_client,
-                                                accountant=self.secagg_accountant)
+            self._server_eps[k] = server_epsilon(self.skellam_server[k], delta=self.delta_client,
+                                                 accountant=self.secagg_accountant)
+
+    def server_epsilon_of(self, k: int) -> float:
+        """Client k's epsilon against the server: the rounds it joined, composed without amplification."""
+        if self.secagg_accountant == "exact":  # exact Gaussian DP: epsilon grows with mu^2 = sum 1 / sigma_eff^2
+            from privacy.skellam_dominance import gdp_epsilon
+
+            return gdp_epsilon(mu_gdp=math.sqrt(self._server_gdp_sq[k]), delta=self.delta_client)
+        return float(self._server_eps[k])
 
     def eps_client_server_max(self) -> float:
         """Client-level epsilon against the server under secure aggregation: the worst client (NaN otherwise: the
-        trusted server sees every update)."""
+        trusted server sees every update). Under the exact accountant the worst client is the one of largest
+        sum 1 / sigma_eff^2, so one evaluation serves the round."""
         if not self.cfg.secagg.enabled or self.record_secure:
             return math.nan
-        return float(self.eps_server.max()) if self.cfg.server.noise_multiplier > 0 else math.inf
+        if self.cfg.server.noise_multiplier == 0:
+            return math.inf
+        if self.secagg_accountant == "exact":
+            return self.server_epsilon_of(int(np.argmax(self._server_gdp_sq)))
+        return float(self._server_eps.max())
 
     def server_release_blocked(self, event: SkellamEvent, survivors) -> str:
         """Why this round's sum must not be released ('' if it may): one of its ``survivors`` would pass

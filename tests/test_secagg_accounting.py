@@ -102,10 +102,10 @@ def test_against_the_server_each_client_composes_the_rounds_it_joined_unsampled(
     book.book_server_events({0: full, 3: full})
     book.book_server_events({0: short})
 
-    assert book.eps_server[0] == pytest.approx(epsilon_unsampled([full, short], delta=book.delta_client), rel=1e-9)
-    assert book.eps_server[3] == pytest.approx(epsilon_unsampled([full], delta=book.delta_client), rel=1e-9)
-    assert book.eps_server[1] == 0.0  # never joined: nothing spent
-    assert book.eps_client_server_max() == book.eps_server[0]
+    assert book.server_epsilon_of(0) == pytest.approx(epsilon_unsampled([full, short], delta=book.delta_client), rel=1e-9)
+    assert book.server_epsilon_of(3) == pytest.approx(epsilon_unsampled([full], delta=book.delta_client), rel=1e-9)
+    assert book.server_epsilon_of(1) == 0.0  # never joined: nothing spent
+    assert book.eps_client_server_max() == book.server_epsilon_of(0)
     restored = ledgers(book.cfg)
     restored.load_state_dict(book.state_dict())
     assert restored.eps_client_server_max() == pytest.approx(book.eps_client_server_max(), rel=1e-12)
