@@ -1,0 +1,57 @@
+"""The golden comparison itself (tests/golden_tables.py): it lets another CPU's float kernels through and
+catches a real change -- an epsilon, a count or a config value that moves at all, a training column that
+moves beyond its stated tolerance. Ray-free, on the golden files themselves."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.golden_tables import TRAINING_COLUMNS, assert_matches_golden, perturbed
+
+GOLDEN = Path(__file__).parent / "golden"
+N_TEST = 359  # the digits test split of the golden configs
+
+
+@pytest.fixture(params=["adaptive", "fixed"])
+def golden(request):
+    return pd.read_parquet(GOLDEN / f"{request.param}.parquet")
+
+
+def test_a_table_matches_itself_and_one_perturbed_within_the_tolerances(golden):
+    assert_matches_golden(golden, golden, n_test=N_TEST)
+    for seed in range(3):
+        assert_matches_golden(perturbed(golden, n_test=N_TEST, fraction=0.9, seed=seed), golden, n_test=N_TEST)
+
+
+MEASURED = [(name, column) for name in ("adaptive", "fixed") for column in sorted(TRAINING_COLUMNS)
+            if pd.read_parquet(GOLDEN / f"{name}.parquet")[column].notna().any()]
+
+
+@pytest.mark.parametrize("name,column", MEASURED)
+def test_a_training_column_beyond_its_tolerance_fails(name, column):
+    golden = pd.read_parquet(GOLDEN / f"{name}.parquet")
+    moved = perturbed(golden, n_test=N_TEST, fraction=0.0)
+    moved[column] = perturbed(golden, n_test=N_TEST, fraction=1.5)[column]
+
+    with pytest.raises(AssertionError, match=column):
+        assert_matches_golden(moved, golden, n_test=N_TEST)
+
+
+@pytest.mark.parametrize("column,change", [("eps_record_max", 1 + 1e-12), ("eps_client", 1 + 1e-12),
+                                           ("delta_client", 1 + 1e-12), ("noise_multiplier_delta", 1 + 1e-12)])
+def test_an_epsilon_or_a_noise_value_that_moves_at_all_fails(golden, column, change):
+    moved = golden.copy()
+    moved.loc[moved.index[-1], column] *= change
+
+    with pytest.raises(AssertionError, match=column):
+        assert_matches_golden(moved, golden, n_test=N_TEST)
+
+
+@pytest.mark.parametrize("column", ["clients_sampled", "clients_failed", "canaries_in_round", "server.rounds"])
+def test_a_count_or_a_config_value_that_changes_fails(golden, column):
+    moved = golden.copy()
+    moved.loc[moved.index[0], column] += 1
+
+    with pytest.raises(AssertionError, match=column):
+        assert_matches_golden(moved, golden, n_test=N_TEST)
