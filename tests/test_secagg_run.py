@@ -151,3 +151,19 @@ def test_a_round_whose_survivors_would_pass_the_server_target_is_never_unmasked(
     assert "against the server would reach" in rows[-1]["failures"] and "nothing released" in rows[-1]["stopped"]
     assert rows[-1]["eps_client_server_max"] == rows[-2]["eps_client_server_max"] <= 4.0
     assert rows[-1]["eps_client"] == rows[-2]["eps_client"]  # nothing released: the public books nothing either
+
+
+def test_survivors_whose_masking_graph_falls_apart_release_nothing_and_say_why(ray_local):
+    """A ring of 10 (secagg.neighbours = 2) cut in two arcs by two drop-outs: unmasking would hand the server
+    each arc's sum, so the round releases nothing, books nothing and says why in ``failures``."""
+    from privacy.secure_aggregation import components, harary_graph
+
+    ring = harary_graph(range(10), k=2, seed=0)  # round 0's graph (graph_seed = round)
+    assert len(components(ring, set(range(10)) - {3, 4})) == 2
+
+    row, change, kept, _, _ = one_round(SECAGG + ["data.num_clients=10", "server.clients_per_round=10",
+                                                  "secagg.neighbours=2", "secagg.threshold=2"], spy_class((3, 4)))
+
+    assert len(kept) == 8
+    assert "round not released" in row["failures"] and "masking graph is disconnected" in row["failures"]
+    assert not np.any(change) and row["eps_client"] == 0.0 and row["eps_client_server_max"] == 0.0
