@@ -20,16 +20,13 @@ from pathlib import Path
 from privacy.config import ConfigError, load_config, to_dict
 
 
-def _out_dir(out: str | None, name: str, kind: str, overwrite: bool, *, clear: bool = True) -> Path:
-    """The output directory; a ConfigError if it holds something and ``overwrite`` is off. With ``clear``
-    its contents are removed (``overwrite``): :func:`_clear` does it later otherwise."""
+def _out_dir(out: str | None, name: str, kind: str, overwrite: bool) -> Path:
+    """The output directory; a ConfigError if it holds something and ``overwrite`` is off. Nothing is removed
+    here: with ``overwrite`` the command empties it once every check has passed."""
     path = Path(out) if out else Path(kind) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if path.exists() and any(path.iterdir()):
-        if not overwrite:
-            raise ConfigError("--out", str(path), "directory exists and is not empty; pass --overwrite "
-                                                  "(or --resume to continue it)")
-        if clear:
-            shutil.rmtree(path)
+    if path.exists() and any(path.iterdir()) and not overwrite:
+        raise ConfigError("--out", str(path), "directory exists and is not empty; pass --overwrite "
+                                              "(or --resume to continue it)")
     return path
 
 
@@ -56,7 +53,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         load_checkpoint(out / CHECKPOINT)  # a damaged checkpoint is one line here, before Ray starts
     else:
         cfg = load_config(args.config, args.set)  # bad input fails here, before torch and Ray are imported (~6 s)
-        out = _out_dir(args.out, cfg.run.name, "runs", args.overwrite, clear=False)  # emptied once resolved
+        out = _out_dir(args.out, cfg.run.name, "runs", args.overwrite)  # emptied once resolved
     from orchestrator.cluster import start_ray_while, stop_ray
 
     def prepare():  # in a thread while the main thread starts Ray: imports, data, checks, then the run directory
@@ -139,11 +136,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         cfg, sweep = load_sweep_config(args.config or default_sweep_config(), args.set)
         if cfg.client.num_actors == 0:  # a trial reserves its actors up front: one actor hosting all clients
             cfg = cfg.replace(client={"num_actors": 1})
-        out = _out_dir(args.out, sweep.name, "sweeps", args.overwrite)
+        out = _out_dir(args.out, sweep.name, "sweeps", args.overwrite)  # emptied after the checks
     ensure_ray()
     print(f"fedfrontier sweep: {len(sweep.points()) * sweep.num_samples} trials, up to "
           f"{sweep.max_concurrent_trials} at once; results in {out}", flush=True)
-    trials, _ = run_sweep(cfg, sweep, out, resume=bool(args.resume))
+    trials, _ = run_sweep(cfg, sweep, out, resume=bool(args.resume), overwrite=args.overwrite and not args.resume)
     print_frontier(trials)
     print(f"wrote {out / 'trials.parquet'}, {out / 'rounds.parquet'}, {out / 'frontier.parquet'}, "
           f"{out / 'frontier.png'}")

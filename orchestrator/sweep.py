@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import tempfile
 import time
 import zlib
@@ -192,15 +193,18 @@ def storage_for(sweep: SweepConfig, out: Path) -> str:
 
 
 def run_sweep(cfg: ExperimentConfig, sweep: SweepConfig, out: str | Path, *, resume: bool = False,
-              progress=print) -> tuple[pd.DataFrame, pd.DataFrame]:
+              overwrite: bool = False, progress=print) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Run (or resume) the sweep on the connected Ray cluster; write and return ``(trials, rounds)``.
+    ``overwrite``: empty ``out`` first -- once every check has passed, never before.
 
     ``cfg`` must already have an explicit ``client.num_actors`` (trials reserve exactly that many)."""
     from orchestrator.resolve import resolve_config
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     resolve_config(cfg, capacity=(1.0, 0.0))  # fail fast on data problems before any trial starts
+    if overwrite and not resume and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
     storage = storage_for(sweep, out)
     (out / SWEEP_FILE).write_text(json.dumps({"config": to_dict(cfg), "sweep": sweep.__dict__,
                                               "storage": storage}, indent=2, default=str) + "\n")

@@ -139,3 +139,21 @@ def test_a_sweep_runs_each_trials_server_in_the_trials_own_process(ray_local, tm
 
     for col in ("test_accuracy", "eps_record_max", "eps_client"):
         assert tables[True][col].tolist() == tables[False][col].tolist()
+
+
+@pytest.mark.slow
+def test_overwrite_removes_nothing_when_a_check_fails(tmp_path):
+    """`sweep --out DIR --overwrite` with bad data: exit 2, one line, and DIR's files still there."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "sweep"
+    out.mkdir()
+    (out / "keep.txt").write_text("the user's\n")
+
+    result = subprocess.run([sys.executable, "-m", "orchestrator.cli", "sweep", "--out", str(out), "--overwrite",
+                             "--set", "data.dataset=mnist", "--set", f"data.root={tmp_path / 'missing'}"],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=300)
+
+    assert result.returncode == 2 and "data.root" in result.stderr.strip().splitlines()[-1]
+    assert (out / "keep.txt").read_text() == "the user's\n"
