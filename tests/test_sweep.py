@@ -157,3 +157,54 @@ def test_overwrite_removes_nothing_when_a_check_fails(tmp_path):
 
     assert result.returncode == 2 and "data.root" in result.stderr.strip().splitlines()[-1]
     assert (out / "keep.txt").read_text() == "the user's\n"
+
+
+SECURE = DIGITS_SWEEP_BASE.replace("num_clients = 4", "num_clients = 6") + """dp = false
+[server]
+rounds = 3
+clients_per_round = 3
+clip = 1.0
+delta = 1e-3
+[secagg]
+enabled = true
+bits = 16
+[audit]
+canaries = 0
+membership = false
+[run]
+checkpoint_every = 1
+[sweep]
+name = "secure"
+max_concurrent_trials = 2
+baseline = false
+[sweep.grid]
+"server.noise_multiplier" = [1.0, 2.0]
+"""
+
+
+def test_a_secure_aggregation_sweep_releases_both_client_level_guarantees(ray_local, tmp_path):
+    """Through Tune: each trial reports eps_client (whoever sees the models) and eps_client_server_max (the
+    server); the sweep composes each from the trials' checkpointed ledgers."""
+    from orchestrator.plan import _num_params
+    from orchestrator.resolve import resolve_config
+    from privacy.distributed_dp import epsilon, epsilon_unsampled, from_experiment
+    path = tmp_path / "secure.toml"
+    path.write_text(SECURE)
+    cfg, sweep = load_sweep_config(path, [])
+
+    trials, rounds = run_sweep(cfg, sweep, tmp_path / "out", progress=None)
+
+    assert len(trials) == 2 and (trials["status"] == "TERMINATED").all()
+    assert (trials["eps_client"] < trials["eps_client_server_max"]).all()  # no amplification against the server
+    release = json.loads((tmp_path / "out" / "sweep.json").read_text())["release"]
+    # every round of both trials released Sk(mu) to the public: the release is their 6 events composed
+    plan = resolve_config(cfg.replace(server={"noise_multiplier": 1.0}), capacity=(1.0, 0.0))
+    events = {z: from_experiment(plan.config.replace(server={"noise_multiplier": z}), dim=_num_params(plan))
+              for z in (1.0, 2.0)}
+    public = [m.planned_event(sample_rate=0.5) for m in events.values() for _ in range(3)]
+    assert release["eps_sweep_client"] == pytest.approx(epsilon(public, delta=plan.config.server.delta), rel=1e-9)
+    # against the server: at least the worst trial's worst client, at most a client in all six rounds
+    every_round = [m.planned_server_event() for m in events.values() for _ in range(3)]
+    server = trials["eps_client_server_max"]
+    assert server.max() <= release["eps_sweep_client_server"]
+    assert release["eps_sweep_client_server"] <= epsilon_unsampled(every_round, delta=plan.config.server.delta)
