@@ -3,11 +3,12 @@
 Sk(mu) here is the symmetric Skellam of *variance* mu: Poisson(mu/2) - Poisson(mu/2). Independent
 Skellams add up (Sk(a) + Sk(b) = Sk(a + b)), so if each of n clients adds a share Sk(mu/n), the
 securely aggregated sum carries Sk(mu) -- but only the shares of clients whose input is in the sum:
-a client that drops out takes its share with it (:func:`variance_present`), and clients may
-over-noise for a tolerated drop-out rate (:func:`share_variance`).
+a client that drops out takes its share with it, which the server's top-up replaces
+(privacy.distributed_dp).
 
 Source: Agarwal, Kairouz, Liu 2021, "The Skellam Mechanism for Differentially Private Federated
-Learning", NeurIPS (arXiv 2110.04995). Privacy of a whole run: privacy.subsampled_rdp.skellam_epsilon.
+Learning", NeurIPS (arXiv 2110.04995). Privacy of a whole run: privacy.skellam_dominance (exact), or
+privacy.subsampled_rdp.skellam_epsilon (the general RDP bound of this module's skellam_rdp).
 """
 
 from __future__ import annotations
@@ -27,30 +28,6 @@ def sample_skellam(variance: float, size, *, rng: np.random.Generator) -> np.nda
         raise ValueError(f"variance = {variance}: must be a finite number >= 0")
     lam = variance / 2
     return rng.poisson(lam, size).astype(np.int64) - rng.poisson(lam, size).astype(np.int64)
-
-
-def share_variance(*, total_variance: float, clients: int, dropout_tolerance: float = 0.0) -> float:
-    """Variance of one client's share so that the sum keeps >= total_variance when up to a fraction
-    ``dropout_tolerance`` of the ``clients`` drop out: total_variance / ceil(clients (1 - tolerance))."""
-    if total_variance < 0 or clients < 1 or not 0 <= dropout_tolerance < 1:
-        raise ValueError(f"total_variance = {total_variance}, clients = {clients}, dropout_tolerance = "
-                         f"{dropout_tolerance}: need variance >= 0, clients >= 1, 0 <= tolerance < 1")
-    return total_variance / max(1, math.ceil(clients * (1 - dropout_tolerance) - 1e-9))
-
-
-def variance_present(*, share_variances: Sequence[float] | float, survivors: int | None = None) -> float:
-    """Noise variance actually in the unmasked sum: the sum of the survivors' share variances
-    (a list), or ``share_variances * survivors`` for equal shares. This, never the configured total,
-    is what the accountant books."""
-    if survivors is None:
-        values = [float(v) for v in np.atleast_1d(share_variances)]
-    else:
-        if survivors < 0:
-            raise ValueError(f"survivors = {survivors}: must be >= 0")
-        values = [float(share_variances)] * int(survivors)
-    if any(v < 0 for v in values):
-        raise ValueError("share variances must be >= 0")
-    return float(sum(values))
 
 
 def skellam_rdp(*, mu: float, l1: float, l2: float, orders: Sequence[float]) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The distributed Skellam mechanism: noise shares, the noise present after drop-outs, and its RDP bound."""
+"""The distributed Skellam mechanism: noise shares that add up, and its RDP bound."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
-from privacy.skellam import gaussian_rdp, sample_skellam, share_variance, skellam_rdp, variance_present
+from privacy.skellam import gaussian_rdp, sample_skellam, skellam_rdp
 
 
 def test_the_sum_of_client_shares_has_the_configured_variance():
@@ -81,21 +81,11 @@ def test_the_bound_approaches_the_gaussian_of_the_same_variance_from_above():
     np.testing.assert_allclose(curves[-1], gauss, rtol=1e-3)
 
 
-def test_shares_cover_the_tolerated_dropouts_and_the_ledger_books_what_is_present():
-    share = share_variance(total_variance=100.0, clients=10, dropout_tolerance=0.2)
-
-    assert share == pytest.approx(12.5)  # 100 / 8: eight survivors still carry the full variance
-    assert variance_present(share_variances=share, survivors=8) == pytest.approx(100.0)
-    assert variance_present(share_variances=share, survivors=6) == pytest.approx(75.0)  # more drop-outs: less noise
-    assert variance_present(share_variances=[12.5, 12.5, 3.0]) == pytest.approx(28.0)
-
-
 @pytest.mark.parametrize("call,match", [
     (lambda: skellam_rdp(mu=0.0, l1=1.0, l2=1.0, orders=[2]), "mu"),
     (lambda: skellam_rdp(mu=1.0, l1=-1.0, l2=1.0, orders=[2]), "sensitivities"),
     (lambda: skellam_rdp(mu=1.0, l1=1.0, l2=1.0, orders=[1.0]), "orders"),
     (lambda: sample_skellam(-1.0, 3, rng=np.random.default_rng(0)), "variance"),
-    (lambda: share_variance(total_variance=1.0, clients=10, dropout_tolerance=1.0), "tolerance"),
 ])
 def test_bad_input_is_a_clear_error(call, match):
     with pytest.raises(ValueError, match=match):
