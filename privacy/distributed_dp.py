@@ -68,7 +68,7 @@ from privacy.skellam import sample_skellam
 from privacy.subsampled_rdp import INTEGER_ORDERS, skellam_rdp_of_run
 from privacy.validation import ConfigError
 
-SkellamEvent = tuple[float, float, float, float, int]  # (mu_present, l1, l2, sample_rate q, steps): plain data
+SkellamEvent = tuple[float, float, float, float, int]  # (mu, l1, l2, sample_rate q, steps): noise booked, plain data
 _SHARE_STREAM, _ROTATION_STREAM, _TOP_UP_STREAM = 1, 1, 3  # sub-streams under CLIENT (cid, round), SERVER_NOISE (round)
 EDGE = 0.75  # near_edge counts coordinates of the centred sum with |v| >= EDGE * 2^(b-1)
 
