@@ -21,9 +21,19 @@ from privacy.config import ConfigError, load_config, to_dict
 
 
 def _out_dir(out: str | None, name: str, kind: str, overwrite: bool) -> Path:
-    """The output directory; a ConfigError if it holds something and ``overwrite`` is off. Nothing is removed
-    here: with ``overwrite`` the command empties it once every check has passed."""
+    """The output directory; a ConfigError if it is a file, cannot be created there (a name too long for the
+    file system, a folder it may not write to), or holds something and ``overwrite`` is off. Nothing is
+    created or removed here: with ``overwrite`` the command empties it once every check has passed."""
     path = Path(out) if out else Path(kind) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    existing = next(p for p in path.absolute().parents if p.exists())
+    limit = os.pathconf(existing, "PC_NAME_MAX")
+    if any(len(part.encode()) > limit for part in path.parts):  # before asking the file system about it
+        raise ConfigError("--out", str(path)[:60] + "...", f"has a name longer than the file system's {limit} bytes")
+    if path.exists() and not path.is_dir():
+        raise ConfigError("--out", str(path), "is a file, not a directory")
+    nearest = path if path.exists() else next(p for p in path.absolute().parents if p.exists())
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        raise ConfigError("--out", str(path), f"cannot be written: no write permission on {nearest}")
     if path.exists() and any(path.iterdir()) and not overwrite:
         raise ConfigError("--out", str(path), "directory exists and is not empty; pass --overwrite "
                                               "(or --resume to continue it)")
@@ -46,10 +56,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise ConfigError("--resume", str(out), f"needs config.json and {CHECKPOINT} there (a run directory)")
         if args.config or args.set:
             raise ConfigError("--resume", str(out), "takes its config from the run directory; drop --config/--set")
-        try:
-            cfg = from_dict(json.loads((out / "config.json").read_text()))
-        except json.JSONDecodeError as exc:
-            raise ConfigError("--resume", str(out / "config.json"), f"not valid JSON ({exc})") from exc
+        cfg = from_dict(_saved_json(out / "config.json"))
         load_checkpoint(out / CHECKPOINT)  # a damaged checkpoint is one line here, before Ray starts
     else:
         cfg = load_config(args.config, args.set)  # bad input fails here, before torch and Ray are imported (~6 s)
@@ -147,12 +154,29 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0 if len(trials) and (trials["status"] == "TERMINATED").all() else 1
 
 
+def _saved_json(path: Path, keys: tuple[str, ...] = ()) -> dict:
+    """A JSON object the tool saved (config.json, sweep.json), with ``keys``: saved state is read like input,
+    so a damaged or foreign file is one ConfigError naming it."""
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError("--resume", str(path), f"not valid JSON ({exc})") from exc
+    if not isinstance(saved, dict) or any(not isinstance(saved.get(k), dict) for k in keys):
+        raise ConfigError("--resume", str(path), "not what fedfrontier saves there: expected a JSON object"
+                          + (f" with the tables {', '.join(keys)}" if keys else ""))
+    return saved
+
+
 def _saved_sweep(path: Path):
     from privacy.config import from_dict
     from orchestrator.sweep_config import SweepConfig
 
-    saved = json.loads(path.read_text())
-    return from_dict(saved["config"]), SweepConfig(**saved["sweep"])
+    saved = _saved_json(path, ("config", "sweep"))
+    try:
+        sweep = SweepConfig(**saved["sweep"])
+    except TypeError as exc:  # an unknown or missing field of the sweep table
+        raise ConfigError("--resume", str(path), f"its sweep table does not fit this version ({exc})") from exc
+    return from_dict(saved["config"]), sweep
 
 
 def cmd_frontier(args: argparse.Namespace) -> int:

@@ -331,7 +331,9 @@ def read_toml(path: str | Path | None) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError("--config", str(path), "file not found")
     try:
-        return tomllib.loads(p.read_text())
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError("--config", str(path), f"not UTF-8 text (byte {exc.start}); TOML files are UTF-8") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("--config", str(path), f"not valid TOML ({exc})") from exc
 

@@ -240,3 +240,39 @@ def test_relative_data_root_becomes_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
     assert DataConfig(dataset="npz", root="data/x.npz").root == str(tmp_path / "data" / "x.npz")
+
+
+def _write(path, data: bytes):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("args,key", [
+    (["run", "--out", "afile"], "--out = 'afile': is a file"),
+    (["run", "--out", "x" * 300], "longer than the file system's"),
+    (["run", "--out", "ok/" + "y" * 300 + "/z"], "longer than the file system's"),
+    (["run", "--config", "latin1.toml"], "not UTF-8 text"),
+    (["run", "--config", "scalar.toml"], "must be a table of keys"),
+    (["sweep", "--resume", "listed"], "expected a JSON object with the tables config, sweep"),
+    (["sweep", "--resume", "garbled"], "not valid JSON"),
+    (["sweep", "--resume", "foreign"], "does not fit this version"),
+    (["run", "--resume", "run_listed"], "expected a JSON object"),
+])
+def test_bad_paths_files_and_saved_state_give_one_line_and_exit_2(args, key, tmp_path):
+    _write(tmp_path / "afile", b"")
+    _write(tmp_path / "latin1.toml", "[server]\nrounds = 2  # caf\xe9\n".encode("latin-1"))
+    _write(tmp_path / "scalar.toml", b"server = 3\n")
+    _write(tmp_path / "listed" / "sweep.json", b"[1, 2]\n")
+    _write(tmp_path / "garbled" / "sweep.json", b"{not json\n")
+    _write(tmp_path / "foreign" / "sweep.json", b'{"config": {}, "sweep": {"colour": 1}}\n')
+    _write(tmp_path / "run_listed" / "config.json", b"[]\n")
+    _write(tmp_path / "run_listed" / "checkpoint.pt", b"")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+
+    result = run_cli(*args, cwd=tmp_path)
+
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and key in lines[0] and "Traceback" not in result.stderr, result.stderr
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written
