@@ -91,7 +91,7 @@ def _fill_cache(data: ImageData, paths: dict[str, Path]) -> None:
     for split, path in paths.items():
         x, _ = data.tensors(split)
         tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-        with open(tmp, "wb") as fh:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:  # the owner's only
             np.save(fh, scatter_transform(x).numpy())
         os.replace(tmp, path)  # atomic: a reader never sees half a file
     print(f"fedfrontier: ScatterNet features ready ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
@@ -104,7 +104,7 @@ def scatternet(data: ImageData) -> ImageData:
     from filelock import FileLock
 
     folder = cache_dir()
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # features of private records: owner only
     key = _key(data)
     paths = {split: folder / f"{key}.{split}.npy" for split in ("train", "test")}
     if not all(p.is_file() for p in paths.values()):

@@ -217,7 +217,8 @@ def run_sweep(cfg: ExperimentConfig, sweep: SweepConfig, out: str | Path, *, res
         from orchestrator.selection import draw_repetitions
 
         num_samples = saved_repetitions(out) if resume else draw_repetitions(sweep)
-        (out / ".repetitions").write_text(f"{num_samples}\n")  # for --resume only; never in the results
+        with os.fdopen(os.open(out / ".repetitions", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
+            fh.write(f"{num_samples}\n")  # secret (it prices the selection): --resume only, owner only
     results = _tuner(cfg, sweep, storage, resume, num_samples).fit() if num_samples else []
     trials, rounds = collect_results(results)
     release = sweep_release(trials, results, cfg, sweep)

@@ -72,6 +72,8 @@ def test_cache_is_filled_once_and_read_back(cache, monkeypatch):
     xt, _ = first.tensors("train", np.array([3, 5]))
     assert torch.allclose(xt, torch.from_numpy(np.asarray(first.x_train[[3, 5]])))  # no second normalisation
     assert len(list(cache.glob("*.npy"))) == 2 and not list(cache.glob("*.tmp"))
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in cache.glob("*.npy"))  # features of private records
+    assert cache.stat().st_mode & 0o777 == 0o700
 
 
 def test_concurrent_first_uses_compute_once(cache, monkeypatch):
