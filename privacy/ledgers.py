@@ -149,14 +149,7 @@ class PrivacyLedgers:
         ids = [int(k) for k in survivors]
         if target is None or not ids:
             return ""
-        if self.secagg_accountant == "exact":
-            from privacy.skellam_dominance import gdp_epsilon, gdp_mu
-
-            worst = gdp_epsilon(mu_gdp=math.sqrt(float(self._server_gdp_sq[ids].max()) + gdp_mu([event]) ** 2),
-                                delta=self.delta_client)
-        else:
-            worst = max(server_epsilon(self.skellam_server.get(k, []) + [tuple(event)], delta=self.delta_client,
-                                       accountant=self.secagg_accountant) for k in ids)
+        worst = self._server_epsilon_with(event, ids)
         if worst > target:
             self.release_blocked = (f"client-level epsilon against the server would reach {worst:.4g} > target "
                                    f"{target} with this round's cohort and survivors: nothing released")
@@ -176,16 +169,17 @@ class PrivacyLedgers:
                                     "round's survivors: nothing released")
         return self.release_blocked
 
-    def _server_epsilon_next(self) -> float:
-        """The worst client's against-the-server epsilon if it joins one more full round."""
-        planned = [tuple(self.server_planned)]
+    def _server_epsilon_with(self, event: SkellamEvent, clients) -> float:
+        """The largest against-the-server epsilon among ``clients`` if each books ``event`` once more (under the exact
+        accountant, the client of largest sum 1 / sigma_eff^2: one evaluation)."""
+        ids = list(clients)
         if self.secagg_accountant == "exact":
             from privacy.skellam_dominance import gdp_epsilon, gdp_mu
 
-            worst = float(self._server_gdp_sq.max()) + gdp_mu(planned) ** 2
+            worst = float(self._server_gdp_sq[ids].max()) + gdp_mu([tuple(event)]) ** 2
             return gdp_epsilon(mu_gdp=math.sqrt(worst), delta=self.delta_client)
-        return max(server_epsilon(self.skellam_server.get(k, []) + planned, delta=self.delta_client,
-                                  accountant=self.secagg_accountant) for k in range(self.num_clients))
+        return max(server_epsilon(self.skellam_server.get(k, []) + [tuple(event)], delta=self.delta_client,
+                                  accountant=self.secagg_accountant) for k in ids)
 
     def book_record_release(self, events: dict[int, SkellamEvent]) -> None:
         """Secure FedSGD: each surviving silo's Skellam event of a released round (none for a silo whose vector
@@ -270,7 +264,7 @@ class PrivacyLedgers:
             return self.release_blocked
         target = self.cfg.secagg.server_target_epsilon
         if target is not None and self.server_planned is not None and s.noise_multiplier > 0:
-            eps = self._server_epsilon_next()
+            eps = self._server_epsilon_with(self.server_planned, range(self.num_clients))
             if eps > target:
                 return f"client-level epsilon against the server would reach {eps:.4g} > target {target}"
         if self.record_secure and c.target_epsilon is not None and self.record_planned is not None:
