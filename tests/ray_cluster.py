@@ -35,11 +35,19 @@ def psutil():
     return _psutil
 
 
+_GIVEN: set[int] = set()  # every port this process has handed out: never the same one twice
+
+
 def free_port() -> int:
-    """A TCP port free on every interface right now (the OS's choice)."""
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
+    """A TCP port free on every interface right now (the OS's choice), never one this process has
+    handed out before: two components of one node given the same port make `ray start` refuse."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("", 0))
+            port = s.getsockname()[1]
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
 
 
 def is_loopback(ip: str) -> bool:
