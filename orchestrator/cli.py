@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from orchestrator.run_secrets import NOISE_SEED, SECRETS_FILE, public, with_noise_seed, write_secrets
 from privacy.config import ConfigError, load_config, to_dict
 
 
@@ -56,7 +57,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise ConfigError("--resume", str(out), f"needs config.json and {CHECKPOINT} there (a run directory)")
         if args.config or args.set:
             raise ConfigError("--resume", str(out), "takes its config from the run directory; drop --config/--set")
-        cfg = from_dict(_saved_json(out / "config.json"))
+        cfg = with_noise_seed(from_dict(_saved_json(out / "config.json")), out)  # the seed: secrets.json only
         load_checkpoint(out / CHECKPOINT)  # a damaged checkpoint is one line here, before Ray starts
     else:
         cfg = load_config(args.config, args.set)  # bad input fails here, before torch and Ray are imported (~6 s)
@@ -72,7 +73,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             if args.overwrite:
                 _clear(out)
             out.mkdir(parents=True, exist_ok=True)
-            (out / "config.json").write_text(json.dumps(to_dict(plan.config), indent=2, default=str) + "\n")
+            write_secrets(out, {NOISE_SEED: plan.config.run.noise_seed})  # owner only, never beside the results
+            (out / "config.json").write_text(json.dumps(to_dict(public(plan.config)), indent=2, default=str) + "\n")
         c = plan.config
         print(f"fedfrontier run: {c.data.num_clients} clients on {c.data.dataset} ({plan.n_train} train / "
               f"{plan.n_test} test), model {c.model.name}, {c.client.num_actors} client actors, {c.server.rounds} "
@@ -85,7 +87,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         run_federated(plan.config, plan=plan, progress=lambda s: print(s, flush=True), run_dir=out,
                       resume=bool(args.resume))
-        print(f"wrote {out / 'rounds.parquet'}, {out / 'rounds.csv'}, {out / 'config.json'}")
+        print(f"wrote {out / 'rounds.parquet'}, {out / 'rounds.csv'}, {out / 'config.json'} "
+              f"(and {out / SECRETS_FILE}: the noise seed, for --resume only; never share it)")
         return 0
     finally:
         if started:  # the private Ray of this run, stopped without Ray's waits at exit

@@ -4,7 +4,8 @@ Per round: step the federation, stop early (before a round that would exceed a t
 with the final model audited, add the config columns, and hand the row -- with a checkpoint every
 ``run.checkpoint_every`` rounds and at the end -- to the caller (a run directory, or Tune).
 One checkpoint format (:data:`CHECKPOINT`): the server's state, the rows so far and the resolved
-config (noise seed included), as tensors and plain containers.
+public config, as tensors and plain containers. No row or checkpoint holds the noise seed
+(:mod:`orchestrator.run_secrets`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from orchestrator.run_secrets import SECRET_CONFIG_KEYS, public
 from privacy.config import ExperimentConfig, to_dict
 
 CHECKPOINT = "checkpoint.pt"
@@ -24,8 +26,9 @@ OnRow = Callable[[dict, "dict | None"], None]  # (row, checkpoint state or None)
 
 
 def config_columns(cfg: ExperimentConfig) -> dict[str, Any]:
-    """Every resolved config value as a column; unset values (None) are NaN, so a column keeps one type."""
-    return {k: math.nan if v is None else v for k, v in cfg.flat().items()}
+    """Every resolved config value as a column, the secret ones (the noise seed) left out; unset values
+    (None) are NaN, so a column keeps one type."""
+    return {k: math.nan if v is None else v for k, v in cfg.flat().items() if k not in SECRET_CONFIG_KEYS}
 
 
 def run_rounds(fed, cfg: ExperimentConfig, *, on_row: OnRow, rows: list[dict] | None = None, start: int = 0,
@@ -48,7 +51,7 @@ def run_rounds(fed, cfg: ExperimentConfig, *, on_row: OnRow, rows: list[dict] | 
             row["audit_seconds"] += time.perf_counter() - t_audit
         row = {**row, "stopped": reason, **columns}
         rows.append(row)
-        checkpoint = ({**fed.state_dict(), "rows": rows, "config": to_dict(cfg)}
+        checkpoint = ({**fed.state_dict(), "rows": rows, "config": to_dict(public(cfg))}
                       if last or (r + 1) % cfg.run.checkpoint_every == 0 else None)
         on_row(row, checkpoint)
         if progress:

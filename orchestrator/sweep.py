@@ -8,6 +8,7 @@ bundle for the trial's own loop, one per actor), so trials never deadlock on res
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -22,6 +23,8 @@ from typing import Any
 import pandas as pd
 
 from orchestrator.resources import placement_for_config
+from orchestrator.run_secrets import (BASE_NOISE_SEED, NOISE_SEED, REPETITIONS, SECRETS_FILE, public, read_secrets,
+                                      write_secrets)
 from orchestrator.sweep_config import SweepConfig, apply_point
 from privacy.config import ConfigError, ExperimentConfig, from_dict, to_dict
 
@@ -39,22 +42,44 @@ LABELS = {"client.noise_multiplier": "σ", "client.max_grad_norm": "clip C", "cl
           "client.lr": "lr", "server.lr": "server lr"}  # Tune's progress table: short names of swept keys
 
 
-def trial_config(params: dict) -> ExperimentConfig:
-    """One trial's config from its Tune parameters: the base, its grid point, its sampled values. With
-    ``run.noise_seed`` given in the base, each trial gets its own seed derived from it (reproducible, never
-    shared); without, each trial's noise seed is fresh entropy (drawn when the trial resolves)."""
-    from privacy.seeding import TRIAL, derive_seed
-
+def trial_config(params: dict, seeds: dict[str, int] | None = None, trial_id: str = "") -> ExperimentConfig:
+    """One trial's config from its Tune parameters: the base, its grid point, its sampled values, and its
+    noise seed, derived from the sweep's secrets (``seeds``, :mod:`orchestrator.run_secrets`; never part of
+    the parameters, which Tune writes beside the results). With the user's ``run.noise_seed``, from it and
+    the trial's point and sampled values (reproducible; one trial per point, see sweep_config); otherwise
+    from the sweep's fresh secret base seed and the trial's id (distinct for every trial, and the same when
+    a failed trial is retried from its checkpoint). Without ``seeds``, the noise seed is left unset."""
     base = from_dict(params["base"])
     point = dict(params["point"]["set"])
     sampled = {k: v for k, v in params.items() if k not in ("base", "point")}
     cfg = apply_point(base, {**point, **sampled})
     if cfg.client.num_actors == 0:  # a trial reserves its actors up front: one actor hosting all clients
         cfg = cfg.replace(client={"num_actors": 1})
-    if base.run.noise_seed is not None:
+    return cfg.replace(run={"noise_seed": trial_noise_seed(seeds or {}, params["point"]["index"], sampled, trial_id)})
+
+
+def trial_noise_seed(seeds: dict[str, int], point_index: int, sampled: dict, trial_id: str) -> int | None:
+    """A trial's noise seed from the sweep's secrets (see :func:`trial_config`); None without them."""
+    from privacy.seeding import TRIAL, derive_seed
+
+    if NOISE_SEED in seeds:
         tag = zlib.crc32(json.dumps(sampled, sort_keys=True, default=str).encode())
-        cfg = cfg.replace(run={"noise_seed": derive_seed(base.run.noise_seed, TRIAL, params["point"]["index"], tag)})
-    return cfg
+        return derive_seed(seeds[NOISE_SEED], TRIAL, point_index, tag)
+    if BASE_NOISE_SEED in seeds:
+        if not trial_id:
+            raise ValueError("a trial's noise seed under a fresh base seed needs the trial's id")
+        tag = int.from_bytes(hashlib.sha256(trial_id.encode()).digest()[:8], "big")
+        return derive_seed(seeds[BASE_NOISE_SEED], TRIAL, tag)
+    return None
+
+
+def sweep_seeds(cfg: ExperimentConfig) -> dict[str, int]:
+    """The secret a new sweep keeps: the user's ``run.noise_seed``, or a fresh base seed."""
+    from privacy.seeding import fresh_noise_seed
+
+    if cfg.run.noise_seed is not None:
+        return {NOISE_SEED: cfg.run.noise_seed}
+    return {BASE_NOISE_SEED: fresh_noise_seed()}
 
 
 def trial_bundles(cfg: ExperimentConfig) -> list[dict[str, float]]:
@@ -74,8 +99,9 @@ def trial_resources(params: dict):
     return tune.PlacementGroupFactory(trial_bundles(trial_config(params)))
 
 
-def _run_trial(params: dict) -> None:
-    """Tune function trainable: one federated run through the round loop, one report per round."""
+def _run_trial(params: dict, seeds: dict[str, int] | None = None) -> None:
+    """Tune function trainable: one federated run through the round loop, one report per round. ``seeds``
+    (the sweep's secrets) come through ``tune.with_parameters``: the object store, not the trial's files."""
     import torch
     from ray import tune
 
@@ -84,12 +110,12 @@ def _run_trial(params: dict) -> None:
     from orchestrator.round_loop import run_rounds
 
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # not one "Checkpoint successfully created" per save
-    cfg, state = trial_config(params), None
+    cfg, state = trial_config(params, seeds, tune.get_context().get_trial_id()), None
     ckpt = tune.get_checkpoint()
     if ckpt is not None:  # a retried or resumed trial continues from its last checkpoint, with its noise seed
         with ckpt.as_directory() as d:
             state = load_checkpoint(Path(d) / CHECKPOINT)
-        cfg = from_dict(state["config"])
+        cfg = from_dict(state["config"]).replace(run={"noise_seed": cfg.run.noise_seed})
     plan = resolve_config(cfg)
     fed = Federation(plan).start()
 
@@ -122,7 +148,8 @@ def param_space(cfg: ExperimentConfig, sweep: SweepConfig) -> dict:
     points = [{"index": i, "set": p, "show": {LABELS.get(k, k): "-" if p.get(k) is None else p[k] for k in swept}}
               for i, p in enumerate(sweep.points())]  # "show": every swept key in every point, for the table
     choose = tune.grid_search if sweep.selection == "all" else tune.choice  # a private selection draws points
-    space: dict[str, Any] = {"base": to_dict(cfg), "point": choose(points)}
+    # public: Tune writes the parameter space beside the results (params.json, result.json, tuner.pkl)
+    space: dict[str, Any] = {"base": to_dict(public(cfg)), "point": choose(points)}
     for key, (lo, hi) in sweep.uniform.items():
         space[key] = tune.uniform(lo, hi)
     for key, (lo, hi) in sweep.loguniform.items():
@@ -143,11 +170,12 @@ def _reporter(sweep: SweepConfig):
         metric="test_accuracy", mode="max", max_progress_rows=12)
 
 
-def _tuner(cfg: ExperimentConfig, sweep: SweepConfig, storage: str, restore: bool, num_samples: int):
+def _tuner(cfg: ExperimentConfig, sweep: SweepConfig, storage: str, restore: bool, num_samples: int,
+           seeds: dict[str, int]):
     from ray import tune
 
     trial_bundles(cfg)  # the base config's resources are valid (a clear error before Tune starts)
-    trainable = tune.with_resources(_run_trial, trial_resources)
+    trainable = tune.with_resources(tune.with_parameters(_run_trial, seeds=seeds), trial_resources)
     if restore:
         return tune.Tuner.restore(f"{storage.rstrip('/')}/{sweep.name}", trainable, resume_unfinished=True,
                                   resume_errored=True, param_space=param_space(cfg, sweep))
@@ -206,7 +234,14 @@ def run_sweep(cfg: ExperimentConfig, sweep: SweepConfig, out: str | Path, *, res
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     storage = storage_for(sweep, out)
-    (out / SWEEP_FILE).write_text(json.dumps({"config": to_dict(cfg), "sweep": sweep.__dict__,
+    if resume:
+        seeds = read_secrets(out)
+        if NOISE_SEED not in seeds and BASE_NOISE_SEED not in seeds:
+            raise ConfigError("--resume", str(out), f"no noise seed in its {SECRETS_FILE}: resuming needs it")
+    else:
+        seeds = sweep_seeds(cfg)
+        write_secrets(out, seeds)
+    (out / SWEEP_FILE).write_text(json.dumps({"config": to_dict(public(cfg)), "sweep": sweep.__dict__,
                                               "storage": storage}, indent=2, default=str) + "\n")
     if progress:
         progress(f"each trial checkpoints every {cfg.run.checkpoint_every} rounds into {storage} "
@@ -216,10 +251,12 @@ def run_sweep(cfg: ExperimentConfig, sweep: SweepConfig, out: str | Path, *, res
     if sweep.selection != "all":  # K trials, K random and secret (orchestrator/selection.py)
         from orchestrator.selection import draw_repetitions
 
-        num_samples = saved_repetitions(out) if resume else draw_repetitions(sweep)
-        with os.fdopen(os.open(out / ".repetitions", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
-            fh.write(f"{num_samples}\n")  # secret (it prices the selection): --resume only, owner only
-    results = _tuner(cfg, sweep, storage, resume, num_samples).fit() if num_samples else []
+        if resume:
+            num_samples = read_secrets(out, (REPETITIONS,))[REPETITIONS]
+        else:  # secret (it prices the selection): --resume only, owner only
+            num_samples = draw_repetitions(sweep)
+            write_secrets(out, {REPETITIONS: num_samples})
+    results = _tuner(cfg, sweep, storage, resume, num_samples, seeds).fit() if num_samples else []
     trials, rounds = collect_results(results)
     release = sweep_release(trials, results, cfg, sweep)
     if sweep.selection != "all":
@@ -236,13 +273,6 @@ def run_sweep(cfg: ExperimentConfig, sweep: SweepConfig, out: str | Path, *, res
         progress(f"{done}/{len(trials)} trials finished in {time.perf_counter() - t0:.0f}s")
         progress(release_line(release))
     return trials, rounds
-
-
-def saved_repetitions(out: Path) -> int:
-    path = out / ".repetitions"
-    if not path.is_file():
-        raise ConfigError("--resume", str(out), "a private-selection sweep without its .repetitions file")
-    return int(path.read_text())
 
 
 def sweep_release(trials: pd.DataFrame, results, cfg: ExperimentConfig, sweep: SweepConfig) -> dict:

@@ -208,6 +208,7 @@ def test_resume_of_a_damaged_checkpoint_is_one_line(tmp_path, damage):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "config.json").write_text('{"data": {"dataset": "digits"}}')
+    (run_dir / "secrets.json").write_text('{"run.noise_seed": 3}')
     ckpt = run_dir / "checkpoint.pt"
     if damage == "garbage":
         ckpt.write_bytes(b"not a checkpoint at all")
@@ -258,6 +259,8 @@ def _write(path, data: bytes):
     (["sweep", "--resume", "garbled"], "not valid JSON"),
     (["sweep", "--resume", "foreign"], "does not fit this version"),
     (["run", "--resume", "run_listed"], "expected a JSON object"),
+    (["run", "--resume", "run_no_secrets"], "no secrets.json there"),
+    (["run", "--resume", "run_bad_secrets"], "not a secrets.json of this tool"),
 ])
 def test_bad_paths_files_and_saved_state_give_one_line_and_exit_2(args, key, tmp_path):
     _write(tmp_path / "afile", b"")
@@ -268,6 +271,11 @@ def test_bad_paths_files_and_saved_state_give_one_line_and_exit_2(args, key, tmp
     _write(tmp_path / "foreign" / "sweep.json", b'{"config": {}, "sweep": {"colour": 1}}\n')
     _write(tmp_path / "run_listed" / "config.json", b"[]\n")
     _write(tmp_path / "run_listed" / "checkpoint.pt", b"")
+    for name, secrets in (("run_no_secrets", None), ("run_bad_secrets", b'{"run.noise_seed": "7"}')):
+        _write(tmp_path / name / "config.json", b'{"data": {"dataset": "digits"}}')
+        _write(tmp_path / name / "checkpoint.pt", b"")
+        if secrets:
+            _write(tmp_path / name / "secrets.json", secrets)
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
 
     result = run_cli(*args, cwd=tmp_path)

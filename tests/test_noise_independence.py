@@ -5,7 +5,8 @@ import numpy as np
 import torch
 
 from orchestrator.resolve import resolve_config
-from orchestrator.sweep import trial_config
+from orchestrator.run_secrets import BASE_NOISE_SEED, public
+from orchestrator.sweep import param_space, sweep_seeds, trial_config
 from orchestrator.sweep_config import SweepConfig
 from privacy.client_level import CentralGaussianMechanism
 from privacy.config import load_config, to_dict
@@ -35,11 +36,14 @@ def correlation(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(np.corrcoef(a.numpy(), b.numpy())[0, 1])
 
 
-def two_trials(noise_seed=None):
+def two_trials(noise_seed=None, seeds=None, trial_ids=("a1", "b2"), grid=(0.8, 1.6)):
+    """Two trials' resolved configs as the sweep builds them: public parameters, the secrets apart."""
     base = load_config(overrides=DIGITS + ([f"run.noise_seed={noise_seed}"] if noise_seed is not None else []))
-    sweep = SweepConfig(grid={"server.noise_multiplier": [0.8, 1.6]}, baseline=False)
-    params = [{"base": to_dict(base), "point": {"index": i, "set": p}} for i, p in enumerate(sweep.points())]
-    return [resolve_config(trial_config(p), capacity=(2.0, 0.0)).config for p in params]
+    seeds = seeds or sweep_seeds(base)
+    sweep = SweepConfig(grid={"server.noise_multiplier": list(grid)}, baseline=False)
+    params = [{"base": to_dict(public(base)), "point": {"index": i % len(grid), "set": sweep.points()[i % len(grid)]}}
+              for i in range(len(trial_ids))]
+    return [resolve_config(trial_config(p, seeds, t), capacity=(2.0, 0.0)).config for p, t in zip(params, trial_ids)]
 
 
 def test_shared_noise_would_give_the_clipped_sum_away():
@@ -69,3 +73,22 @@ def test_a_given_noise_seed_gives_each_trial_its_own_reproducible_seed():
     assert first[0].run.noise_seed != first[1].run.noise_seed
     assert [c.run.noise_seed for c in first] == [c.run.noise_seed for c in again]
     assert 3 not in {c.run.noise_seed for c in first}
+
+
+def test_without_a_given_seed_every_trial_of_one_point_has_its_own_seed_and_keeps_it_when_retried():
+    seeds = {BASE_NOISE_SEED: 12345}
+    same_point = two_trials(seeds=seeds, trial_ids=("a1", "b2"), grid=(0.8,))  # num_samples = 2 of one point
+    retried = two_trials(seeds=seeds, trial_ids=("a1", "b2"), grid=(0.8,))
+
+    assert same_point[0].run.noise_seed != same_point[1].run.noise_seed
+    assert [c.run.noise_seed for c in same_point] == [c.run.noise_seed for c in retried]
+    other_sweep = two_trials(seeds={BASE_NOISE_SEED: 12346}, trial_ids=("a1", "b2"), grid=(0.8,))
+    assert {c.run.noise_seed for c in other_sweep}.isdisjoint({c.run.noise_seed for c in same_point})
+
+
+def test_the_parameters_tune_writes_hold_no_seed():
+    base = load_config(overrides=DIGITS + ["run.noise_seed=3"])
+    space = param_space(base, SweepConfig(grid={"server.noise_multiplier": [0.8]}, baseline=False))
+
+    assert space["base"]["run"]["noise_seed"] is None
+    assert trial_config({"base": space["base"], "point": {"index": 0, "set": {}}}).run.noise_seed is None

@@ -2,14 +2,17 @@
 
 import json
 import math
+import stat
 
 import pandas as pd
 import pytest
 
 from privacy.config import ConfigError
-from orchestrator.sweep import run_sweep, trial_bundles
+from orchestrator.run_secrets import BASE_NOISE_SEED, SECRETS_FILE, read_secrets
+from orchestrator.sweep import run_sweep, trial_bundles, trial_noise_seed
 from orchestrator.sweep_config import SweepConfig, apply_point, load_sweep_config
 from tests.conftest import DIGITS_SWEEP_BASE
+from tests.secret_scan import files_holding
 
 SMALL = DIGITS_SWEEP_BASE + """[server]
 rounds = 2
@@ -104,6 +107,14 @@ def test_two_by_two_grid_through_tune(ray_local, tmp_path):
     assert f"{baseline} (record-level)" in release["not_covered"]
     frontier = pd.read_parquet(out / "frontier.parquet")
     assert (frontier["eps_sweep_record"] == release["eps_sweep_record"]).all()
+    # the noise seeds -- the sweep's secret base and every trial's own -- are in secrets.json (0600) only:
+    # not in a table, sweep.json, Tune's params/results/tuner state, a checkpoint or a TensorBoard file
+    seeds = read_secrets(out)
+    trial_seeds = [trial_noise_seed(seeds, 0, {}, t) for t in trials["trial_id"]]
+    assert len(set(trial_seeds)) == 5
+    assert stat.S_IMODE((out / SECRETS_FILE).stat().st_mode) == 0o600
+    assert list((out / "tune").rglob("checkpoint.pt")) and list((out / "tune").rglob("params.json"))
+    assert files_holding(out, [seeds[BASE_NOISE_SEED], *trial_seeds], skip=(SECRETS_FILE,)) == []
 
 
 def test_tensorboard_gets_only_finite_values(monkeypatch):
