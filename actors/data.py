@@ -182,7 +182,7 @@ def _load_npz(path: str) -> ImageData:
     x_train, x_test = _npz_images(arrays["train_images"]), _npz_images(arrays["test_images"])
     check_same_image_shape(x_train, x_test, name)
     num_classes = int(max(labels["train"].max(), labels["test"].max())) + 1
-    check_classes(num_classes, name)
+    check_classes(num_classes, name, labels["train"])
     channels = x_train.shape[1]
     return ImageData(x_train, labels["train"], x_test, labels["test"], num_classes,
                      (_NPZ_MEAN,) * channels, (_NPZ_STD,) * channels)

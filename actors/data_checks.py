@@ -9,6 +9,8 @@ calls the file (``breast.npz``, ``raw/train-labels-idx1-ubyte.gz``); ``what`` na
 from __future__ import annotations
 
 import gzip
+import math
+import os
 import struct
 import zipfile
 import zlib
@@ -77,9 +79,15 @@ def check_same_image_shape(train: np.ndarray, test: np.ndarray, name: str) -> No
         raise DataError(f"{name}: train images are {train.shape[1:]} but test images {test.shape[1:]}")
 
 
-def check_classes(num_classes: int, name: str) -> None:
+def check_classes(num_classes: int, name: str, train_labels: np.ndarray | None = None) -> None:
+    """At least two classes, and at least two of them among the training labels."""
     if num_classes < 2:
         raise DataError(f"{name}: every label is 0; a classifier needs at least 2 classes")
+    if train_labels is not None:
+        present = np.unique(train_labels)
+        if len(present) < 2:
+            raise DataError(f"{name}: every training label is {int(present[0])}; a classifier needs at least 2 "
+                            "classes to learn from")
 
 
 # ---- .npz (MedMNIST layout) ------------------------------------------------------------------------
@@ -97,6 +105,12 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
     if head not in _ZIP_MAGIC:
         raise DataError(f"{name}: not an .npz archive (a zip of .npy arrays, as numpy.savez writes)")
     try:
+        check_declared_sizes(path)
+    except DataError:
+        raise
+    except (ValueError, OSError, EOFError, KeyError, zlib.error, zipfile.BadZipFile) as exc:
+        raise DataError(f"{name}: unreadable .npz ({_first_line(exc)})") from exc
+    try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in NPZ_ARRAYS if k in f.files}
     except (ValueError, OSError, EOFError, KeyError, zlib.error, zipfile.BadZipFile) as exc:
@@ -105,6 +119,39 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
     if missing:
         raise DataError(f"{name}: missing arrays {missing} (MedMNIST layout expected: {', '.join(NPZ_ARRAYS)})")
     return arrays
+
+
+def available_memory() -> int:
+    """Bytes of physical memory of this machine (what no single array may exceed)."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_declared_sizes(path: Path) -> None:
+    """Read only the .npy headers of the arrays in ``path``: an array whose declared shape would take more
+    than half this machine's memory, or more bytes than its member holds, is a DataError before numpy
+    allocates it (a crafted header can declare terabytes in a file of a few bytes)."""
+    name, limit = path.name, available_memory() // 2
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            key = info.filename.removesuffix(".npy")
+            if key not in NPZ_ARRAYS:
+                continue
+            with zf.open(info) as fh:
+                read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                               (2, 0): np.lib.format.read_array_header_2_0}.get(np.lib.format.read_magic(fh))
+                if read_header is None:
+                    raise DataError(f"{name}: {key} is not a .npy array of format 1.0 or 2.0")
+                shape, _, dtype = read_header(fh)
+                header = fh.tell()
+            if dtype.hasobject:  # pickled objects: np.load below refuses them (allow_pickle=False)
+                continue
+            nbytes = math.prod(shape) * dtype.itemsize
+            if nbytes > limit:
+                raise DataError(f"{name}: {key} declares shape {shape} ({nbytes / 2**30:.3g} GiB), more than half "
+                                f"this machine's memory ({limit * 2 / 2**30:.3g} GiB)")
+            if nbytes != info.file_size - header:
+                raise DataError(f"{name}: {key} declares shape {shape} ({nbytes} bytes) but holds "
+                                f"{info.file_size - header} bytes")
 
 
 # ---- IDX (MNIST, Fashion-MNIST) --------------------------------------------------------------------

@@ -133,6 +133,10 @@ def resolve_config(cfg: ExperimentConfig, capacity: tuple[float, float] | None =
     if c.target_epsilon is not None and not c.dp:
         raise ConfigError("client.target_epsilon", c.target_epsilon, "needs client.dp = true")
 
+    if c.batch_size > max(part.sizes):  # a Poisson rate above 1 for every client: a batch no shard can hold
+        raise ConfigError("client.batch_size", c.batch_size, f"must be <= the largest client's shard "
+                                                           f"({int(max(part.sizes))} records); a smaller shard "
+                                                           f"trains on all its records (sampling rate 1)")
     spec = local_spec(cfg)
     rates = [spec.sample_rate(int(n)) for n in part.sizes]
     steps = [spec.steps(int(n)) for n in part.sizes]

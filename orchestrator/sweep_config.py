@@ -14,11 +14,13 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field, fields
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from privacy.config import ConfigError, ExperimentConfig, from_dict, parse_override, read_toml, to_dict
+from privacy.schema import GRID_POINTS_MAX, checked_section
 
 
 
@@ -47,6 +49,8 @@ class SweepConfig:
             if not cond:
                 raise ConfigError(f"sweep.{key}", value, rule)
 
+        check(bool(self.name) and "/" not in self.name and self.name not in (".", ".."), "name", self.name,
+              "must be a folder name: non-empty, without '/'")
         for key in ("max_concurrent_trials", "num_samples"):
             v = getattr(self, key)
             check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, key, v, "must be an integer >= 1")
@@ -59,10 +63,14 @@ class SweepConfig:
                 check(key.count(".") == 1, f"{table}.{key}", values, "keys look like section.key")
                 check(isinstance(values, list) and len(values) >= 1, f"{table}.{key}", values, "must be a list")
                 if table != "grid":
-                    check(len(values) == 2 and values[0] < values[1], f"{table}.{key}", values,
-                          "must be [low, high] with low < high")
+                    check(len(values) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                   and math.isfinite(v) for v in values) and values[0] < values[1],
+                          f"{table}.{key}", values, "must be [low, high], two finite numbers with low < high")
                 if table == "loguniform":
                     check(values[0] > 0, f"{table}.{key}", values, "bounds must be > 0")
+        trials = math.prod(len(v) for v in self.grid.values()) * self.num_samples
+        check(trials <= GRID_POINTS_MAX, "grid", f"{trials} trials", f"a sweep runs at most {GRID_POINTS_MAX:,} trials "
+                                                                     "(grid points x num_samples)")
         self._check_selection(check)
 
     def repetitions(self):
@@ -76,17 +84,24 @@ class SweepConfig:
         return None
 
     def _check_selection(self, check) -> None:
+        from privacy.sweep_privacy import PoissonRepetitions, TruncatedNegativeBinomial
+
         check(self.selection in SELECTIONS, "selection", self.selection, f"must be one of {', '.join(SELECTIONS)}")
+        try:  # both distributions' parameters, whichever selection is on: a bad value is never carried silently
+            PoissonRepetitions(self.selection_mean)
+        except ValueError as exc:
+            check(False, "selection_mean", self.selection_mean, str(exc))
+        try:
+            TruncatedNegativeBinomial(self.selection_eta, self.selection_gamma)
+        except ValueError as exc:
+            key = "selection_eta" if str(exc).startswith("eta") else "selection_gamma"
+            check(False, key, getattr(self, key), str(exc))
         if self.selection == "all":
             return
         check(not self.baseline, "baseline", self.baseline,
               "must be false with a private selection: a non-private trial is covered by no epsilon")
         check(bool(self.grid) and not self.uniform and not self.loguniform, "grid", dict(self.grid),
               "a private selection draws each trial from the [sweep.grid] points (no uniform/loguniform)")
-        try:
-            self.repetitions()
-        except ValueError as exc:
-            check(False, f"selection_{'mean' if self.selection == 'poisson' else 'gamma'}", self.selection, str(exc))
 
     def points(self) -> list[dict[str, Any]]:
         """Grid points as override dicts (one empty point when there is no grid), plus the baseline."""
@@ -101,12 +116,10 @@ class SweepConfig:
 def split_config(raw: Mapping[str, Any]) -> tuple[dict, SweepConfig]:
     """Separate the ``[sweep]`` table from the experiment sections."""
     raw = dict(raw)
-    sweep_raw = dict(raw.pop("sweep", {}) or {})
-    known = {f.name for f in fields(SweepConfig)}
-    for key in sweep_raw:
-        if key not in known:
-            raise ConfigError(f"sweep.{key}", sweep_raw[key], f"unknown key; allowed: {', '.join(sorted(known))}")
-    return raw, SweepConfig(**sweep_raw)
+    sweep_raw = raw.pop("sweep", None) or {}
+    if not isinstance(sweep_raw, Mapping):
+        raise ConfigError("sweep", sweep_raw, "must be a table of keys")
+    return raw, SweepConfig(**checked_section("sweep", SweepConfig, sweep_raw))
 
 
 def load_sweep_config(path: str | Path | None, overrides: list[str]) -> tuple[ExperimentConfig, SweepConfig]:

@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence
 
 from privacy.validation import (ConfigError, _check, _check_choice, _check_delta, _check_int,
                                 _check_optional_positive, _finite)
+from privacy.schema import checked_section
 from privacy.secagg_section import SecAggSection, check_secagg_options
 
 DATASETS = ("mnist5k", "digits", "mnist", "fashion-mnist", "cifar10", "npz")
@@ -274,16 +275,9 @@ def _nested(cfg: ExperimentConfig) -> dict[str, dict[str, Any]]:
     return {name: dataclasses.asdict(getattr(cfg, name)) for name in _SECTION_CLASSES}
 
 
-def _coerce(key: str, cls: type, name: str, value: Any) -> Any:
-    """Accept ints where floats are expected; keep everything else for validation to judge."""
-    default = next(f for f in fields(cls) if f.name == name).default
-    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    return value
-
-
 def from_dict(raw: Mapping[str, Any]) -> ExperimentConfig:
-    """Build a validated config from nested ``{section: {key: value}}``; unknown keys are errors."""
+    """Build a validated config from nested ``{section: {key: value}}``: every value through the schema
+    (:mod:`privacy.schema`: exact types, size caps), then each section's rules; unknown keys are errors."""
     sections: dict[str, Any] = {}
     for section, values in raw.items():
         if section not in _SECTION_CLASSES:
@@ -291,16 +285,7 @@ def from_dict(raw: Mapping[str, Any]) -> ExperimentConfig:
         if not isinstance(values, Mapping):
             raise ConfigError(section, values, "must be a table of keys")
         cls = _SECTION_CLASSES[section]
-        known = {f.name for f in fields(cls)}
-        kwargs = {}
-        for key, value in values.items():
-            if key not in known:
-                raise ConfigError(f"{section}.{key}", value, f"unknown key; allowed: {', '.join(sorted(known))}")
-            kwargs[key] = _coerce(f"{section}.{key}", cls, key, value)
-        try:
-            sections[section] = cls(**kwargs)
-        except TypeError as exc:  # pragma: no cover - guarded by the known-key check
-            raise ConfigError(section, values, str(exc)) from exc
+        sections[section] = cls(**checked_section(section, cls, values))  # exact types and size caps first
     return ExperimentConfig(**sections)
 
 

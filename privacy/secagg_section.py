@@ -46,7 +46,6 @@ class SecAggSection:
         _check(isinstance(self.enabled, bool), "secagg.enabled", self.enabled, "must be true or false")
         _check(self.level in LEVELS, "secagg.level", self.level, f"must be one of {', '.join(LEVELS)}")
         _check_int("secagg.bits", self.bits, 2)
-        _check(self.bits <= 32, "secagg.bits", self.bits, "must be <= 32")
         _check_int("secagg.threshold", self.threshold, 0)
         _check_int("secagg.neighbours", self.neighbours, 0)
         _check(self.neighbours % 2 == 0, "secagg.neighbours", self.neighbours, "must be even (k/2 neighbours on either side of the ring), or 0 for every pair")

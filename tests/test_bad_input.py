@@ -65,7 +65,7 @@ CASES = [  # (arguments, key the message must name)
      "server.noise_multiplier = 1.0: must be 0"),
     (RECORD_LEVEL + ["--set", "audit.canaries=4"], 'audit.canaries = 4: must be 0 with secagg.level = "record"'),
     (RECORD_LEVEL + ["--set", "server.clip=1", "--set", "server.target_epsilon=1"],
-     'server.target_epsilon = 1: must be unset with secagg.level = "record"'),
+     'server.target_epsilon = 1.0: must be unset with secagg.level = "record"'),
     (RECORD_LEVEL + ["--set", "client.grad_sample_mode=hooks"],
      'client.grad_sample_mode = \'hooks\': must be "bookkeeping" with secagg.level = "record"'),
     (["--set", "secagg.enabled=true", "--set", "secagg.level=bogus"], "secagg.level"),
@@ -138,6 +138,26 @@ def _file(data: bytes):
     return write
 
 
+def _npz_declaring(shape):
+    """A MedMNIST-layout .npz whose train_images header declares ``shape`` over a few bytes of data."""
+    def write(folder):
+        import io
+        import zipfile
+
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False, "shape": shape})
+        arrays = {"train_labels": np.zeros(3, np.int64), "test_images": np.zeros((1, 28, 28), np.uint8),
+                  "test_labels": np.zeros(1, np.int64)}
+        with zipfile.ZipFile(folder / "breast.npz", "w") as zf:
+            zf.writestr("train_images.npy", header.getvalue() + bytes(64))
+            for key, array in arrays.items():
+                buf = io.BytesIO()
+                np.save(buf, array)
+                zf.writestr(f"{key}.npy", buf.getvalue())
+        return folder / "breast.npz"
+    return write
+
+
 def _mnist(cut_images: int):
     """A writer of MNIST IDX files (12 train, 5 test) in folder/raw, the train images cut short."""
     def write(folder):
@@ -162,6 +182,9 @@ DATA_CASES = {  # case: (writer of data.root, dataset, what the message must say
     "npz: negative labels": (_npz(labels=-(np.arange(100) % 2)), "npz", "breast.npz: train_labels include negative"),
     "not an npz": (_file(b"id,label\n1,0\n"), "npz", "breast.npz: not an .npz archive"),
     "empty npz": (_file(b""), "npz", "breast.npz: empty file"),
+    "npz: one class": (_npz(labels=np.full(100, 3)), "npz", "breast.npz: every training label is 3"),
+    "npz: a header declaring petabytes": (_npz_declaring((10**9, 10**6)), "npz", "more than half this machine's"),
+    "npz: a header larger than its data": (_npz_declaring((3, 28, 28)), "npz", "(2352 bytes) but holds 64 bytes"),
     "truncated IDX": (_mnist(cut_images=1000), "mnist", "raw/train-images-idx3-ubyte.gz: truncated"),
 }
 

@@ -1,0 +1,77 @@
+"""Every key of every section, generated from the schema itself: a wrong type, an out-of-bounds value and an
+absurd size each end ``fedfrontier run`` (or ``sweep``) with one line and exit code 2, before Ray starts."""
+
+import typing
+
+import pytest
+
+from orchestrator.cli import main
+from orchestrator.sweep_config import SweepConfig
+from privacy.config import _SECTION_CLASSES, load_config
+from privacy.schema import LIMITS, field_types
+
+SECTIONS = {**_SECTION_CLASSES, "sweep": SweepConfig}
+KEYS = {f"{s}.{k}": tp for s, cls in SECTIONS.items() for k, tp in field_types(cls).items()}
+FREE_TEXT = {"data.root", "sweep.storage_path"}  # any path is a value; its file is checked once the data loads
+
+
+def bare(tp):
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return typing.get_origin(args[0] if args else tp) or (args[0] if args else tp)
+
+
+def wrong_type(tp) -> str:
+    """A TOML literal of another type than the key's."""
+    return {bool: '"no"', int: "2.5", float: '"0.5"', str: "12"}.get(bare(tp), '"a string"')
+
+
+def out_of_bounds(key: str, tp) -> str | None:
+    kind = bare(tp)
+    if kind in (int, float):
+        return "-1"
+    if kind is str:
+        return '""' if key in ("run.name", "sweep.name") else '"no-such-choice"'
+    if kind is typing.Mapping or kind is dict:
+        return '{"nodot" = [1]}'
+    return None  # a bool has no bounds, only a type
+
+
+CASES = ([(k, "type", wrong_type(tp)) for k, tp in KEYS.items()]
+         + [(k, "bounds", v) for k, tp in KEYS.items() if k not in FREE_TEXT
+            for v in [out_of_bounds(k, tp)] if v is not None]
+         + [(k, "size", str(int(LIMITS[k][0]) + 1) if bare(KEYS[k]) is int else repr(float(LIMITS[k][0]) * 10))
+            for k in LIMITS])
+
+
+def test_every_size_like_key_has_a_cap():
+    """Each int key, and each float that sizes work or waiting, is capped: no input can hang a run."""
+    ints = {k for k, tp in KEYS.items() if bare(tp) is int}
+    assert ints <= set(LIMITS), sorted(ints - set(LIMITS))
+    assert set(LIMITS) <= set(KEYS)
+
+
+@pytest.mark.parametrize("key,kind,value", CASES, ids=[f"{k}-{kind}" for k, kind, _ in CASES])
+def test_a_bad_value_of_any_key_is_one_line_and_exit_2_before_ray(key, kind, value, tmp_path, capsys, monkeypatch):
+    import ray
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"{key} = {value} was accepted: Ray is starting")
+
+    monkeypatch.setattr(ray, "init", refuse)
+
+    command = "sweep" if key.startswith("sweep.") else "run"
+    code = main([command, "--set", f"{key}={value}", "--out", str(tmp_path / "out")])
+
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, err
+    assert len(err) == 1 and err[0].startswith(f"fedfrontier: error: {key}"), err
+    assert not ray.is_initialized()
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_string_is_never_taken_for_a_bool():
+    from privacy.config import ConfigError
+
+    for text in ('"no"', '"false"', "0", "1"):
+        with pytest.raises(ConfigError, match="must be true or false"):
+            load_config(overrides=[f"data.download={text}"])
