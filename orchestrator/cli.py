@@ -50,15 +50,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     from privacy.config import from_dict
 
     if args.resume:
-        from orchestrator.federation import CHECKPOINT, load_checkpoint
+        from orchestrator.federation import CHECKPOINT, check_same_config, load_checkpoint
 
         out = Path(args.resume)
         if not (out / "config.json").is_file() or not (out / CHECKPOINT).is_file():
             raise ConfigError("--resume", str(out), f"needs config.json and {CHECKPOINT} there (a run directory)")
         if args.config or args.set:
             raise ConfigError("--resume", str(out), "takes its config from the run directory; drop --config/--set")
-        cfg = with_noise_seed(from_dict(_saved_json(out / "config.json")), out)  # the seed: secrets.json only
-        load_checkpoint(out / CHECKPOINT)  # a damaged checkpoint is one line here, before Ray starts
+        saved = _saved_json(out / "config.json")
+        cfg = with_noise_seed(from_dict(saved), out)  # the seed: secrets.json only
+        state = load_checkpoint(out / CHECKPOINT)  # a damaged checkpoint is one line here, before Ray starts
+        check_same_config(state, saved, out / CHECKPOINT)
     else:
         cfg = load_config(args.config, args.set)  # bad input fails here, before torch and Ray are imported (~6 s)
         out = _out_dir(args.out, cfg.run.name, "runs", args.overwrite)  # emptied once resolved
@@ -69,7 +71,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         from orchestrator.resolve import resolve_config
 
         plan = resolve_config(cfg, capacity=_machine_capacity())  # every check that needs the data
-        if not args.resume:  # nothing is written before the checks
+        if args.resume:
+            from orchestrator.federation import check_resumable
+
+            check_resumable(state, plan, out / CHECKPOINT)
+        else:  # nothing is written before the checks
             if args.overwrite:
                 _clear(out)
             out.mkdir(parents=True, exist_ok=True)

@@ -1,9 +1,10 @@
-"""``fedfrontier config``: every config key, its default and its meaning, as a TOML file.
+"""``fedfrontier config``: every config key, its default, its meaning, its type and cap, as a TOML file.
 
 The meanings are the trailing comments of the dataclass fields in privacy/config.py (and of
 :class:`orchestrator.sweep_config.SweepConfig` for the ``[sweep]`` table), read from the source with
 :mod:`ast` and :mod:`tokenize`: one source of truth, nothing copied. The output parses with
-``tomllib`` back into the default config; optional keys whose default is unset (``None``) have no
+``tomllib`` back into the default config; each meaning ends with the key's type and, for a size, its cap
+(``[an integer, <= 1,000,000 rounds]``, from :mod:`privacy.schema`); optional keys whose default is unset (``None``) have no
 TOML spelling and are printed commented out.
 """
 
@@ -20,6 +21,7 @@ from dataclasses import MISSING, Field, fields
 from typing import Any
 
 from privacy.config import ExperimentConfig
+from privacy.schema import key_note
 
 HEADER = """\
 # fedfrontier configuration: every key with its default and its meaning.
@@ -83,7 +85,8 @@ def table(name: str, cls: type) -> str:
     lines = []
     for f in fields(cls):
         value = _default(f)
-        lines.append((f"# {f.name} =" if value is None else f"{f.name} = {toml_value(value)}", meanings[f.name]))
+        lines.append((f"# {f.name} =" if value is None else f"{f.name} = {toml_value(value)}",
+                      f"{meanings[f.name]} [{key_note(name, cls, f.name)}]"))
     width = max(len(left) for left, _ in lines)
     return f"[{name}]\n" + "\n".join(f"{left.ljust(width)}  # {meaning}" for left, meaning in lines) + "\n"
 

@@ -163,6 +163,32 @@ def load_checkpoint(path: Path) -> dict:
     return state
 
 
+def check_same_config(state: dict, saved_config: dict, path: Path) -> None:
+    """A checkpoint holds the config of the run directory it is resumed from (its config.json); else a
+    ConfigError naming the keys that differ (saved state is input: checked before anything starts)."""
+    ours, theirs = state["config"], saved_config
+    if not isinstance(ours, dict) or not all(isinstance(v, dict) for v in ours.values()):
+        raise ConfigError("--resume", str(path), "its config is not a table of sections: written by another version?")
+    if ours != theirs:
+        keys = sorted(f"{s}.{k}" for s in set(ours) | set(theirs) for k in set(ours.get(s, {})) | set(theirs.get(s, {}))
+                      if ours.get(s, {}).get(k) != theirs.get(s, {}).get(k))
+        raise ConfigError("--resume", str(path), f"its config differs from config.json in {keys[:5]}: "
+                                                 "not this run's checkpoint")
+
+
+def check_resumable(state: dict, plan: Plan, path: Path) -> None:
+    """A checkpoint fits the run its config resolves to: weights of the model that config builds, ledgers of
+    its clients; else a ConfigError, before any actor starts."""
+    weights = state["weights"]
+    if not hasattr(weights, "numel") or weights.numel() != plan.num_params:
+        raise ConfigError("--resume", str(path), f"holds {getattr(weights, 'numel', lambda: '?')()} weights; "
+                                                 f"model {plan.config.model.name} has {plan.num_params}")
+    clients = {int(k) for k in state.get("record", {}).get("histories", {})}
+    if clients and max(clients) >= plan.config.data.num_clients:
+        raise ConfigError("--resume", str(path), f"has a ledger of client {max(clients)}; the run has "
+                                                 f"{plan.config.data.num_clients} clients")
+
+
 def run_federated(cfg: ExperimentConfig, *, progress: Callable[[str], None] | None = print, plan: Plan | None = None,
                   run_dir: Path | None = None, resume: bool = False, **federation_options) -> pd.DataFrame:
     """Run one federated training on the connected Ray cluster (or a fresh local one) and return its

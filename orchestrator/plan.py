@@ -30,7 +30,7 @@ def privacy_plan(cfg: ExperimentConfig) -> dict:
     plan = resolve_config(cfg, capacity=(1.0, 0.0))
     c = plan.config
     d, s, sa = c.data, c.server, c.secagg
-    num_params = _num_params(plan)
+    num_params = plan.num_params
     rates = plan.clients.sample_rate
     out: dict = {"trust_model": "secure aggregation (untrusted server)" if sa.enabled else "trusted server",
                  "clients": d.num_clients, "train_records": plan.n_train, "model": c.model.name,
@@ -41,14 +41,6 @@ def privacy_plan(cfg: ExperimentConfig) -> dict:
         out.update(_client_level(c, num_params))
     out["record_sample_rate_min"], out["record_sample_rate_max"] = float(min(rates)), float(max(rates))
     return out
-
-
-def _num_params(plan) -> int:
-    from actors.models import build_model
-
-    ch, h, _ = plan.image_shape
-    net = build_model(plan.config.model.name, in_channels=ch, num_classes=plan.num_classes, image_size=h, seed=0)
-    return sum(p.numel() for p in net.parameters())
 
 
 def _record_level(c: ExperimentConfig, plan, num_params: int) -> dict:

@@ -36,6 +36,7 @@ class Plan:
     num_classes: int
     n_train: int
     n_test: int
+    num_params: int  # of the model built for this data: what a checkpoint's weights must hold
 
     def actor_shards(self) -> list[dict[int, np.ndarray]]:
         """Client id -> index array, grouped by hosting actor."""
@@ -193,4 +194,4 @@ def resolve_config(cfg: ExperimentConfig, capacity: tuple[float, float] | None =
         server=server, audit={"canaries": canaries}, run={"noise_seed": noise_seed})
     plan = ClientPlan(actor=tuple(k % num_actors for k in range(d.num_clients)), sample_rate=tuple(rates),
                       steps=tuple(steps), sizes=tuple(int(n) for n in part.sizes))
-    return Plan(resolved, part, plan, data.shape, data.num_classes, n_train, len(data.y_test))
+    return Plan(resolved, part, plan, data.shape, data.num_classes, n_train, len(data.y_test), num_params)

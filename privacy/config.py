@@ -219,7 +219,7 @@ class AuditConfig:
 @dataclass(frozen=True)
 class RunConfig:
     seed: int = 0  # seeds the split, the initial model and the audit's canaries: the same across trials
-    noise_seed: int | None = None  # seeds every noise and sampling stream; None = fresh OS entropy per run/trial
+    noise_seed: int | None = None  # seeds every noise and sampling stream; None = fresh OS entropy per run/trial; kept only in secrets.json
     name: str = "run"  # label carried into result tables
     eval_every: int = 1  # evaluate the global model every k rounds (and always the last)
     checkpoint_every: int = 5  # rounds between checkpoints of a run or a sweep trial (and always the last)

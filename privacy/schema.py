@@ -27,7 +27,7 @@ LIMITS: dict[str, tuple[float, str]] = {
     "data.num_clients": (10**6, "clients (one shard and one ledger entry each)"),
     "data.shards_per_client": (10**4, "label shards per client"),
     "data.min_client_size": (10**8, "records"),
-    "data.split_seed": (SEED_MAX, "a 63-bit seed"),
+    "data.split_seed": (SEED_MAX, "2^63 - 1: a 63-bit seed"),
     "client.batch_size": (10**6, "records per step"),
     "client.local_epochs": (10**4, "passes over a shard per round"),
     "client.local_steps": (10**6, "steps per round"),
@@ -45,8 +45,8 @@ LIMITS: dict[str, tuple[float, str]] = {
     "secagg.colluders": (10**6, "clients"),
     "audit.canaries": (10**5, "canary clients (one model-sized direction each)"),
     "audit.membership_records": (10**7, "records"),
-    "run.seed": (SEED_MAX, "a 63-bit seed"),
-    "run.noise_seed": (SEED_MAX, "a 63-bit seed"),
+    "run.seed": (SEED_MAX, "2^63 - 1: a 63-bit seed"),
+    "run.noise_seed": (SEED_MAX, "2^63 - 1: a 63-bit seed"),
     "run.eval_every": (10**6, "rounds"),
     "run.checkpoint_every": (10**6, "rounds"),
     "sweep.max_concurrent_trials": (10**4, "trials"),
@@ -70,7 +70,7 @@ def describe(tp: Any) -> str:
     if origin is float:
         return "a number"
     if origin is str:
-        return "text (a quoted string)"
+        return "text"
     if origin in (Mapping, dict):
         value = typing.get_args(tp)[1] if typing.get_args(tp) else Any
         return "a table of \"section.key\" names" + (" to lists" if value is list else "")
@@ -129,3 +129,10 @@ def checked_section(section: str, cls: type, values: Mapping[str, Any]) -> dict[
             raise ConfigError(f"{section}.{key}", value, f"unknown key; allowed: {', '.join(sorted(known))}")
         out[key] = checked(section, cls, key, value)
     return out
+
+
+def key_note(section: str, cls: type, key: str) -> str:
+    """What ``fedfrontier config`` prints after a key's meaning: its type and, for a size, its cap."""
+    name = f"{section}.{key}"
+    note = describe(field_types(cls)[key])
+    return note + (f", <= {LIMITS[name][0]:,} ({LIMITS[name][1]})" if name in LIMITS else "")

@@ -307,3 +307,49 @@ def test_bad_paths_files_and_saved_state_give_one_line_and_exit_2(args, key, tmp
     assert result.returncode == 2, result.stderr
     assert len(lines) == 1 and key in lines[0] and "Traceback" not in result.stderr, result.stderr
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written
+
+
+def _run_dir(folder, mismatch: str):
+    """A resumable run directory of 4 digits clients (config.json, secrets.json, checkpoint after round 1)
+    with one ``mismatch`` between its parts."""
+    import json
+
+    import torch
+
+    from orchestrator.resolve import resolve_config
+    from orchestrator.run_secrets import NOISE_SEED, public, write_secrets
+    from privacy.config import load_config, to_dict
+
+    plan = resolve_config(load_config(overrides=["data.dataset=digits", "data.num_clients=4",
+                                                 "server.clients_per_round=2", "run.noise_seed=1"]), capacity=(1.0, 0.0))
+    saved = to_dict(public(plan.config))
+    state = {"round": 1, "weights": torch.zeros(plan.num_params), "rows": [], "config": json.loads(json.dumps(saved)),
+             "record": {"accountant": "pld", "histories": {"0": [], "3": []}}}
+    if mismatch == "clients":  # config.json of another number of clients than the checkpoint's
+        saved["data"]["num_clients"] = 5
+    elif mismatch == "architecture":  # weights of another model
+        state["weights"] = torch.zeros(plan.num_params + 10)
+    elif mismatch == "ledger":
+        state["record"]["histories"]["7"] = []
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(saved))
+    write_secrets(folder, {NOISE_SEED: 1})
+    torch.save(state, folder / "checkpoint.pt")
+    return folder
+
+
+@pytest.mark.parametrize("mismatch,expected", [
+    ("clients", "its config differs from config.json in ['data.num_clients']"),
+    ("architecture", "weights; model digits_cnn has"),
+    ("ledger", "has a ledger of client 7; the run has 4 clients"),
+])
+def test_resume_of_a_checkpoint_that_is_not_this_runs_is_one_line(mismatch, expected, tmp_path):
+    run_dir = _run_dir(tmp_path / "run", mismatch)
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+
+    result = run_cli("run", "--resume", str(run_dir), cwd=tmp_path)
+
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and expected in lines[0] and "Traceback" not in result.stderr, result.stderr
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before  # nothing written

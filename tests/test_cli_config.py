@@ -11,6 +11,7 @@ import pytest
 from orchestrator.cli import main
 from orchestrator.config_doc import config_toml, field_comments, sections
 from privacy.config import ConfigError, ExperimentConfig, from_dict
+from privacy.schema import key_note
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,7 +38,7 @@ def test_every_field_is_printed_with_its_meaning():
         for f in fields(cls):
             line = next(ln for ln in block if ln.lstrip("# ").startswith(f"{f.name} ="))
             meaning = line.split("  # ", 1)[1].strip()
-            assert meaning and meaning == meanings[f.name], f"{section}.{f.name}"
+            assert meaning == f"{meanings[f.name]} [{key_note(section, cls, f.name)}]", f"{section}.{f.name}"
         assert len(block) == len(fields(cls))
 
 

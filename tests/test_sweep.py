@@ -197,7 +197,6 @@ baseline = false
 def test_a_secure_aggregation_sweep_releases_both_client_level_guarantees(ray_local, tmp_path):
     """Through Tune: each trial reports eps_client (whoever sees the models) and eps_client_server_max (the
     server); the sweep composes each from the trials' checkpointed ledgers."""
-    from orchestrator.plan import _num_params
     from orchestrator.resolve import resolve_config
     from privacy.distributed_dp import epsilon, epsilon_unsampled, from_experiment
     path = tmp_path / "secure.toml"
@@ -211,7 +210,7 @@ def test_a_secure_aggregation_sweep_releases_both_client_level_guarantees(ray_lo
     release = json.loads((tmp_path / "out" / "sweep.json").read_text())["release"]
     # every round of both trials released Sk(mu) to the public: the release is their 6 events composed
     plan = resolve_config(cfg.replace(server={"noise_multiplier": 1.0}), capacity=(1.0, 0.0))
-    events = {z: from_experiment(plan.config.replace(server={"noise_multiplier": z}), dim=_num_params(plan))
+    events = {z: from_experiment(plan.config.replace(server={"noise_multiplier": z}), dim=plan.num_params)
               for z in (1.0, 2.0)}
     public = [m.planned_event(sample_rate=0.5) for m in events.values() for _ in range(3)]
     assert release["eps_sweep_client"] == pytest.approx(epsilon(public, delta=plan.config.server.delta), rel=1e-9)
