@@ -13,10 +13,13 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
 
+from orchestrator.cluster import Terminated
+from orchestrator.files import OutputError, write_text
 from orchestrator.run_secrets import NOISE_SEED, SECRETS_FILE, public, with_noise_seed, write_secrets
 from privacy.config import ConfigError, load_config, to_dict
 
@@ -80,7 +83,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 _clear(out)
             out.mkdir(parents=True, exist_ok=True)
             write_secrets(out, {NOISE_SEED: plan.config.run.noise_seed})  # owner only, never beside the results
-            (out / "config.json").write_text(json.dumps(to_dict(public(plan.config)), indent=2, default=str) + "\n")
+            write_text(out / "config.json", json.dumps(to_dict(public(plan.config)), indent=2, default=str) + "\n")
         c = plan.config
         print(f"fedfrontier run: {c.data.num_clients} clients on {c.data.dataset} ({plan.n_train} train / "
               f"{plan.n_test} test), model {c.model.name}, {c.client.num_actors} client actors, {c.server.rounds} "
@@ -302,9 +305,17 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(error_line(exc), file=sys.stderr)
         return 2
+    except OutputError as exc:  # a full disk, a read-only folder: no file was left half-written
+        print(f"fedfrontier: error: {exc}; the files written before are intact (--resume continues a run)",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("fedfrontier: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("fedfrontier: terminated (SIGTERM); the last checkpoint is intact (--resume DIR continues)",
+              file=sys.stderr)
+        return 128 + signal.SIGTERM
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import re
+import signal
 import sys
 import threading
 from typing import Callable, TypeVar
@@ -34,7 +35,25 @@ def ensure_ray(num_cpus: int | None = None) -> bool:
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address=LOOPBACK,
                      log_to_driver=True, configure_logging=True, logging_level="warning")
     _shorten_worker_deaths()
+    _terminate_on_sigterm()
     return True
+
+
+class Terminated(BaseException):
+    """SIGTERM reached the driver (``kill``, ``ray job stop``): raised in the main thread, so that the run
+    unwinds as from Ctrl-C -- actors killed, Ray stopped, no file half-written (orchestrator/files.py) -- and
+    the CLI prints one line. A BaseException, so no ``except Exception`` on the way swallows it."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+def _terminate_on_sigterm() -> None:
+    """SIGTERM raises :class:`Terminated` in the main thread. Installed after ``ray.init``, whose core worker
+    puts a C++ handler there that prints a six-line stack dump and exits without our clean-up."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 def stop_ray() -> None:

@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from orchestrator.files import atomic_write
 from orchestrator.frontier import (GUARANTEES, NOISE_LABELS, _is_baseline, load_sweep, pareto_front,
                                    trial_labels, varied_guarantees)
 
@@ -125,9 +126,9 @@ def compare_sweeps(dirs: Sequence[str | Path], out: str | Path = ".") -> tuple[p
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     parquet, png = out / "compare.parquet", out / "compare.png"
-    table.to_parquet(parquet, index=False)
+    atomic_write(parquet, lambda p: table.to_parquet(p, index=False))
     fig = compare_figure(table)
-    fig.savefig(png, dpi=120)
+    atomic_write(png, lambda p: fig.savefig(p, dpi=120, format="png"))
     plt.close(fig)
     return table, parquet, png
 

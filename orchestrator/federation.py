@@ -6,7 +6,6 @@ then the round loop (:mod:`orchestrator.round_loop`), then ``close()``.
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ from actors.client import ClientActor, initial_weights
 from actors.data import DataError
 from actors.model_inputs import share
 from actors.server import ServerActor
+from orchestrator.files import atomic_write
 from orchestrator.resolve import Plan, load_data, resolve_config
 from orchestrator.resources import actor_threads
 from orchestrator.round_loop import CHECKPOINT, TIMING_COLUMNS, format_audit, rounds_frame, run_rounds
@@ -235,15 +235,11 @@ def save_checkpoint(run_dir: Path, state: dict, df: pd.DataFrame) -> None:
     import torch
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / (CHECKPOINT + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, run_dir / CHECKPOINT)
+    atomic_write(run_dir / CHECKPOINT, lambda tmp: torch.save(state, tmp))
     write_tables(run_dir, df)
 
 
 def write_tables(run_dir: Path, df: pd.DataFrame) -> None:
     for name, write in (("rounds.parquet", lambda p: df.to_parquet(p, index=False)),
                         ("rounds.csv", lambda p: df.to_csv(p, index=False))):
-        tmp = run_dir / (name + ".tmp")
-        write(tmp)
-        os.replace(tmp, run_dir / name)
+        atomic_write(run_dir / name, write)

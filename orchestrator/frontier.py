@@ -14,6 +14,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from orchestrator.files import atomic_write
+
 GUARANTEES = {  # privacy column -> (panel title, delta column)
     "eps_record_max": ("record-level (one example)", "delta_record"),
     "eps_client": ("client-level (one client)", "delta_client"),
@@ -124,7 +126,7 @@ def plot_frontier(trials: pd.DataFrame, path: str | Path, *, utility: str = "tes
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda p: fig.savefig(p, dpi=120, format="png"))
     plt.close(fig)
     return path
 
@@ -271,6 +273,6 @@ def plot_rounds(rounds: pd.DataFrame, path: str | Path, trials: pd.DataFrame | N
     fig = rounds_figure(rounds, trials)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    atomic_write(path, lambda p: fig.savefig(p, dpi=120, bbox_inches="tight", format="png"))
     plt.close(fig)
     return path

@@ -16,9 +16,9 @@ Sharing a results directory means sharing it without that file.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+from orchestrator.files import write_text
 from privacy.config import ConfigError, ExperimentConfig
 
 SECRETS_FILE = "secrets.json"
@@ -42,17 +42,7 @@ def write_secrets(directory: Path, values: dict[str, int]) -> Path:
         raise ValueError(f"not a secret this tool keeps: {sorted(unknown)}")
     path = Path(directory) / SECRETS_FILE
     merged = {**(read_secrets(directory) if path.exists() else {}), **{k: int(v) for k, v in values.items()}}
-    tmp = path.with_name(f".{SECRETS_FILE}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(json.dumps(merged, indent=2, sort_keys=True) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_text(path, json.dumps(merged, indent=2, sort_keys=True) + "\n", mode=0o600)
     return path
 
 

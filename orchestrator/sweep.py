@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from orchestrator.files import atomic_write, write_text
 from orchestrator.resources import placement_for_config
 from orchestrator.run_secrets import (BASE_NOISE_SEED, NOISE_SEED, REPETITIONS, SECRETS_FILE, public, read_secrets,
                                       write_secrets)
@@ -241,8 +242,8 @@ def run_sweep(cfg: ExperimentConfig, sweep: SweepConfig, out: str | Path, *, res
     else:
         seeds = sweep_seeds(cfg)
         write_secrets(out, seeds)
-    (out / SWEEP_FILE).write_text(json.dumps({"config": to_dict(public(cfg)), "sweep": sweep.__dict__,
-                                              "storage": storage}, indent=2, default=str) + "\n")
+    write_text(out / SWEEP_FILE, json.dumps({"config": to_dict(public(cfg)), "sweep": sweep.__dict__,
+                                             "storage": storage}, indent=2, default=str) + "\n")
     if progress:
         progress(f"each trial checkpoints every {cfg.run.checkpoint_every} rounds into {storage} "
                  f"(a failed trial resumes from its last checkpoint, up to {sweep.max_failures} times)")
@@ -266,7 +267,7 @@ def run_sweep(cfg: ExperimentConfig, sweep: SweepConfig, out: str | Path, *, res
         if len(trials):
             trials["selected"] = trials["trial_id"].astype(str) == release["selection"].get("selected_trial")
     saved = json.loads((out / SWEEP_FILE).read_text())
-    (out / SWEEP_FILE).write_text(json.dumps({**saved, "release": release}, indent=2, default=str) + "\n")
+    write_text(out / SWEEP_FILE, json.dumps({**saved, "release": release}, indent=2, default=str) + "\n")
     write_sweep(trials, rounds, out, release)
     if progress:
         done = int((trials["status"] == "TERMINATED").sum()) if len(trials) else 0
@@ -339,12 +340,13 @@ def collect_results(results) -> tuple[pd.DataFrame, pd.DataFrame]:
 def write_sweep(trials: pd.DataFrame, rounds: pd.DataFrame, out: Path, release: dict | None = None) -> None:
     from orchestrator.frontier import frontier_table, plot_frontier, plot_rounds
 
-    trials.to_parquet(out / "trials.parquet", index=False)
-    rounds.to_parquet(out / "rounds.parquet", index=False)
+    atomic_write(out / "trials.parquet", lambda p: trials.to_parquet(p, index=False))
+    atomic_write(out / "rounds.parquet", lambda p: rounds.to_parquet(p, index=False))
     release = release or {}
     eps = {k: v for k, v in release.items() if k.startswith(("eps_sweep_", "delta_"))}
-    frontier_table(trials).assign(**{f"sweep_{k}" if k.startswith("delta") else k: v for k, v in eps.items()}) \
-        .to_parquet(out / "frontier.parquet", index=False)
+    frontier = frontier_table(trials).assign(**{f"sweep_{k}" if k.startswith("delta") else k: v
+                                                for k, v in eps.items()})
+    atomic_write(out / "frontier.parquet", lambda p: frontier.to_parquet(p, index=False))
     plot_frontier(trials, out / "frontier.png", title=sweep_title(release))
     if len(rounds):
         plot_rounds(rounds, out / "rounds.png", trials)

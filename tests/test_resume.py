@@ -77,3 +77,26 @@ def test_checkpoint_loads_without_pickle(tmp_path, ray_local):
     assert state["round"] == 2 and state["weights"].dtype == torch.float32
     assert len(state["rows"]) == 2 and state["client_level"]["histories"]
     assert state["velocity"].shape == state["weights"].shape  # server momentum is part of the state
+
+
+def test_sigterm_ends_a_run_with_one_line_and_it_resumes(tmp_path):
+    """`kill` (or `ray job stop`) mid-run: exit 143, our one line and no Ray stack dump, no temporary file
+    left, and --resume finishes the run."""
+    out = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.Popen(cli("run", *ARGS, "--set", "server.rounds=30", "--out", str(out), cwd=tmp_path),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    for line in proc.stdout:
+        if line.startswith("round   3/"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    _, err = proc.communicate(timeout=120)
+
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "fedfrontier: terminated (SIGTERM)" in err and "SIGTERM received" not in err, err
+    assert "Traceback" not in err, err
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+    resumed = subprocess.run(cli("run", "--resume", str(out), cwd=tmp_path), capture_output=True, text=True,
+                             timeout=600, env=env, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert list(pd.read_parquet(out / "rounds.parquet")["round"]) == list(range(1, 31))
