@@ -23,6 +23,7 @@ from actors.client_plan import ClientPlan
 from privacy.calibration import calibrate_for_schedule, calibrate_record_level
 from privacy.canaries import default_canary_count
 from privacy.config import ConfigError, ExperimentConfig
+from privacy.schema import WORK_MAX
 from privacy.seeding import fresh_noise_seed
 from orchestrator.resources import auto_num_actors, cluster_capacity
 
@@ -141,6 +142,11 @@ def resolve_config(cfg: ExperimentConfig, capacity: tuple[float, float] | None =
     spec = local_spec(cfg)
     rates = [spec.sample_rate(int(n)) for n in part.sizes]
     steps = [spec.steps(int(n)) for n in part.sizes]
+    work = s.rounds * s.clients_per_round / d.num_clients * sum(k * min(c.batch_size, int(n))
+                                                                 for k, n in zip(steps, part.sizes))
+    if work > WORK_MAX:  # each key within its cap, their product still a run of years
+        raise ConfigError("server.rounds", s.rounds, f"with these clients, steps and batches the run would compute "
+                                                     f"{work:.3g} per-sample gradients; at most {WORK_MAX:.0e}")
     sigma = c.noise_multiplier
     record_secure = cfg.secagg.enabled and cfg.secagg.level == "record"
     if record_secure:

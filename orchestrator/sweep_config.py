@@ -137,6 +137,13 @@ def load_sweep_config(path: str | Path | None, overrides: list[str]) -> tuple[Ex
     cfg = _apply(from_dict(base_raw), rest)
     for point in sweep.points():  # every trial's config must validate before anything starts
         apply_point(cfg, point)
+    for table in ("uniform", "loguniform"):  # sampled keys take floats: each bound must be a valid value there
+        for key, bounds in getattr(sweep, table).items():
+            for value in bounds:
+                try:
+                    apply_point(cfg, {key: float(value)})
+                except ConfigError as exc:
+                    raise ConfigError(f"sweep.{table}.{key}", bounds, f"a sampled value is refused: {exc}") from exc
     if cfg.run.noise_seed is not None and (sweep.num_samples > 1 or sweep.selection != "all"):
         raise ConfigError("run.noise_seed", cfg.run.noise_seed, "gives each grid point one noise seed, so trials "
                           "drawing the same point would share their noise: drop it (fresh noise per trial) or "

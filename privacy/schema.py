@@ -54,6 +54,7 @@ LIMITS: dict[str, tuple[float, str]] = {
     "sweep.max_failures": (10**3, "retries per trial"),
     "sweep.selection_mean": (10**3, "expected trials of a private selection"),
 }
+WORK_MAX = 10**12  # per-sample gradients of one run (rounds x clients x steps x batch): months of a GPU
 GRID_POINTS_MAX = 10**5  # trials of one sweep: the product of its grid's lengths, times num_samples
 
 

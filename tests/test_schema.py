@@ -75,3 +75,21 @@ def test_a_string_is_never_taken_for_a_bool():
     for text in ('"no"', '"false"', "0", "1"):
         with pytest.raises(ConfigError, match="must be true or false"):
             load_config(overrides=[f"data.download={text}"])
+
+
+def test_keys_within_their_caps_can_still_not_multiply_into_a_run_of_years(capsys):
+    code = main(["plan", "--set", "data.dataset=digits", "--set", "server.rounds=1000000",
+                 "--set", "client.local_steps=1000000"])
+
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "per-sample gradients; at most 1e+12" in err[0], err
+
+
+def test_a_sampled_sweep_key_is_checked_against_its_type_before_tune(tmp_path, capsys, monkeypatch):
+    import ray
+
+    monkeypatch.setattr(ray, "init", lambda *a, **k: (_ for _ in ()).throw(AssertionError("Ray started")))
+    code = main(["sweep", "--set", 'sweep.uniform={"client.batch_size"=[8, 64]}', "--out", str(tmp_path / "o")])
+
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "client.batch_size = 8.0: must be an integer" in err[0], err
