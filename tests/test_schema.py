@@ -36,17 +36,22 @@ def out_of_bounds(key: str, tp) -> str | None:
     return None  # a bool has no bounds, only a type
 
 
+NUMERIC = [k for k, tp in KEYS.items() if bare(tp) in (int, float)]
 CASES = ([(k, "type", wrong_type(tp)) for k, tp in KEYS.items()]
          + [(k, "bounds", v) for k, tp in KEYS.items() if k not in FREE_TEXT
             for v in [out_of_bounds(k, tp)] if v is not None]
-         + [(k, "size", str(int(LIMITS[k][0]) + 1) if bare(KEYS[k]) is int else repr(float(LIMITS[k][0]) * 10))
-            for k in LIMITS])
+         + [(k, "cap", str(int(LIMITS[k][0]) + 1) if bare(KEYS[k]) is int else repr(float(LIMITS[k][0]) * 10))
+            for k in LIMITS]
+         + [(k, "absurd", "10000000000000000000000000000000" if bare(KEYS[k]) is int else "1e300") for k in NUMERIC])
 
 
-def test_every_size_like_key_has_a_cap():
-    """Each int key, and each float that sizes work or waiting, is capped: no input can hang a run."""
-    ints = {k for k, tp in KEYS.items() if bare(tp) is int}
-    assert ints <= set(LIMITS), sorted(ints - set(LIMITS))
+def test_every_numeric_key_is_bounded_above():
+    """Each number has a cap (schema.LIMITS) or a rule of its own below 1 (a momentum, a fraction, a delta):
+    no input can hang a run, and every key gets an absurd-size case above."""
+    own_rule = {k for k in NUMERIC if k not in LIMITS}
+    assert own_rule == {"data.test_fraction", "client.delta", "client.momentum", "server.delta", "server.momentum",
+                        "server.target_quantile", "audit.confidence", "sweep.selection_gamma"}
+    assert {k for k in NUMERIC if bare(KEYS[k]) is int} <= set(LIMITS)
     assert set(LIMITS) <= set(KEYS)
 
 
