@@ -61,6 +61,7 @@ class ImageData:
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    validation_rows: np.ndarray | None = None  # training rows the source designates as its validation split
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -183,9 +184,18 @@ def _load_npz(path: str) -> ImageData:
     check_same_image_shape(x_train, x_test, name)
     num_classes = int(max(labels["train"].max(), labels["test"].max())) + 1
     check_classes(num_classes, name, labels["train"])
+    validation_rows = None
+    if "val_images" in arrays:  # the file's own validation split: rows after the training ones (actors/holdout.py)
+        check_images(arrays["val_images"], name, "val_images", ranks=(3, 4))
+        y_val = check_labels(arrays["val_labels"], name, "val_labels", count=len(arrays["val_images"]),
+                             images="val_images", classes=num_classes)
+        x_val = _npz_images(arrays["val_images"])
+        check_same_image_shape(x_train, x_val, name)
+        validation_rows = np.arange(len(x_train), len(x_train) + len(x_val), dtype=np.int64)
+        x_train, labels["train"] = np.concatenate([x_train, x_val]), np.concatenate([labels["train"], y_val])
     channels = x_train.shape[1]
     return ImageData(x_train, labels["train"], x_test, labels["test"], num_classes,
-                     (_NPZ_MEAN,) * channels, (_NPZ_STD,) * channels)
+                     (_NPZ_MEAN,) * channels, (_NPZ_STD,) * channels, validation_rows)
 
 
 def source_files(dataset: str, root: str = "") -> tuple[Path, ...]:

@@ -93,6 +93,7 @@ def check_classes(num_classes: int, name: str, train_labels: np.ndarray | None =
 # ---- .npz (MedMNIST layout) ------------------------------------------------------------------------
 
 NPZ_ARRAYS = ("train_images", "train_labels", "test_images", "test_labels")
+NPZ_VALIDATION = ("val_images", "val_labels")  # optional: the file's own validation split (MedMNIST has one)
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
@@ -112,12 +113,14 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
         raise DataError(f"{name}: unreadable .npz ({_first_line(exc)})") from exc
     try:
         with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in NPZ_ARRAYS if k in f.files}
+            arrays = {k: f[k] for k in NPZ_ARRAYS + NPZ_VALIDATION if k in f.files}
     except (ValueError, OSError, EOFError, KeyError, zlib.error, zipfile.BadZipFile) as exc:
         raise DataError(f"{name}: unreadable .npz ({_first_line(exc)})") from exc
     missing = [k for k in NPZ_ARRAYS if k not in arrays]
     if missing:
         raise DataError(f"{name}: missing arrays {missing} (MedMNIST layout expected: {', '.join(NPZ_ARRAYS)})")
+    if len([k for k in NPZ_VALIDATION if k in arrays]) == 1:
+        raise DataError(f"{name}: has one of {list(NPZ_VALIDATION)} without the other")
     return arrays
 
 
@@ -134,7 +137,7 @@ def check_declared_sizes(path: Path) -> None:
     with zipfile.ZipFile(path) as zf:
         for info in zf.infolist():
             key = info.filename.removesuffix(".npy")
-            if key not in NPZ_ARRAYS:
+            if key not in NPZ_ARRAYS + NPZ_VALIDATION:
                 continue
             with zf.open(info) as fh:
                 read_header = {(1, 0): np.lib.format.read_array_header_1_0,

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from actors.client import load_on_this_node
+from actors.holdout import holdout_of
 from actors.local_training import load_flat_
 from actors.models import build_model
 from privacy.audit import audit_delta, one_run_audit
@@ -21,39 +22,48 @@ from privacy.config import ExperimentConfig
 from privacy.ledgers import PrivacyLedgers
 from privacy.membership import loss_threshold_auc, membership_auc_bound, membership_sample
 
+EVALUATION_COLUMNS = ("val_accuracy", "val_loss", "test_accuracy", "test_loss")  # choose on val_*, report test_*
 AUDIT_COLUMNS = ("eps_audit_lower", "eps_client_at_audit_delta", "audit_delta", "audit_guesses", "audit_correct",
                  "mia_auc", "mia_auc_bound")
 
 
 class Evaluator:
-    """The test split, the membership samples and one model to load weights into."""
+    """The validation and test splits, the membership samples and one model to load weights into."""
 
     def __init__(self, cfg: ExperimentConfig):
         self.cfg = cfg
-        data = load_on_this_node(cfg)  # dropped when __init__ returns: the test split stays
-        self.x_test, self.y_test = data.tensors("test")
+        data = load_on_this_node(cfg)  # dropped when __init__ returns: the held-out splits stay
+        pool, validation = holdout_of(cfg.data, data)
+        self.test = data.tensors("test")
+        self.validation = data.tensors("train", validation) if len(validation) else None
         self.members = self.nonmembers = None
-        if cfg.audit.membership:
-            mem, non = membership_sample(len(data.y_train), len(data.y_test), cfg.audit.membership_records,
+        if cfg.audit.membership:  # members: clients' records (the pool), never the analyst's validation ones
+            mem, non = membership_sample(len(pool), len(data.y_test), cfg.audit.membership_records,
                                          seed=cfg.run.seed)
-            self.members, self.nonmembers = data.tensors("train", mem), data.tensors("test", non)
+            self.members, self.nonmembers = data.tensors("train", pool[mem]), data.tensors("test", non)
         c, h, _ = data.shape
         self.model = build_model(cfg.model.name, in_channels=c, num_classes=data.num_classes, image_size=h,
                                  seed=cfg.run.seed)
         self.params = list(self.model.parameters())
 
+    def evaluate(self, weights: torch.Tensor) -> dict[str, float]:
+        """``val_accuracy``, ``val_loss`` (NaN without a validation split), ``test_accuracy``, ``test_loss``
+        of ``weights``: every choice is made on the first two, the last two are only reported."""
+        val = self.accuracy_and_loss(weights, *self.validation) if self.validation is not None else (math.nan,) * 2
+        return dict(zip(EVALUATION_COLUMNS, (*val, *self.accuracy_and_loss(weights, *self.test))))
+
     @torch.no_grad()
-    def evaluate(self, weights: torch.Tensor, batch_size: int = 1000) -> tuple[float, float]:
-        """(accuracy, mean cross-entropy) of ``weights`` on the test split."""
+    def accuracy_and_loss(self, weights: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                          batch_size: int = 1000) -> tuple[float, float]:
+        """(accuracy, mean cross-entropy) of ``weights`` on ``(x, y)``."""
         load_flat_(self.params, weights)
         self.model.eval()
         correct, loss = 0, 0.0
-        for i in range(0, len(self.y_test), batch_size):
-            out = self.model(self.x_test[i:i + batch_size])
-            y = self.y_test[i:i + batch_size]
-            loss += float(torch.nn.functional.cross_entropy(out, y, reduction="sum"))
-            correct += int((out.argmax(1) == y).sum())
-        return correct / len(self.y_test), loss / len(self.y_test)
+        for i in range(0, len(y), batch_size):
+            out = self.model(x[i:i + batch_size])
+            loss += float(torch.nn.functional.cross_entropy(out, y[i:i + batch_size], reduction="sum"))
+            correct += int((out.argmax(1) == y[i:i + batch_size]).sum())
+        return correct / len(y), loss / len(y)
 
     @torch.no_grad()
     def losses(self, weights: torch.Tensor, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> np.ndarray:

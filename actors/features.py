@@ -115,7 +115,8 @@ def scatternet(data: ImageData) -> ImageData:
     for split, x, y in (("train", x_train, data.y_train), ("test", x_test, data.y_test)):
         if x.shape[0] != len(y) or x.shape[1] != scatter_channels(data.shape[0]):
             raise ValueError(f"feature cache {paths[split]} has shape {x.shape}: delete it to recompute")
-    return ImageData(x_train, data.y_train, x_test, data.y_test, data.num_classes, (0.0,), (1.0,))
+    return ImageData(x_train, data.y_train, x_test, data.y_test, data.num_classes, (0.0,), (1.0,),
+                     data.validation_rows)
 
 
 def apply_features(data: ImageData, features: str) -> ImageData:

@@ -8,7 +8,7 @@ import numpy as np
 
 from actors.aggregation import StepResult
 from actors.dispatch import Collected
-from actors.evaluation import AUDIT_COLUMNS
+from actors.evaluation import AUDIT_COLUMNS, EVALUATION_COLUMNS
 from privacy.config import ExperimentConfig
 from privacy.ledgers import PrivacyLedgers
 
@@ -17,11 +17,13 @@ SECAGG_COLUMNS = ("secagg_survivors", "secagg_dropped", "secagg_near_edge", "sec
 
 
 def round_row(*, round_number: int, cfg: ExperimentConfig, cohort_size: int, collected: Collected,
-              step: StepResult, delta_multiplier: float, ledgers: PrivacyLedgers, accuracy: float, loss: float,
+              step: StepResult, delta_multiplier: float, ledgers: PrivacyLedgers, evaluation: dict[str, float],
               seconds: float, secure=None) -> dict:
     """One row; the audit columns stay NaN until the run's last round (see ``orchestrator.round_loop``).
     ``secure``: the round's :class:`actors.secure_round.SecureSum` under secure aggregation. There the
-    clients' losses, norms and clip bits never reach the server: those columns are NaN."""
+    clients' losses, norms and clip bits never reach the server: those columns are NaN. ``evaluation``: the
+    global model's ``val_accuracy``, ``val_loss``, ``test_accuracy``, ``test_loss`` (NaN in rounds not
+    evaluated, :meth:`actors.evaluation.Evaluator.evaluate`)."""
     c, s = cfg.client, cfg.server
     reports, released = step.reports, step.released
     n = np.array([r.examples for r in reports], dtype=float)
@@ -29,8 +31,7 @@ def round_row(*, round_number: int, cfg: ExperimentConfig, cohort_size: int, col
     ok = np.isfinite(losses)
     row = {
         "round": round_number,
-        "test_accuracy": accuracy,
-        "test_loss": loss,
+        **{k: evaluation[k] for k in EVALUATION_COLUMNS},
         "train_loss": float(np.average(losses[ok], weights=n[ok])) if ok.any() else math.nan,
         "eps_record_max": ledgers.eps_record_max(),
         "eps_record_median": ledgers.eps_record_median(),

@@ -18,7 +18,7 @@ import torch
 from actors.aggregation import Aggregator
 from actors.client_plan import ClientPlan
 from actors.dispatch import hard_timeout, train_cohort
-from actors.evaluation import Evaluator
+from actors.evaluation import EVALUATION_COLUMNS, Evaluator
 from actors.round_row import round_row
 from actors.secure_step import SecureStep
 from privacy.canaries import Canaries
@@ -95,10 +95,11 @@ class ServerActor:
             self.ledgers.book_server_round()
         self.round = round_idx + 1
         evaluate = self.round % self.cfg.run.eval_every == 0 or self.round == s.rounds
-        accuracy, loss = self.evaluator.evaluate(self.aggregator.weights) if evaluate else (math.nan, math.nan)
+        evaluation = (self.evaluator.evaluate(self.aggregator.weights) if evaluate
+                      else dict.fromkeys(EVALUATION_COLUMNS, math.nan))
         return round_row(round_number=self.round, cfg=self.cfg, cohort_size=len(cohort), collected=collected,
-                         step=step, delta_multiplier=multiplier, ledgers=self.ledgers,
-                         accuracy=accuracy, loss=loss, seconds=time.perf_counter() - t0, secure=summed)
+                         step=step, delta_multiplier=multiplier, ledgers=self.ledgers, evaluation=evaluation,
+                         seconds=time.perf_counter() - t0, secure=summed)
 
     def _while_clients_train(self, round_idx: int, cohort, secure: bool) -> None:
         """Book the cohort's record-level events; under secure aggregation also encode the canaries."""
@@ -158,13 +159,13 @@ class ServerActor:
                             session=f"round {round_idx}".encode())
 
     def final_columns(self, evaluate: bool = True) -> dict:
-        """The audit of the model as it stands, and with ``evaluate`` its test accuracy and loss: the columns
+        """The audit of the model as it stands, and with ``evaluate`` its validation and test accuracy and loss: the columns
         the last row of a run gets, whether the run ends at its last round or stops early for its budget
         (the round loop asks for the accuracy only where the row has none yet)."""
         agg = self.aggregator
         out = self.evaluator.audit(agg.weights, agg.initial_weights, agg.canaries, self.ledgers)
         if evaluate:
-            out["test_accuracy"], out["test_loss"] = self.evaluator.evaluate(agg.weights)
+            out.update(self.evaluator.evaluate(agg.weights))
         return out
 
     def get_weights(self) -> np.ndarray:

@@ -17,6 +17,7 @@ import torch
 from actors.data import DataError, ImageData
 from actors.model_inputs import load_from_config
 from actors.models import auto_model_name, build_model
+from actors.holdout import holdout_of, in_pool
 from actors.partition import Partition, PartitionError, partition
 from actors.client import local_spec
 from actors.client_plan import ClientPlan
@@ -35,9 +36,10 @@ class Plan:
     clients: ClientPlan
     image_shape: tuple[int, int, int]  # (C, H, W)
     num_classes: int
-    n_train: int
+    n_train: int  # records of the clients: the training pool, validation held out
     n_test: int
     num_params: int  # of the model built for this data: what a checkpoint's weights must hold
+    n_validation: int = 0  # records held out for choosing (the analyst's, no client's)
 
     def actor_shards(self) -> list[dict[int, np.ndarray]]:
         """Client id -> index array, grouped by hosting actor."""
@@ -110,16 +112,27 @@ def load_data(cfg: ExperimentConfig) -> ImageData:
                           cfg.data.root or cfg.data.dataset, str(exc)) from exc
 
 
+def pool_and_validation(cfg: ExperimentConfig, data: ImageData) -> tuple[np.ndarray, np.ndarray]:
+    """(training pool, validation rows) of ``data`` under ``data.validation`` (actors/holdout.py); a
+    ConfigError if the validation set would leave no training pool."""
+    try:
+        return holdout_of(cfg.data, data)
+    except ValueError as exc:
+        raise ConfigError("data.validation", cfg.data.validation, str(exc)) from exc
+
+
 def resolve_config(cfg: ExperimentConfig, capacity: tuple[float, float] | None = None) -> Plan:
     """Everything the run needs decided before Ray: see the module docstring."""
     data = load_data(cfg)
     d, c, s = cfg.data, cfg.client, cfg.server
-    n_train = len(data.y_train)
+    pool, validation = pool_and_validation(cfg, data)  # before partitioning: the validation records are no client's
+    n_train = len(pool)
     if d.num_clients > n_train:
         raise ConfigError("data.num_clients", d.num_clients, f"more clients than training records ({n_train})")
     try:
-        part = partition(data.y_train, scheme=d.partition, num_clients=d.num_clients, seed=cfg.run.seed,
-                         alpha=d.alpha, shards_per_client=d.shards_per_client, min_size=d.min_client_size)
+        part = in_pool(partition(data.y_train[pool], scheme=d.partition, num_clients=d.num_clients, seed=cfg.run.seed,
+                                 alpha=d.alpha, shards_per_client=d.shards_per_client, min_size=d.min_client_size),
+                       pool)
     except PartitionError as exc:
         raise ConfigError("data.partition", d.partition, str(exc)) from exc
 
@@ -200,4 +213,5 @@ def resolve_config(cfg: ExperimentConfig, capacity: tuple[float, float] | None =
         server=server, audit={"canaries": canaries}, run={"noise_seed": noise_seed})
     plan = ClientPlan(actor=tuple(k % num_actors for k in range(d.num_clients)), sample_rate=tuple(rates),
                       steps=tuple(steps), sizes=tuple(int(n) for n in part.sizes))
-    return Plan(resolved, part, plan, data.shape, data.num_classes, n_train, len(data.y_test), num_params)
+    return Plan(resolved, part, plan, data.shape, data.num_classes, n_train, len(data.y_test), num_params,
+                len(validation))

@@ -66,7 +66,9 @@ def rounds_frame(rows: list[dict]) -> pd.DataFrame:
 
 
 def format_row(row: dict, total_rounds: int, eta: float | None = None) -> str:
-    line = (f"round {row['round']:>3}/{total_rounds}  acc {row['test_accuracy']:.4f}  loss {row['test_loss']:.4f}  "
+    val = f"val acc {row['val_accuracy']:.4f}  " if math.isfinite(row.get("val_accuracy", math.nan)) else ""
+    line = (f"round {row['round']:>3}/{total_rounds}  {val}test acc {row['test_accuracy']:.4f}  "
+            f"loss {row['test_loss']:.4f}  "
             f"eps_record max {row['eps_record_max']:.3g} (median {row['eps_record_median']:.3g}, "
             f"delta {row['delta_record']:.2g})  eps_client {row['eps_client']:.3g} "
             f"(delta {row['delta_client']:.2g})  failed {row['clients_failed']}  {row['seconds']:.1f}s")

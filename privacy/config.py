@@ -41,6 +41,7 @@ class DataConfig:
     num_clients: int = 10  # federated clients N
     min_client_size: int = 8  # smallest shard any client may get (records)
     test_fraction: float = 0.2  # held-out share, for data sets without a test split
+    validation: float = 0.1  # held out of the training pool for every choice, never a client's: fraction < 1 or count >= 1; 0 = none
     split_seed: int = 0  # seed of that stratified split (fixed apart from run.seed: same test set)
     download: bool = False  # let torchvision download (off: runs never touch the network)
     features: str = "pixels"  # pixels | scatternet (fixed wavelet features, cached on disk; no privacy cost)
@@ -56,6 +57,9 @@ class DataConfig:
         _check_int("data.split_seed", self.split_seed, 0)
         tf = _finite("data.test_fraction", self.test_fraction)
         _check(0 < tf < 1, "data.test_fraction", self.test_fraction, "must be in (0, 1)")
+        v = _finite("data.validation", self.validation)
+        _check(v >= 0 and (v < 1 or v.is_integer()), "data.validation", self.validation,
+               "must be 0 (none), a fraction in (0, 1) or a whole number of records")
         if self.dataset in ("npz", "mnist", "fashion-mnist", "cifar10"):
             _check(bool(self.root), "data.root", self.root, f"dataset {self.dataset!r} needs data.root")
         if self.root and "://" not in self.root:  # absolute now: actors and trials run in other directories

@@ -28,6 +28,7 @@ LIMITS: dict[str, tuple[float, str]] = {
     "data.shards_per_client": (10**4, "label shards per client"),
     "data.min_client_size": (10**8, "records"),
     "data.split_seed": (SEED_MAX, "2^63 - 1: a 63-bit seed"),
+    "data.validation": (10**8, "records"),
     "client.batch_size": (10**6, "records per step"),
     "client.local_epochs": (10**4, "passes over a shard per round"),
     "client.local_steps": (10**6, "steps per round"),
