@@ -132,12 +132,15 @@ def default_sweep_config() -> Path:
 def print_frontier(trials) -> None:
     import pandas as pd
 
-    from orchestrator.frontier import frontier_table
+    from orchestrator.frontier import best_per_level, frontier_table
 
-    table = frontier_table(trials)
+    table, best = frontier_table(trials), best_per_level(trials)
     with pd.option_context("display.width", 160, "display.max_columns", 20, "display.float_format", "{:.4g}".format):
-        print("Pareto frontier (least epsilon for the most accuracy):")
+        print("Pareto frontier (least epsilon for the most validation accuracy; test accuracy is the one to publish):")
         print(table.to_string(index=False) if len(table) else "  (no finished trial)")
+        if len(best):
+            print("Best trial per privacy level, chosen on validation (publish its test accuracy):")
+            print(best.to_string(index=False))
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -162,7 +165,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     trials, _ = run_sweep(cfg, sweep, out, resume=bool(args.resume), overwrite=args.overwrite and not args.resume)
     print_frontier(trials)
     print(f"wrote {out / 'trials.parquet'}, {out / 'rounds.parquet'}, {out / 'frontier.parquet'}, "
-          f"{out / 'frontier.png'}")
+          f"{out / 'best.parquet'}, {out / 'frontier.png'}")
     return 0 if len(trials) and (trials["status"] == "TERMINATED").all() else 1
 
 
@@ -192,11 +195,12 @@ def _saved_sweep(path: Path):
 
 
 def cmd_frontier(args: argparse.Namespace) -> int:
-    from orchestrator.frontier import load_sweep, plot_frontier, plot_rounds
+    from orchestrator.frontier import NoValidation, check_validation, load_sweep, plot_frontier, plot_rounds
 
     try:
         trials, rounds = load_sweep(args.directory)
-    except FileNotFoundError as exc:
+        check_validation(trials, args.directory)
+    except (FileNotFoundError, NoValidation) as exc:
         raise ConfigError("DIRECTORY", args.directory, str(exc)) from exc
     from orchestrator.sweep import SWEEP_FILE, release_line, sweep_title
 
@@ -228,10 +232,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from orchestrator.compare import compare_sweeps, summary
+    from orchestrator.frontier import NoValidation
 
     try:
         table, parquet, png = compare_sweeps(args.directories, args.out)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, NoValidation) as exc:
         raise ConfigError("DIRECTORY", " ".join(args.directories), str(exc)) from exc
     with pd.option_context("display.width", 160, "display.max_columns", 20, "display.max_colwidth", 40,
                            "display.float_format", "{:.4g}".format):

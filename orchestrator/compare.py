@@ -15,12 +15,12 @@ import numpy as np
 import pandas as pd
 
 from orchestrator.files import atomic_write
-from orchestrator.frontier import (GUARANTEES, NOISE_LABELS, _is_baseline, load_sweep, pareto_front,
-                                   trial_labels, varied_guarantees)
+from orchestrator.frontier import (CHOOSE, GUARANTEES, NOISE_LABELS, REPORT, _is_baseline, check_validation,
+                                   load_sweep, pareto_front, trial_labels, varied_guarantees)
 
 SHORT = {"eps_record_max": "record", "eps_client": "client"}
 DASHES = ("--", ":", "-.", (0, (5, 1, 1, 1)))  # one per sweep, so equal baselines stay visible
-SUMMARY = ["sweep", "trial", "eps_record_max", "eps_client", "test_accuracy", "frontier", "status"]
+SUMMARY = ["sweep", "trial", "eps_record_max", "eps_client", "val_accuracy", "test_accuracy", "frontier", "status"]
 
 
 def sweep_names(dirs: Sequence[str | Path]) -> list[str]:
@@ -33,7 +33,10 @@ def load_sweeps(dirs: Sequence[str | Path]) -> dict[str, tuple[pd.DataFrame, pd.
     """``{sweep name: (trials, rounds)}``; FileNotFoundError naming the directory that is not a sweep."""
     if not dirs:
         raise FileNotFoundError("no sweep directory given")
-    return {name: load_sweep(d) for name, d in zip(sweep_names(dirs), dirs)}
+    sweeps = {name: load_sweep(d) for name, d in zip(sweep_names(dirs), dirs)}
+    for d, (trials, _) in zip(dirs, sweeps.values()):
+        check_validation(trials, str(d))
+    return sweeps
 
 
 def joined_table(sweeps: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> pd.DataFrame:
@@ -47,8 +50,8 @@ def joined_table(sweeps: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> pd.Dat
         labels = trial_labels(t)
         on = {tid: [] for tid in t["trial_id"]}
         for col in varied_guarantees(t) or ["eps_record_max"]:
-            if col in t and "test_accuracy" in t:
-                for tid in pareto_front(t, privacy=col)["trial_id"]:
+            if col in t and CHOOSE in t:
+                for tid in pareto_front(t, privacy=col, utility=CHOOSE)["trial_id"]:
                     on[tid].append(SHORT[col])
         t.insert(0, "frontier", [" + ".join(on[tid]) for tid in t["trial_id"]])
         t.insert(0, "trial", [labels[tid] for tid in t["trial_id"]])
@@ -59,10 +62,11 @@ def joined_table(sweeps: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> pd.Dat
     return table[first + [c for c in table.columns if c not in first]]
 
 
-def compare_figure(table: pd.DataFrame, *, utility: str = "test_accuracy",
+def compare_figure(table: pd.DataFrame, *, utility: str = REPORT, choose: str = CHOOSE,
                    title: str = "Privacy-utility frontiers compared"):
     """Epsilon (log axis) against ``utility``: one colour per sweep, its trials as points, its Pareto
-    front as a step line, its non-private baseline dashed; one panel per guarantee any sweep varied."""
+    front (chosen on ``choose``, the validation accuracy) as a step line, its non-private baseline dashed;
+    one panel per guarantee any sweep varied."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -89,7 +93,7 @@ def compare_figure(table: pd.DataFrame, *, utility: str = "test_accuracy",
                 drawn = True
                 ax.scatter(private[col], private[utility], s=34, color=color, marker=markers[i % len(markers)],
                            alpha=0.8, zorder=3, label=f"{name}")
-                front = pareto_front(private, privacy=col, utility=utility)
+                front = pareto_front(private, privacy=col, utility=choose)
                 ax.step(front[col], front[utility], where="post", color=color, lw=2, alpha=0.9, zorder=2)
                 noise_col, symbol = NOISE_LABELS[col]
                 if noise_col in private:
@@ -98,8 +102,9 @@ def compare_figure(table: pd.DataFrame, *, utility: str = "test_accuracy",
                                     fontsize=7, color=color)
             base = mine[[_is_baseline(r) for _, r in mine.iterrows()]] if len(mine) else mine
             if len(base) and (len(private) or name not in with_points):  # a baseline beside its own sweep's points
-                ax.axhline(base[utility].max(), color=color, ls=DASHES[i % len(DASHES)], lw=1.3, alpha=0.9,
-                           label=f"{name}: non-private ({base[utility].max():.3f})")
+                best = base.loc[base[choose].idxmax(), utility] if base[choose].notna().any() else math.nan
+                ax.axhline(best, color=color, ls=DASHES[i % len(DASHES)], lw=1.3, alpha=0.9,
+                           label=f"{name}: non-private ({best:.3f})")
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))

@@ -3,6 +3,10 @@
 ``load_sweep`` reads a sweep directory, ``pareto_front`` keeps the non-dominated trials
 (least epsilon for the most accuracy), ``plot_frontier`` draws epsilon (log axis) against
 accuracy with one panel per guarantee the sweep varied.
+
+Every choice is made on the validation split (:data:`CHOOSE`, ``val_accuracy``: records held out of the
+training pool, actors/holdout.py); the accuracy published for a chosen trial is its test accuracy
+(:data:`REPORT`). A table without validation accuracies is refused rather than ranked on the test set.
 """
 
 from __future__ import annotations
@@ -21,6 +25,19 @@ GUARANTEES = {  # privacy column -> (panel title, delta column)
     "eps_client": ("client-level (one client)", "delta_client"),
 }
 NOISE_LABELS = {"eps_record_max": ("client.noise_multiplier", "σ"), "eps_client": ("server.noise_multiplier", "z")}
+CHOOSE, REPORT = "val_accuracy", "test_accuracy"  # rank and choose on the first; publish the second
+
+
+class NoValidation(ValueError):
+    """Trials without validation accuracy: choosing among them would use the test set."""
+
+
+def check_validation(trials: pd.DataFrame, where: str) -> None:
+    """NoValidation if no finished trial of ``trials`` has a validation accuracy to be chosen on."""
+    if len(trials) and (CHOOSE not in trials or not trials[CHOOSE].notna().any()):
+        raise NoValidation(f"{where}: its trials have no {CHOOSE} (run with data.validation = 0, or by an older "
+                           "version): a frontier chosen on the test set over-states utility; run the sweep "
+                           "again with a validation split")
 
 
 def load_sweep(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -33,7 +50,7 @@ def load_sweep(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def pareto_front(df: pd.DataFrame, *, privacy: str = "eps_record_max",
-                 utility: str = "test_accuracy") -> pd.DataFrame:
+                 utility: str = CHOOSE) -> pd.DataFrame:
     """Rows not dominated by any other row, sorted by ``privacy`` (ascending).
 
     Row a dominates row b if a spends no more epsilon and reaches no less utility, and is
@@ -68,12 +85,13 @@ def varied_guarantees(trials: pd.DataFrame) -> list[str]:
     return [c for c in GUARANTEES if c in trials.columns and np.isfinite(trials[c].to_numpy(float)).any()]
 
 
-def plot_frontier(trials: pd.DataFrame, path: str | Path, *, utility: str = "test_accuracy",
+def plot_frontier(trials: pd.DataFrame, path: str | Path, *, utility: str = REPORT, choose: str = CHOOSE,
                   guarantees: Sequence[str] | None = None, audit_column: str | None = "eps_audit_lower",
                   title: str = "Privacy-utility frontier") -> Path:
-    """Epsilon (log axis) against ``utility``: every trial a point, the Pareto front a line,
-    the non-private baseline a horizontal line; one panel per guarantee. Where the table
-    has an audited lower bound (``audit_column``), it is drawn beside the claimed epsilon."""
+    """Epsilon (log axis) against ``utility``: every trial a point, the Pareto front -- chosen on ``choose`` --
+    a line through the chosen trials' ``utility``, the non-private baseline (its best on ``choose``) a
+    horizontal line; one panel per guarantee. Where the table has an audited lower bound
+    (``audit_column``), it is drawn beside the claimed epsilon."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -89,15 +107,15 @@ def plot_frontier(trials: pd.DataFrame, path: str | Path, *, utility: str = "tes
         finite = np.isfinite(eps)
         private = ok[finite]
         ax.scatter(private[col], private[utility], s=36, color="tab:blue", alpha=0.75, label="trial", zorder=3)
-        front = pareto_front(private, privacy=col, utility=utility)
+        front = pareto_front(private, privacy=col, utility=choose)
         if len(front):
-            ax.step(front[col], front[utility], where="post", color="tab:red", lw=2, label="Pareto frontier",
-                    zorder=2)
+            ax.step(front[col], front[utility], where="post", color="tab:red", lw=2,
+                    label=f"Pareto frontier (chosen on {choose.split('_')[0]})", zorder=2)
             ax.scatter(front[col], front[utility], s=60, facecolors="none", edgecolors="tab:red", zorder=4)
         baseline = ok[_non_private(ok)]
         if len(baseline):
-            ax.axhline(baseline[utility].max(), color="gray", ls="--",
-                       label=f"non-private ({baseline[utility].max():.3f})")
+            best = baseline.loc[baseline[choose].idxmax(), utility] if baseline[choose].notna().any() else math.nan
+            ax.axhline(best, color="gray", ls="--", label=f"non-private ({best:.3f})")
         if audit_column and audit_column in ok and col == "eps_client":
             aud = ok[np.isfinite(ok[audit_column].to_numpy(float)) & finite]
             if len(aud):
@@ -131,12 +149,14 @@ def plot_frontier(trials: pd.DataFrame, path: str | Path, *, utility: str = "tes
     return path
 
 
-FRONTIER_COLUMNS = ["trial_id", "eps_record_max", "eps_client", "test_accuracy", "client.dp", "client.noise_multiplier",
-                    "client.max_grad_norm", "server.noise_multiplier", "server.clip", "client.lr", "rounds_done"]
+FRONTIER_COLUMNS = ["trial_id", "eps_record_max", "eps_client", "val_accuracy", "test_accuracy", "client.dp",
+                    "client.noise_multiplier", "client.max_grad_norm", "server.noise_multiplier", "server.clip",
+                    "client.lr", "rounds_done"]
 
 
-def frontier_table(trials: pd.DataFrame, *, utility: str = "test_accuracy") -> pd.DataFrame:
-    """The Pareto front of every varied guarantee, stacked, with a ``guarantee`` column."""
+def frontier_table(trials: pd.DataFrame, *, utility: str = CHOOSE) -> pd.DataFrame:
+    """The Pareto front of every varied guarantee (chosen on ``utility``, the validation accuracy), stacked,
+    with a ``guarantee`` column; ``test_accuracy`` is what each chosen trial publishes."""
     parts = []
     for col in varied_guarantees(trials) or ["eps_record_max"]:
         front = pareto_front(trials, privacy=col, utility=utility)
@@ -176,6 +196,39 @@ def varied_keys(trials: pd.DataFrame) -> list[str]:
         if values.astype(str).nunique() > 1:
             out.append(col)
     return out
+
+
+TARGET_KEYS = ("client.target_epsilon", "server.target_epsilon", "secagg.server_target_epsilon")
+NOISE_KEYS = ("client.noise_multiplier", "server.noise_multiplier")
+
+
+def privacy_levels(trials: pd.DataFrame) -> list[str]:
+    """The keys that set a trial's privacy level among those the sweep varied: its target epsilons, or
+    without any, its noise multipliers (a calibrated multiplier follows its target, so targets come first)."""
+    varied = varied_keys(trials)
+    return [k for k in TARGET_KEYS if k in varied] or [k for k in NOISE_KEYS if k in varied]
+
+
+def best_per_level(trials: pd.DataFrame) -> pd.DataFrame:
+    """A recipe search's answer: per privacy level (:func:`privacy_levels`), the finished private trial with the
+    best validation accuracy, its recipe (every other varied key), its epsilons and the test accuracy it
+    publishes; ``trials``: how many were tried at that level. What looking at all of them costs is the
+    sweep's release (``eps_sweep_*``), or ``eps_selected_*`` under a private selection."""
+    done = trials[trials[CHOOSE].notna()] if CHOOSE in trials else trials.iloc[:0]
+    if "status" in done:
+        done = done[done["status"] == "TERMINATED"]
+    private = done[[not _is_baseline(r) for _, r in done.iterrows()]] if len(done) else done
+    if not len(private):
+        return pd.DataFrame(columns=["trial_id", CHOOSE, REPORT])
+    levels, recipe = privacy_levels(trials), [k for k in varied_keys(trials) if k not in privacy_levels(trials)]
+    groups = private.groupby(levels, dropna=False, sort=True) if levels else [((), private)]
+    rows = []
+    for _, group in groups:
+        best = group.loc[group[CHOOSE].idxmax()]
+        rows.append({**{k: best[k] for k in levels}, **{c: best[c] for c in GUARANTEES if c in best.index},
+                     **{k: best[k] for k in recipe if k not in NOISE_KEYS or not levels}, "trial_id": best["trial_id"],
+                     CHOOSE: best[CHOOSE], REPORT: best[REPORT], "trials": len(group)})
+    return pd.DataFrame(rows)
 
 
 def _fmt(v) -> str:

@@ -18,6 +18,7 @@ import secrets
 
 import pandas as pd
 
+from orchestrator.frontier import CHOOSE, REPORT
 from orchestrator.sweep_config import SweepConfig, apply_point
 from privacy.config import ExperimentConfig
 from privacy.sweep_privacy import eps_selected, eps_selected_record
@@ -60,7 +61,8 @@ def selection_report(trials: pd.DataFrame, cfg: ExperimentConfig, sweep: SweepCo
         out["eps_selected_client"] = eps_selected(clients, repetitions=reps, delta=delta_c)
     out.update(delta_record=delta_r, delta_client=delta_c)
     done = trials[trials["status"] == "TERMINATED"] if len(trials) else trials
-    if len(done):
-        best = done.loc[done["test_accuracy"].idxmax()]
-        out.update(selected_trial=str(best["trial_id"]), selected_test_accuracy=float(best["test_accuracy"]))
+    if len(done) and done[CHOOSE].notna().any():  # chosen on validation; its test accuracy is what is published
+        best = done.loc[done[CHOOSE].idxmax()]
+        out.update(selected_trial=str(best["trial_id"]), selected_val_accuracy=float(best[CHOOSE]),
+                   selected_test_accuracy=float(best[REPORT]))
     return out

@@ -165,10 +165,10 @@ def _reporter(sweep: SweepConfig):
     params = {f"point/show/{LABELS.get(k, k)}": LABELS.get(k, k) for k in swept_keys(sweep)}
     params.update({k: LABELS.get(k, k) for k in {**sweep.uniform, **sweep.loguniform}})
     return tune.CLIReporter(
-        metric_columns={"round": "round", "test_accuracy": "acc", "eps_record_max": "ε record",
-                        "eps_client": "ε client"},
+        metric_columns={"round": "round", "val_accuracy": "val acc", "test_accuracy": "test acc",
+                        "eps_record_max": "ε record", "eps_client": "ε client"},
         parameter_columns=params, max_report_frequency=15, sort_by_metric=True,
-        metric="test_accuracy", mode="max", max_progress_rows=12)
+        metric="val_accuracy", mode="max", max_progress_rows=12)  # sorted on validation, never on test
 
 
 def _tuner(cfg: ExperimentConfig, sweep: SweepConfig, storage: str, restore: bool, num_samples: int,
@@ -331,14 +331,14 @@ def collect_results(results) -> tuple[pd.DataFrame, pd.DataFrame]:
     trials = pd.DataFrame(trial_rows)
     rounds = pd.concat(round_frames, ignore_index=True) if round_frames else pd.DataFrame()
     for df in (trials, rounds):
-        for col in ("test_accuracy", "eps_record_max", "eps_client"):
+        for col in ("val_accuracy", "test_accuracy", "eps_record_max", "eps_client"):
             if col not in df and len(df):
                 df[col] = math.nan
     return trials, rounds
 
 
 def write_sweep(trials: pd.DataFrame, rounds: pd.DataFrame, out: Path, release: dict | None = None) -> None:
-    from orchestrator.frontier import frontier_table, plot_frontier, plot_rounds
+    from orchestrator.frontier import best_per_level, frontier_table, plot_frontier, plot_rounds
 
     atomic_write(out / "trials.parquet", lambda p: trials.to_parquet(p, index=False))
     atomic_write(out / "rounds.parquet", lambda p: rounds.to_parquet(p, index=False))
@@ -347,6 +347,8 @@ def write_sweep(trials: pd.DataFrame, rounds: pd.DataFrame, out: Path, release: 
     frontier = frontier_table(trials).assign(**{f"sweep_{k}" if k.startswith("delta") else k: v
                                                 for k, v in eps.items()})
     atomic_write(out / "frontier.parquet", lambda p: frontier.to_parquet(p, index=False))
+    best = best_per_level(trials)
+    atomic_write(out / "best.parquet", lambda p: best.to_parquet(p, index=False))
     plot_frontier(trials, out / "frontier.png", title=sweep_title(release))
     if len(rounds):
         plot_rounds(rounds, out / "rounds.png", trials)

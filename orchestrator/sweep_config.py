@@ -153,6 +153,12 @@ def load_sweep_config(path: str | Path | None, overrides: list[str]) -> tuple[Ex
         if key in swept:
             raise ConfigError(f"sweep.grid.{key}", "swept", "one sweep, one trust model and one ledger: run one "
                               f"sweep per value of {key} and draw them together with `fedfrontier compare`")
+    if cfg.data.validation == 0 or "data.validation" in {*sweep.grid, *sweep.baseline_set, *sweep.uniform,
+                                                          *sweep.loguniform}:
+        raise ConfigError("data.validation", cfg.data.validation,
+                          "a sweep chooses among its trials (its frontier, a private selection) on one validation "
+                          "split: with none that choice would be made on the test set, which over-states utility; "
+                          "keep data.validation > 0 and the same for every trial (not swept)")
     if cfg.secagg.enabled and sweep.selection != "all":
         raise ConfigError("sweep.selection", sweep.selection, "private selection is accounted for the central "
                           "Gaussian only; use sweep.selection = \"all\" with secagg.enabled")

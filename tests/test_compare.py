@@ -20,7 +20,8 @@ def write_sweep(path: Path, noise: list[float], *, level: str = "record", rounds
     for tid, sigma, private in points:
         for r in range(1, rounds + 1):
             eps = (r / sigma if private else math.inf)
-            row = {"round": r, "test_accuracy": 0.5 + 0.4 * r / rounds * (1 - 0.1 * sigma if private else 1.1),
+            accuracy = 0.5 + 0.4 * r / rounds * (1 - 0.1 * sigma if private else 1.1)
+            row = {"round": r, "test_accuracy": accuracy, "val_accuracy": accuracy - 0.01,
                    "eps_record_max": eps if level == "record" else math.inf,
                    "eps_client": eps if level == "client" else math.inf, "delta_record": 1e-4,
                    "delta_client": 1e-2, "client.dp": private and level == "record",
@@ -120,3 +121,27 @@ def test_a_failed_trial_is_not_taken_for_the_baseline():
                            "status": ["TERMINATED", "ERROR", "TERMINATED"]})
 
     assert trial_labels(trials) == {"a": "σ=1", "b": "σ=2 (ERROR)", "c": "baseline (non-private)"}
+
+
+def test_each_sweeps_front_is_chosen_on_validation(tmp_path):
+    """Flip one trial's validation accuracy below its neighbour's: it leaves the front, whatever its test says."""
+    path = write_sweep(tmp_path / "a", [1.0, 1.0])  # two trials at the same epsilon
+    trials = pd.read_parquet(path / "trials.parquet")
+    trials.loc[trials["trial_id"] == "t0", ["val_accuracy", "test_accuracy"]] = [0.50, 0.99]
+    trials.loc[trials["trial_id"] == "t1", ["val_accuracy", "test_accuracy"]] = [0.60, 0.10]
+    trials.to_parquet(path / "trials.parquet", index=False)
+
+    table = joined_table(load_sweeps([path])).set_index("trial_id")
+
+    assert table.loc["t1", "frontier"] == "record" and table.loc["t0", "frontier"] == ""
+
+
+@pytest.mark.parametrize("command", ["compare", "frontier"])
+def test_a_sweep_without_validation_accuracy_is_refused_with_one_line(command, tmp_path, capsys):
+    path = write_sweep(tmp_path / "old", [1.0, 2.0])
+    trials = pd.read_parquet(path / "trials.parquet").drop(columns=["val_accuracy"])
+    trials.to_parquet(path / "trials.parquet", index=False)
+
+    assert main([command, str(path)] + (["--out", str(tmp_path / "c")] if command == "compare" else [])) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "chosen on the test set over-states utility" in err[0], err

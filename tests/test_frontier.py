@@ -8,7 +8,25 @@ from orchestrator.frontier import frontier_table, pareto_front, plot_frontier, v
 
 
 def frame(rows):
-    return pd.DataFrame(rows, columns=["name", "eps_record_max", "test_accuracy"])
+    return pd.DataFrame(rows, columns=["name", "eps_record_max", "val_accuracy"])
+
+
+def test_the_frontier_is_chosen_on_validation_and_publishes_test_accuracy():
+    """Validation and test disagree on the better of two trials at one epsilon: the validation one is chosen."""
+    trials = pd.DataFrame({"trial_id": ["val-best", "test-best"], "eps_record_max": [2.0, 2.0],
+                           "eps_client": math.inf, "val_accuracy": [0.80, 0.70], "test_accuracy": [0.75, 0.90]})
+
+    table = frontier_table(trials)
+
+    assert list(table["trial_id"]) == ["val-best"]
+    assert list(table["test_accuracy"]) == [0.75]  # what is published: the chosen trial's test accuracy
+
+
+def test_trials_without_validation_are_refused_not_ranked_on_test():
+    from orchestrator.frontier import NoValidation, check_validation
+
+    with pytest.raises(NoValidation, match="chosen on the test set over-states utility"):
+        check_validation(pd.DataFrame({"test_accuracy": [0.9], "val_accuracy": [np.nan]}), "old-sweep")
 
 
 def test_dominated_points_are_dropped_and_the_front_is_sorted_by_epsilon():
@@ -49,7 +67,8 @@ def test_unknown_column_is_a_clear_error():
 def test_plot_has_one_panel_per_varied_guarantee(tmp_path):
     trials = pd.DataFrame({
         "eps_record_max": [1.0, 3.0, math.inf, math.inf], "eps_client": [math.inf, math.inf, 2.0, math.inf],
-        "test_accuracy": [0.6, 0.8, 0.7, 0.95], "delta_record": 1e-5, "delta_client": 1e-3,
+        "test_accuracy": [0.6, 0.8, 0.7, 0.95], "val_accuracy": [0.61, 0.79, 0.72, 0.9], "delta_record": 1e-5,
+        "delta_client": 1e-3,
         "client.noise_multiplier": [2.0, 1.0, 0.0, 0.0], "server.noise_multiplier": [0.0, 0.0, 1.0, 0.0]})
 
     png = plot_frontier(trials, tmp_path / "f.png")
@@ -78,3 +97,22 @@ def test_rounds_figure_draws_one_line_per_trial_in_each_panel():
     assert [ln.get_label() for ln in fig.axes[0].lines] == ["σ=1", "σ=2", "baseline (non-private)"]
     assert [ln.get_label() for ln in fig.axes[1].lines] == ["σ=1", "σ=2"]
     assert fig.axes[1].get_yscale() == "log" and fig.axes[-1].get_xlabel() == "round"
+
+
+def test_a_recipe_search_reports_per_privacy_level_the_best_on_validation_with_its_test_accuracy():
+    from orchestrator.frontier import best_per_level
+
+    trials = pd.DataFrame({
+        "trial_id": list("abcdefg"), "status": ["TERMINATED"] * 6 + ["ERROR"], "run.name": ["run"] * 6 + ["run"],
+        "client.target_epsilon": [1.0, 1.0, 1.0, 3.0, 3.0, 3.0, 3.0],
+        "client.noise_multiplier": [2.1, 2.1, 2.1, 0.9, 0.9, 0.9, 0.9],  # follows the target: not a recipe knob
+        "client.lr": [0.1, 0.5, 1.0, 0.1, 0.5, 1.0, 2.0], "eps_record_max": [0.98] * 3 + [2.9] * 4,
+        "eps_client": math.inf, "val_accuracy": [0.5, 0.7, 0.6, 0.8, 0.75, 0.85, 0.99],
+        "test_accuracy": [0.9, 0.6, 0.5, 0.7, 0.95, 0.8, 0.99]})
+
+    best = best_per_level(trials)
+
+    assert list(best["client.target_epsilon"]) == [1.0, 3.0]
+    assert list(best["trial_id"]) == ["b", "f"]  # not a (best test at eps 1) nor g (did not finish)
+    assert list(best["client.lr"]) == [0.5, 1.0] and list(best["test_accuracy"]) == [0.6, 0.8]
+    assert list(best["trials"]) == [3, 3] and "client.noise_multiplier" not in best

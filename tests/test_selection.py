@@ -30,15 +30,17 @@ def test_selection_refuses_what_its_bound_does_not_cover(tmp_path):
 def test_the_report_is_the_bound_of_every_candidates_planned_history():
     cfg = load_config(overrides=DIGITS)
     sweep = SweepConfig(selection="poisson", selection_mean=3.0, baseline=False, grid=GRID)
-    trials = pd.DataFrame({"trial_id": ["a", "b"], "status": ["TERMINATED"] * 2, "test_accuracy": [0.5, 0.7],
-                           "delta_record": [3e-4] * 2, "delta_client": [0.2] * 2})
+    # validation and test disagree: b is better on validation, a on test; the selection takes b
+    trials = pd.DataFrame({"trial_id": ["a", "b"], "status": ["TERMINATED"] * 2, "val_accuracy": [0.6, 0.7],
+                           "test_accuracy": [0.8, 0.7], "delta_record": [3e-4] * 2, "delta_client": [0.2] * 2})
 
     report = selection_report(trials, cfg, sweep, repetitions=2)
 
     _, clients = planned_histories(cfg, sweep.points())
     expected_client = eps_selected(clients, repetitions=PoissonRepetitions(3.0), delta=0.2)
     one_trial = eps_selected([clients[0]], repetitions=PoissonRepetitions(3.0), delta=0.2)
-    assert report["selected_trial"] == "b" and report["selected_test_accuracy"] == 0.7
+    assert report["selected_trial"] == "b" and report["selected_val_accuracy"] == 0.7
+    assert report["selected_test_accuracy"] == 0.7  # published: the chosen trial's test accuracy
     assert report["eps_selected_client"] == pytest.approx(expected_client)
     assert math.isfinite(report["eps_selected_record"]) and report["eps_selected_record"] > 0
     assert report["repetitions_drawn"] == 2 and report["repetitions_mean"] == 3.0
