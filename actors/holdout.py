@@ -37,6 +37,8 @@ def holdout(n: int, validation: float, seed: int, fixed: np.ndarray | None = Non
     k = validation_size(n, validation)
     if not 0 <= k < n:
         raise ValueError(f"holds out {k} of {n} training records: leaves no training pool")
+    if validation > 0 and k == 0:
+        raise ValueError(f"holds out no record of {n} (rounded): give a larger fraction or a count")
     order = numpy_rng(seed, SPLIT, _VALIDATION_STREAM).permutation(n)
     return np.sort(order[k:]).astype(np.int64), np.sort(order[:k]).astype(np.int64)
 

@@ -273,9 +273,10 @@ def _trials_of(rounds: pd.DataFrame) -> pd.DataFrame:
 
 def rounds_figure(rounds: pd.DataFrame, trials: pd.DataFrame | None = None, *,
                   title: str = "Accuracy and privacy spent per round"):
-    """Matplotlib figure: test accuracy per round (top) and epsilon per round (one panel per guarantee
-    the sweep varied, log axis) for every trial, one line per trial in every panel that can show it,
-    sharing the round axis. Non-private trials (epsilon = inf) appear in the accuracy panel only."""
+    """Matplotlib figure: validation accuracy per round (top: what a stopping round may be chosen on; the
+    test accuracy where a table has none) and epsilon per round (one panel per guarantee the sweep varied,
+    log axis) for every trial, one line per trial in every panel that can show it, sharing the round axis.
+    Non-private trials (epsilon = inf) appear in the accuracy panel only."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -287,6 +288,7 @@ def rounds_figure(rounds: pd.DataFrame, trials: pd.DataFrame | None = None, *,
     trials = trials[trials["trial_id"].astype(str).isin(set(rounds["trial_id"].astype(str)))]
     labels, order = trial_labels(trials), _trial_order(trials)
     guarantees = varied_guarantees(rounds) or ["eps_record_max"]
+    metric = CHOOSE if CHOOSE in rounds and rounds[CHOOSE].notna().any() else REPORT
     fig, axes = plt.subplots(1 + len(guarantees), 1, figsize=(8.5, 3.0 + 2.6 * len(guarantees)), sharex=True,
                              squeeze=False)
     axes = axes[:, 0]
@@ -295,14 +297,14 @@ def rounds_figure(rounds: pd.DataFrame, trials: pd.DataFrame | None = None, *,
         color = cmap(i % 10) if len(order) <= 10 else cmap(i / max(1, len(order) - 1))
         t = rounds[rounds["trial_id"].astype(str) == tid].sort_values("round")
         baseline = _is_baseline(trials[trials["trial_id"].astype(str) == tid].iloc[0])
-        acc = t[t["test_accuracy"].notna()] if "test_accuracy" in t else t.iloc[:0]
-        axes[0].plot(acc["round"], acc["test_accuracy"], marker="o", ms=3, lw=1.6, color=color,
+        acc = t[t[metric].notna()] if metric in t else t.iloc[:0]
+        axes[0].plot(acc["round"], acc[metric], marker="o", ms=3, lw=1.6, color=color,
                      ls="--" if baseline else "-", label=labels[tid])
         for ax, col in zip(axes[1:], guarantees):
             eps = t[np.isfinite(t[col].to_numpy(float))] if col in t else t.iloc[:0]
             if len(eps):
                 ax.plot(eps["round"], eps[col], marker="o", ms=3, lw=1.6, color=color, label=labels[tid])
-    axes[0].set_ylabel("test accuracy")
+    axes[0].set_ylabel(metric.replace("_", " ").replace("val ", "validation "))
     axes[0].set_title(title)
     for ax, col in zip(axes[1:], guarantees):
         ax.set_yscale("log")

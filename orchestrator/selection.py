@@ -3,12 +3,17 @@
 With ``sweep.selection = "poisson"`` or ``"negbin"`` the number of trials K is itself random
 (Papernot & Steinke 2022, "Hyperparameter Tuning with Renyi Differential Privacy", ICLR), drawn
 from the operating system's entropy before any trial runs; each trial draws its point of
-``[sweep.grid]`` uniformly at random, and only the trial with the best test accuracy is
-published, with an epsilon that includes the tuning (:func:`privacy.sweep_privacy.eps_selected`).
-The bound is computed from every candidate's *planned* history (each candidate resolved as a
-trial would be: sigma and z calibrated, every client sampled every round for the record level),
-since the trials that K could have added never ran. The test split scores the trials; it is not
-training data, so the score is post-processing of each trial's output.
+``[sweep.grid]`` uniformly at random, and only the trial with the best validation accuracy is
+published (with its test accuracy), at an epsilon that includes the tuning
+(:func:`privacy.sweep_privacy.eps_selected`). The bound is computed from every candidate's *planned*
+history (each candidate resolved as a trial would be: sigma and z calibrated, every client sampled
+every round for the record level), since the trials that K could have added never ran. The
+validation split scores the trials: the analyst's records, held out of every client's data and the
+same for every trial (actors/holdout.py), so the score is post-processing of each trial's output.
+
+K must stay secret: it is kept in ``secrets.json`` and in no report. The sweep directory itself still
+shows every trial that ran (so K), which is why under a private selection only the selected trial's
+accuracies and ``eps_selected_*`` may be published, never the directory.
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ def selection_report(trials: pd.DataFrame, cfg: ExperimentConfig, sweep: SweepCo
     """The selected trial and what publishing it costs, per guarantee (inf where a candidate claims none)."""
     records, clients = planned_histories(cfg, sweep.points())
     reps = sweep.repetitions()
-    out = {"selection": sweep.selection, "repetitions_mean": reps.mean(), "repetitions_drawn": repetitions,
+    out = {"selection": sweep.selection, "repetitions_mean": reps.mean(),  # K itself is secret: secrets.json
            "eps_selected_record": math.inf, "eps_selected_client": math.inf}
     delta_r = float(trials["delta_record"].max()) if len(trials) else math.nan
     delta_c = float(trials["delta_client"].max()) if len(trials) else math.nan

@@ -25,6 +25,8 @@ from privacy.schema import GRID_POINTS_MAX, checked_section
 
 
 SELECTIONS = ("all", "poisson", "negbin")  # sweep.selection
+# which records are held out (validation, test): one split for every trial of a sweep (actors/holdout.py)
+HELD_OUT_KEYS = ("data.dataset", "data.root", "data.validation", "data.split_seed", "data.test_fraction")
 
 
 @dataclass(frozen=True)
@@ -144,21 +146,25 @@ def load_sweep_config(path: str | Path | None, overrides: list[str]) -> tuple[Ex
                     apply_point(cfg, {key: float(value)})
                 except ConfigError as exc:
                     raise ConfigError(f"sweep.{table}.{key}", bounds, f"a sampled value is refused: {exc}") from exc
+    swept = {*sweep.grid, *sweep.uniform, *sweep.loguniform, *sweep.baseline_set}
     if cfg.run.noise_seed is not None and (sweep.num_samples > 1 or sweep.selection != "all"):
         raise ConfigError("run.noise_seed", cfg.run.noise_seed, "gives each grid point one noise seed, so trials "
                           "drawing the same point would share their noise: drop it (fresh noise per trial) or "
                           "keep sweep.num_samples = 1 and sweep.selection = \"all\"")
-    swept = {*sweep.grid, *sweep.uniform, *sweep.loguniform, *sweep.baseline_set}
     for key in ("secagg.enabled", "secagg.level"):
         if key in swept:
             raise ConfigError(f"sweep.grid.{key}", "swept", "one sweep, one trust model and one ledger: run one "
                               f"sweep per value of {key} and draw them together with `fedfrontier compare`")
-    if cfg.data.validation == 0 or "data.validation" in {*sweep.grid, *sweep.baseline_set, *sweep.uniform,
-                                                          *sweep.loguniform}:
+    if cfg.data.validation == 0:
         raise ConfigError("data.validation", cfg.data.validation,
-                          "a sweep chooses among its trials (its frontier, a private selection) on one validation "
-                          "split: with none that choice would be made on the test set, which over-states utility; "
-                          "keep data.validation > 0 and the same for every trial (not swept)")
+                          "a sweep chooses among its trials (its frontier, a private selection) on a validation "
+                          "split: with none that choice would be made on the test set, which over-states utility")
+    for key in HELD_OUT_KEYS + ("run.noise_seed",):
+        if key in swept:
+            raise ConfigError(f"sweep.grid.{key}", "swept", "is the same for every trial: " + (
+                "trials are chosen on one validation split and reported on one test set, both of records no "
+                "trial's clients hold; another split would score a trial on other trials' client records"
+                if key != "run.noise_seed" else "each trial's noise seed is derived from it"))
     if cfg.secagg.enabled and sweep.selection != "all":
         raise ConfigError("sweep.selection", sweep.selection, "private selection is accounted for the central "
                           "Gaussian only; use sweep.selection = \"all\" with secagg.enabled")

@@ -68,7 +68,9 @@ def test_idx_reader_on_written_files(tmp_path):
 def test_medmnist_npz_loads_grey_images(breastmnist_path):
     data = load_dataset("npz", str(breastmnist_path))
 
-    assert data.x_train.shape == (546, 1, 28, 28) and data.num_classes == 2
+    # 546 training images, then the file's 78 validation ones (held out of the pool, actors/holdout.py)
+    assert data.x_train.shape == (546 + 78, 1, 28, 28) and data.num_classes == 2
+    assert np.array_equal(data.validation_rows, np.arange(546, 624))
     x, y = data.tensors("test")
     assert x.shape == (156, 1, 28, 28) and data.mean == (0.5,) and data.std == (0.5,)  # public, not the data's
     assert -1.0 <= float(x.min()) and float(x.max()) <= 1.0

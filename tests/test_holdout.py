@@ -113,3 +113,24 @@ def test_val_accuracy_is_the_final_models_accuracy_on_the_validation_records(ray
         accuracy = float((model(x).argmax(1) == y).float().mean())
     assert rows[-1]["val_accuracy"] == pytest.approx(accuracy, abs=1e-12)
     assert np.isfinite(rows[-1]["val_loss"]) and rows[-1]["val_accuracy"] != rows[-1]["test_accuracy"]
+
+
+@pytest.mark.parametrize("over,key", [
+    (["data.validation=0"], "data.validation = 0"),
+    (['sweep.grid={"data.split_seed"=[0, 1]}'], "sweep.grid.data.split_seed"),  # another split per trial
+    (['sweep.grid={"data.test_fraction"=[0.2, 0.3]}'], "sweep.grid.data.test_fraction"),
+    (['sweep.baseline_set={"data.validation"=0.2}'], "sweep.grid.data.validation"),
+    (['sweep.grid={"run.noise_seed"=[1, 2]}'], "sweep.grid.run.noise_seed"),
+])
+def test_a_sweep_refuses_to_choose_on_the_test_set_or_on_another_trials_records(over, key):
+    from orchestrator.sweep_config import load_sweep_config
+    from privacy.config import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        load_sweep_config(None, DIGITS + over)
+    assert str(err.value).startswith(key)
+
+
+def test_a_validation_fraction_that_rounds_to_no_record_is_refused():
+    with pytest.raises(ValueError, match="holds out no record"):
+        holdout(1000, 0.0004, 0)

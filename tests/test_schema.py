@@ -57,12 +57,13 @@ def test_every_numeric_key_is_bounded_above():
 
 @pytest.mark.parametrize("key,kind,value", CASES, ids=[f"{k}-{kind}" for k, kind, _ in CASES])
 def test_a_bad_value_of_any_key_is_one_line_and_exit_2_before_ray(key, kind, value, tmp_path, capsys, monkeypatch):
-    import ray
+    from orchestrator import cluster
 
     def refuse(*args, **kwargs):
         raise AssertionError(f"{key} = {value} was accepted: Ray is starting")
 
-    monkeypatch.setattr(ray, "init", refuse)
+    monkeypatch.setattr(cluster, "ensure_ray", refuse)  # the CLI's only ways to Ray
+    monkeypatch.setattr(cluster, "start_ray_while", refuse)
 
     command = "sweep" if key.startswith("sweep.") else "run"
     code = main([command, "--set", f"{key}={value}", "--out", str(tmp_path / "out")])
@@ -70,7 +71,6 @@ def test_a_bad_value_of_any_key_is_one_line_and_exit_2_before_ray(key, kind, val
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2, err
     assert len(err) == 1 and err[0].startswith(f"fedfrontier: error: {key}"), err
-    assert not ray.is_initialized()
     assert not (tmp_path / "out").exists()
 
 
@@ -91,9 +91,9 @@ def test_keys_within_their_caps_can_still_not_multiply_into_a_run_of_years(capsy
 
 
 def test_a_sampled_sweep_key_is_checked_against_its_type_before_tune(tmp_path, capsys, monkeypatch):
-    import ray
+    from orchestrator import cluster
 
-    monkeypatch.setattr(ray, "init", lambda *a, **k: (_ for _ in ()).throw(AssertionError("Ray started")))
+    monkeypatch.setattr(cluster, "ensure_ray", lambda *a, **k: (_ for _ in ()).throw(AssertionError("Ray started")))
     code = main(["sweep", "--set", 'sweep.uniform={"client.batch_size"=[8, 64]}', "--out", str(tmp_path / "o")])
 
     err = capsys.readouterr().err.strip().splitlines()

@@ -43,5 +43,5 @@ def test_the_report_is_the_bound_of_every_candidates_planned_history():
     assert report["selected_test_accuracy"] == 0.7  # published: the chosen trial's test accuracy
     assert report["eps_selected_client"] == pytest.approx(expected_client)
     assert math.isfinite(report["eps_selected_record"]) and report["eps_selected_record"] > 0
-    assert report["repetitions_drawn"] == 2 and report["repetitions_mean"] == 3.0
+    assert report["repetitions_mean"] == 3.0 and "repetitions_drawn" not in report  # K is secret
     assert one_trial == pytest.approx(expected_client)  # same z in both candidates: the worst is either
