@@ -112,7 +112,8 @@ def phases_child(overrides: list[str]) -> None:
         print(json.dumps({"phase": name, "t": time.time()}), flush=True)
 
     stamp("interpreter up")
-    import orchestrator.cli as cli
+    import orchestrator.cli  # noqa: F401  (what the CLI imports before parsing its arguments)
+    from orchestrator import jobs
     from privacy.config import load_config
 
     cfg = load_config(None, [o for o in overrides if o != "--set"])
@@ -131,7 +132,7 @@ def phases_child(overrides: list[str]) -> None:
 
         load_from_config(cfg.data)  # cached: resolve_config finds it loaded
         stamp("[thread] data load (driver)")
-        plan = resolve_config(cfg, capacity=cli._machine_capacity())
+        plan = resolve_config(cfg, capacity=jobs.machine_capacity())
         stamp("[thread] resolve_config rest (partition, model check, calibration)")
         return plan
 

@@ -13,40 +13,29 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
-from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    from orchestrator.cli import default_sweep_config, print_frontier
-    from orchestrator.cluster import ensure_ray
-    from privacy.config import ConfigError
-    from orchestrator.sweep import run_sweep
+    from orchestrator.cli import report_sweep
+    from orchestrator.jobs import default_sweep_config, sweep_job
     from orchestrator.sweep_config import load_sweep_config
+    from privacy.config import ConfigError
 
     p = argparse.ArgumentParser(prog="python -m experiments.frontier", description=__doc__.splitlines()[0])
     p.add_argument("--config", help="TOML config with a [sweep] table (default: experiments/configs/frontier.toml)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a value")
     p.add_argument("--storage-path", help="Tune storage: shared directory or URI (overrides sweep.storage_path)")
     p.add_argument("--out", default="results/frontier", help="where trials/rounds/frontier tables are written")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
     args = p.parse_args(argv)
     try:
         cfg, sweep = load_sweep_config(args.config or default_sweep_config(), args.set)
-        if args.storage_path:
-            sweep = replace(sweep, storage_path=args.storage_path)
-        if cfg.client.num_actors == 0:
-            cfg = cfg.replace(client={"num_actors": 1})
+        result = sweep_job(cfg, sweep, out=args.out, overwrite=args.overwrite, storage_path=args.storage_path,
+                           progress=lambda s: print(s, flush=True))
     except ConfigError as exc:
         print(f"experiments.frontier: error: {exc}", file=sys.stderr)
         return 2
-    ensure_ray()
-    out = Path(args.out)
-    print(f"sweep {sweep.name!r}: {len(sweep.points()) * sweep.num_samples} trials -> {out}", flush=True)
-    trials, _ = run_sweep(cfg, sweep, out)
-    print_frontier(trials)
-    print(f"wrote {out / 'trials.parquet'}, {out / 'rounds.parquet'}, {out / 'frontier.parquet'}, "
-          f"{out / 'frontier.png'}")
-    return 0 if len(trials) and (trials["status"] == "TERMINATED").all() else 1
+    return report_sweep(result)
 
 
 if __name__ == "__main__":

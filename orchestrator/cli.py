@@ -12,96 +12,28 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import sys
-import time
 from pathlib import Path
 
 from orchestrator.cluster import Terminated
-from orchestrator.files import OutputError, write_text
-from orchestrator.run_secrets import NOISE_SEED, SECRETS_FILE, public, with_noise_seed, write_secrets
-from privacy.config import ConfigError, load_config, to_dict
-
-
-def _out_dir(out: str | None, name: str, kind: str, overwrite: bool) -> Path:
-    """The output directory; a ConfigError if it is a file, cannot be created there (a name too long for the
-    file system, a folder it may not write to), or holds something and ``overwrite`` is off. Nothing is
-    created or removed here: with ``overwrite`` the command empties it once every check has passed."""
-    path = Path(out) if out else Path(kind) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    existing = next(p for p in path.absolute().parents if p.exists())
-    limit = os.pathconf(existing, "PC_NAME_MAX")
-    if any(len(part.encode()) > limit for part in path.parts):  # before asking the file system about it
-        raise ConfigError("--out", str(path)[:60] + "...", f"has a name longer than the file system's {limit} bytes")
-    if path.exists() and not path.is_dir():
-        raise ConfigError("--out", str(path), "is a file, not a directory")
-    nearest = path if path.exists() else next(p for p in path.absolute().parents if p.exists())
-    if not os.access(nearest, os.W_OK | os.X_OK):
-        raise ConfigError("--out", str(path), f"cannot be written: no write permission on {nearest}")
-    if path.exists() and any(path.iterdir()) and not overwrite:
-        raise ConfigError("--out", str(path), "directory exists and is not empty; pass --overwrite "
-                                              "(or --resume to continue it)")
-    return path
-
-
-def _clear(path: Path) -> None:
-    if path.exists() and any(path.iterdir()):
-        shutil.rmtree(path)
+from orchestrator.files import OutputError
+from orchestrator.run_secrets import SECRETS_FILE
+from privacy.config import ConfigError, load_config
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from privacy.config import from_dict
+    from orchestrator.jobs import run_job
 
-    if args.resume:
-        from orchestrator.federation import CHECKPOINT, check_same_config, load_checkpoint
-
-        out = Path(args.resume)
-        if not (out / "config.json").is_file() or not (out / CHECKPOINT).is_file():
-            raise ConfigError("--resume", str(out), f"needs config.json and {CHECKPOINT} there (a run directory)")
-        if args.config or args.set:
-            raise ConfigError("--resume", str(out), "takes its config from the run directory; drop --config/--set")
-        saved = _saved_json(out / "config.json")
-        cfg = with_noise_seed(from_dict(saved), out)  # the seed: secrets.json only
-        state = load_checkpoint(out / CHECKPOINT)  # a damaged checkpoint is one line here, before Ray starts
-        check_same_config(state, saved, out / CHECKPOINT)
-    else:
-        cfg = load_config(args.config, args.set)  # bad input fails here, before torch and Ray are imported (~6 s)
-        out = _out_dir(args.out, cfg.run.name, "runs", args.overwrite)  # emptied once resolved
-    from orchestrator.cluster import start_ray_while, stop_ray
-
-    def prepare():  # in a thread while the main thread starts Ray: imports, data, checks, then the run directory
-        from orchestrator.federation import run_federated  # noqa: F401  (its imports overlap ray.init too)
-        from orchestrator.resolve import resolve_config
-
-        plan = resolve_config(cfg, capacity=_machine_capacity())  # every check that needs the data
-        if args.resume:
-            from orchestrator.federation import check_resumable
-
-            check_resumable(state, plan, out / CHECKPOINT)
-        else:  # nothing is written before the checks
-            if args.overwrite:
-                _clear(out)
-            out.mkdir(parents=True, exist_ok=True)
-            write_secrets(out, {NOISE_SEED: plan.config.run.noise_seed})  # owner only, never beside the results
-            write_text(out / "config.json", json.dumps(to_dict(public(plan.config)), indent=2, default=str) + "\n")
-        c = plan.config
-        print(f"fedfrontier run: {c.data.num_clients} clients on {c.data.dataset} ({plan.n_train} train / "
-              f"{plan.n_test} test), model {c.model.name}, {c.client.num_actors} client actors, {c.server.rounds} "
-              f"rounds -> {out}", flush=True)
-        return plan
-
-    plan, started = start_ray_while(prepare)
-    try:
-        from orchestrator.federation import run_federated
-
-        run_federated(plan.config, plan=plan, progress=lambda s: print(s, flush=True), run_dir=out,
-                      resume=bool(args.resume))
-        print(f"wrote {out / 'rounds.parquet'}, {out / 'rounds.csv'}, {out / 'config.json'} "
-              f"(and {out / SECRETS_FILE}: the noise seed, for --resume only; never share it)")
-        return 0
-    finally:
-        if started:  # the private Ray of this run, stopped without Ray's waits at exit
-            stop_ray()
+    # bad input fails here, before torch and Ray are imported (~6 s)
+    cfg = None if args.resume else load_config(args.config, args.set)
+    if args.resume and (args.config or args.set):
+        raise ConfigError("--resume", args.resume, "takes its config from the run directory; drop --config/--set")
+    _, out = run_job(cfg, out=args.out, overwrite=args.overwrite, resume=args.resume,
+                     progress=lambda s: print(s, flush=True))
+    print(f"wrote {out / 'rounds.parquet'}, {out / 'rounds.csv'}, {out / 'config.json'} "
+          f"(and {out / SECRETS_FILE}: the noise seed, for --resume only; never share it)")
+    return 0
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -114,19 +46,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
     else:
         print("\n".join(plan_lines(plan)))
     return 0
-
-
-def _machine_capacity() -> tuple[float, float]:
-    """(CPUs, GPUs) of this machine: what ``resolve_config`` sizes ``client.num_actors = 0`` by in a run (it
-    resolves before its Ray is up; orchestrator.resources.cluster_capacity without Ray)."""
-    from orchestrator.resources import _local_gpus
-
-    return float(os.cpu_count() or 1), float(_local_gpus())
-
-
-def default_sweep_config() -> Path:
-    """The packaged default sweep: experiments/configs/frontier.toml."""
-    return Path(__file__).resolve().parents[1] / "experiments" / "configs" / "frontier.toml"
 
 
 def print_frontier(trials) -> None:
@@ -144,54 +63,27 @@ def print_frontier(trials) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from orchestrator.cluster import ensure_ray
-    from orchestrator.sweep import SWEEP_FILE, run_sweep
+    from orchestrator.jobs import default_sweep_config, sweep_job
     from orchestrator.sweep_config import load_sweep_config
 
     if args.resume:
-        out = Path(args.resume)
-        saved = out / SWEEP_FILE
-        if not saved.is_file():
-            raise ConfigError("--resume", str(out), f"no {SWEEP_FILE} there: not a sweep directory")
-        cfg, sweep = _saved_sweep(saved)
+        if args.config or args.set:
+            raise ConfigError("--resume", args.resume, "takes its config from the sweep directory; "
+                                                       "drop --config/--set")
+        result = sweep_job(None, None, resume=args.resume, progress=lambda s: print(s, flush=True))
     else:
         cfg, sweep = load_sweep_config(args.config or default_sweep_config(), args.set)
-        if cfg.client.num_actors == 0:  # a trial reserves its actors up front: one actor hosting all clients
-            cfg = cfg.replace(client={"num_actors": 1})
-        out = _out_dir(args.out, sweep.name, "sweeps", args.overwrite)  # emptied after the checks
-    ensure_ray()
-    print(f"fedfrontier sweep: {len(sweep.points()) * sweep.num_samples} trials, up to "
-          f"{sweep.max_concurrent_trials} at once; results in {out}", flush=True)
-    trials, _ = run_sweep(cfg, sweep, out, resume=bool(args.resume), overwrite=args.overwrite and not args.resume)
-    print_frontier(trials)
+        result = sweep_job(cfg, sweep, out=args.out, overwrite=args.overwrite, progress=lambda s: print(s, flush=True))
+    return report_sweep(result)
+
+
+def report_sweep(result) -> int:
+    """Print a finished sweep's frontier and files; exit code 0 when every trial finished."""
+    print_frontier(result.trials)
+    out = result.out
     print(f"wrote {out / 'trials.parquet'}, {out / 'rounds.parquet'}, {out / 'frontier.parquet'}, "
           f"{out / 'best.parquet'}, {out / 'frontier.png'}")
-    return 0 if len(trials) and (trials["status"] == "TERMINATED").all() else 1
-
-
-def _saved_json(path: Path, keys: tuple[str, ...] = ()) -> dict:
-    """A JSON object the tool saved (config.json, sweep.json), with ``keys``: saved state is read like input,
-    so a damaged or foreign file is one ConfigError naming it."""
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError("--resume", str(path), f"not valid JSON ({exc})") from exc
-    if not isinstance(saved, dict) or any(not isinstance(saved.get(k), dict) for k in keys):
-        raise ConfigError("--resume", str(path), "not what fedfrontier saves there: expected a JSON object"
-                          + (f" with the tables {', '.join(keys)}" if keys else ""))
-    return saved
-
-
-def _saved_sweep(path: Path):
-    from privacy.config import from_dict
-    from orchestrator.sweep_config import SweepConfig
-
-    saved = _saved_json(path, ("config", "sweep"))
-    try:
-        sweep = SweepConfig(**saved["sweep"])
-    except TypeError as exc:  # an unknown or missing field of the sweep table
-        raise ConfigError("--resume", str(path), f"its sweep table does not fit this version ({exc})") from exc
-    return from_dict(saved["config"]), sweep
+    return 0 if result.finished else 1
 
 
 def cmd_frontier(args: argparse.Namespace) -> int:

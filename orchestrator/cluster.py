@@ -28,6 +28,7 @@ def ensure_ray(num_cpus: int | None = None) -> bool:
 
     if ray.is_initialized():
         return False
+    previous = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
     else:  # address="local": always a fresh private instance, never a cluster some `ray start` left here
@@ -35,7 +36,7 @@ def ensure_ray(num_cpus: int | None = None) -> bool:
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address=LOOPBACK,
                      log_to_driver=True, configure_logging=True, logging_level="warning")
     _shorten_worker_deaths()
-    _terminate_on_sigterm()
+    _terminate_on_sigterm(previous)
     return True
 
 
@@ -49,11 +50,16 @@ def _raise_terminated(signum, frame) -> None:
     raise Terminated()
 
 
-def _terminate_on_sigterm() -> None:
+_previous_sigterm: list = []  # the handler before ensure_ray's, put back by stop_ray (a notebook's kernel keeps its own)
+
+
+def _terminate_on_sigterm(previous) -> None:
     """SIGTERM raises :class:`Terminated` in the main thread. Installed after ``ray.init``, whose core worker
-    puts a C++ handler there that prints a six-line stack dump and exits without our clean-up."""
+    puts a C++ handler there that prints a six-line stack dump and exits without our clean-up; ``previous``
+    (the handler before ``ray.init``) comes back with :func:`stop_ray`."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_terminated)
+        _previous_sigterm[:] = [previous]
 
 
 def stop_ray() -> None:
@@ -73,6 +79,8 @@ def stop_ray() -> None:
     for info in monitors:
         info.process.kill()
     ray.shutdown()
+    if _previous_sigterm and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _previous_sigterm.pop() or signal.SIG_DFL)
 
 
 def start_ray_while(work: Callable[[], T], num_cpus: int | None = None) -> tuple[T, bool]:

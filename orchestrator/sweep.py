@@ -53,10 +53,14 @@ def trial_config(params: dict, seeds: dict[str, int] | None = None, trial_id: st
     base = from_dict(params["base"])
     point = dict(params["point"]["set"])
     sampled = {k: v for k, v in params.items() if k not in ("base", "point")}
-    cfg = apply_point(base, {**point, **sampled})
-    if cfg.client.num_actors == 0:  # a trial reserves its actors up front: one actor hosting all clients
-        cfg = cfg.replace(client={"num_actors": 1})
+    cfg = explicit_actors(apply_point(base, {**point, **sampled}))
     return cfg.replace(run={"noise_seed": trial_noise_seed(seeds or {}, params["point"]["index"], sampled, trial_id)})
+
+
+def explicit_actors(cfg: ExperimentConfig) -> ExperimentConfig:
+    """``client.num_actors = 0`` (as many as the machine has CPUs) means one actor in a sweep: a trial reserves
+    its actors up front, and one actor hosting all of a trial's clients lets trials run side by side."""
+    return cfg.replace(client={"num_actors": 1}) if cfg.client.num_actors == 0 else cfg
 
 
 def trial_noise_seed(seeds: dict[str, int], point_index: int, sampled: dict, trial_id: str) -> int | None:
@@ -226,9 +230,10 @@ def run_sweep(cfg: ExperimentConfig, sweep: SweepConfig, out: str | Path, *, res
     """Run (or resume) the sweep on the connected Ray cluster; write and return ``(trials, rounds)``.
     ``overwrite``: empty ``out`` first -- once every check has passed, never before.
 
-    ``cfg`` must already have an explicit ``client.num_actors`` (trials reserve exactly that many)."""
+    ``client.num_actors = 0`` becomes 1 (:func:`explicit_actors`)."""
     from orchestrator.resolve import resolve_config
 
+    cfg = explicit_actors(cfg)
     out = Path(out)
     resolve_config(cfg, capacity=(1.0, 0.0))  # fail fast on data problems before any trial starts
     if overwrite and not resume and out.exists():

@@ -17,9 +17,9 @@ import itertools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
-from privacy.config import ConfigError, ExperimentConfig, from_dict, parse_override, read_toml, to_dict
+from privacy.config import ConfigError, ExperimentConfig, from_dict, override_items, read_toml, to_dict
 from privacy.schema import GRID_POINTS_MAX, checked_section
 
 
@@ -124,19 +124,18 @@ def split_config(raw: Mapping[str, Any]) -> tuple[dict, SweepConfig]:
     return raw, SweepConfig(**checked_section("sweep", SweepConfig, sweep_raw))
 
 
-def load_sweep_config(path: str | Path | None, overrides: list[str]) -> tuple[ExperimentConfig, SweepConfig]:
-    """Experiment config + sweep config from one TOML file and ``--set`` overrides
-    (``sweep.key=value`` overrides address the sweep table)."""
+def load_sweep_config(path: str | Path | None,
+                      overrides: Sequence[str] | Mapping[str, Any] = ()) -> tuple[ExperimentConfig, SweepConfig]:
+    """Experiment config + sweep config from one TOML file and overrides (``--set`` strings or a mapping
+    ``{"section.key": value}``; ``sweep.key`` addresses the sweep table)."""
     base_raw, sweep = split_config(read_toml(path))
-    sweep_over = [o for o in overrides if o.strip().startswith("sweep.")]
-    rest = [o for o in overrides if not o.strip().startswith("sweep.")]
+    items = override_items(overrides)
+    sweep_over = [(name, value) for section, name, value in items if section == "sweep"]
     if sweep_over:
         sraw = {k: v for k, v in sweep.__dict__.items()}
-        for item in sweep_over:
-            _, name, value = parse_override(item)
-            sraw[name] = value
+        sraw.update(sweep_over)
         _, sweep = split_config({"sweep": sraw})
-    cfg = _apply(from_dict(base_raw), rest)
+    cfg = apply_point(from_dict(base_raw), {f"{s}.{n}": v for s, n, v in items if s != "sweep"})
     for point in sweep.points():  # every trial's config must validate before anything starts
         apply_point(cfg, point)
     for table in ("uniform", "loguniform"):  # sampled keys take floats: each bound must be a valid value there
@@ -169,14 +168,6 @@ def load_sweep_config(path: str | Path | None, overrides: list[str]) -> tuple[Ex
         raise ConfigError("sweep.selection", sweep.selection, "private selection is accounted for the central "
                           "Gaussian only; use sweep.selection = \"all\" with secagg.enabled")
     return cfg, sweep
-
-
-def _apply(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:
-    point = {}
-    for item in overrides:
-        section, name, value = parse_override(item)
-        point[f"{section}.{name}"] = value
-    return apply_point(cfg, point)
 
 
 def apply_point(cfg: ExperimentConfig, point: Mapping[str, Any]) -> ExperimentConfig:

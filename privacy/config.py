@@ -312,6 +312,22 @@ def parse_override(item: str) -> tuple[str, str, Any]:
     return section, name, value
 
 
+def override_items(overrides: Sequence[str] | Mapping[str, Any]) -> list[tuple[str, str, Any]]:
+    """``--set`` strings (:func:`parse_override`) or a mapping ``{"section.key": value}`` of Python values
+    (the Python API's), as ``(section, key, value)``."""
+    if isinstance(overrides, str):
+        raise ConfigError("--set", overrides, "overrides are a list of section.key=value strings or a mapping")
+    if not isinstance(overrides, Mapping):
+        return [parse_override(item) for item in overrides]
+    items = []
+    for key, value in overrides.items():
+        if not isinstance(key, str) or key.count(".") != 1:
+            raise ConfigError(str(key), value, "an override key must look like section.key")
+        section, name = key.split(".")
+        items.append((section, name, value))
+    return items
+
+
 def read_toml(path: str | Path | None) -> dict[str, Any]:
     """The TOML file's tables ({} for no file); a missing or malformed file is a ConfigError on --config."""
     if path is None:
@@ -327,12 +343,13 @@ def read_toml(path: str | Path | None) -> dict[str, Any]:
         raise ConfigError("--config", str(path), f"not valid TOML ({exc})") from exc
 
 
-def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> ExperimentConfig:
-    """Load a TOML file (or the defaults), apply ``section.key=value`` overrides, validate. A ``[sweep]`` table
-    is left to ``fedfrontier sweep``: one run of a sweep's file is its base config."""
+def load_config(path: str | Path | None = None,
+                overrides: Sequence[str] | Mapping[str, Any] = ()) -> ExperimentConfig:
+    """Load a TOML file (or the defaults), apply overrides (``section.key=value`` strings or a mapping
+    ``{"section.key": value}``), validate. A ``[sweep]`` table is left to ``fedfrontier sweep``: one run of a
+    sweep's file is its base config."""
     raw = {k: dict(v) if isinstance(v, Mapping) else v for k, v in read_toml(path).items() if k != "sweep"}
-    for item in overrides:
-        section, name, value = parse_override(item)
+    for section, name, value in override_items(overrides):
         if section not in _SECTION_CLASSES:
             raise ConfigError(section, value, f"unknown section; allowed: {', '.join(_SECTION_CLASSES)}")
         raw.setdefault(section, {})

@@ -1,4 +1,5 @@
-"""Dependencies run one way: privacy <- actors <- orchestrator <- experiments, with no cycle between files.
+"""Dependencies run one way: privacy <- actors <- orchestrator <- experiments, fedfrontier (the Python API, over
+orchestrator), with no cycle between files.
 
 Every import counts, also the ones inside functions (a lazy import is still a dependency)."""
 
@@ -8,9 +9,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("privacy", "actors", "orchestrator", "experiments")
+PACKAGES = ("privacy", "actors", "orchestrator", "experiments", "fedfrontier")
 ALLOWED = {"privacy": set(), "actors": {"privacy"}, "orchestrator": {"privacy", "actors"},
-           "experiments": {"privacy", "actors", "orchestrator"}}
+           "experiments": {"privacy", "actors", "orchestrator"}, "fedfrontier": {"privacy", "orchestrator"}}
 
 
 def project_imports(path: Path) -> set[str]:
