@@ -2,7 +2,7 @@
 
 Given the actors' updates of one round, :meth:`Aggregator.step` adds the audit's canaries to
 the clipped sum (before the noise, as a real client's update would be), lets the client-level
-mechanism release the noisy fixed-denominator average (:mod:`privacy.client_level`), and applies
+mechanism release the noisy fixed-denominator average (:mod:`privacy.mechanisms.client_level`), and applies
 it with the server optimiser (:mod:`actors.server_optimizer`: post-processing), then the optional
 broadcast noise (post-processing, no privacy gain). Everything here is testable without Ray.
 """
@@ -18,14 +18,14 @@ import torch
 
 from actors.client import ActorUpdate, ClientReport
 from actors.server_optimizer import server_learning_rate, server_step
-from privacy.canaries import Canaries
-from privacy.client_level import CentralGaussianMechanism, ReleasedAverage
-from privacy.config import ExperimentConfig
-from privacy.mechanisms import broadcast_noise
+from privacy.audit.canaries import Canaries
+from privacy.mechanisms.client_level import CentralGaussianMechanism, ReleasedAverage
+from privacy.config.experiment import ExperimentConfig
+from privacy.mechanisms.gaussian import broadcast_noise
 from privacy.seeding import AUDIT, BROADCAST, numpy_rng, torch_generator
 
 if TYPE_CHECKING:
-    from privacy.distributed_dp import DistributedSkellamMechanism, ReleasedSkellamAverage
+    from privacy.mechanisms.distributed_dp import DistributedSkellamMechanism, ReleasedSkellamAverage
 
 
 _CANARY_ROUNDING = 5  # sub-stream of AUDIT (privacy.seeding)
@@ -77,7 +77,7 @@ class Aggregator:
         books only the real clients' noise), decode, divide by m, apply. ``ring_total`` None: the round
         could not unmask, nothing is released and the model stays. ``cohort``: the clients announced for the
         round (their shares were mu / cohort; the mechanism tops up the drop-outs' noise)."""
-        from privacy.quantization import ring_sum
+        from privacy.secagg.quantization import ring_sum
 
         if ring_total is None:
             return StepResult(None, [], 0.0, 0, 0.0)
@@ -92,7 +92,7 @@ class Aggregator:
         """The ring sum of round ``round_idx``'s canaries under secure aggregation, each encoded like a client
         (clip, rotate, round) without a noise share; how many; seconds. Computed once per round, ideally
         while the clients train (the server actor is idle then)."""
-        from privacy.distributed_dp import without_noise
+        from privacy.mechanisms.distributed_dp import without_noise
 
         if self._canary_ring is None or self._canary_ring[0] != round_idx:
             t0 = time.perf_counter()

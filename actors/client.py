@@ -8,7 +8,7 @@ a client twice in a round (a retry after a crash) releases nothing new. The serv
 every ledger: an actor holds no privacy state, so a restarted actor needs nothing back.
 
 The actor applies the client half of the server's mechanism to each client's delta (a
-:class:`privacy.client_level.ClipStep`: clip to S and report the adaptive-clipping bit) and
+:class:`privacy.mechanisms.client_level.ClipStep`: clip to S and report the adaptive-clipping bit) and
 returns the *sum* of its clients' constrained deltas with per-client reports: transfers grow
 with actors, not with clients.
 """
@@ -30,12 +30,12 @@ from actors.local_training import LocalSpec, LocalTrainer, RoundDeadline
 from actors.model_inputs import load_from_config
 from actors.models import build_model
 from actors.secure_step import SecureStep
-from privacy.client_level import ClipStep
-from privacy.config import ExperimentConfig
+from privacy.mechanisms.client_level import ClipStep
+from privacy.config.experiment import ExperimentConfig
 from privacy.seeding import CLIENT, torch_generator
 
 if TYPE_CHECKING:  # imported where a secure-aggregation round needs them: a central run's actors never do
-    from privacy.secure_aggregation import (AdvertiseKeys, ForwardedShares, KeyDirectory, MaskedInput,
+    from privacy.secagg.protocol import (AdvertiseKeys, ForwardedShares, KeyDirectory, MaskedInput,
                                             SharedKeys, Survivors, UnmaskingShares)
 
 
@@ -150,8 +150,8 @@ class ClientActor:
                           stop_at: float) -> ClientReport:
         """Train, then clip, quantise and add the Skellam share; the ring vector stays here. The report
         carries no loss, norm or clip bit: under an untrusted server those stay on the client."""
-        from privacy.distributed_dp import client_rng
-        from privacy.secure_aggregation import SecAggClient
+        from privacy.mechanisms.distributed_dp import client_rng
+        from privacy.secagg.protocol import SecAggClient
 
         rng = client_rng(noise_seed=self.cfg.run.noise_seed, client_id=cid, round_idx=round_idx)
         if self.cfg.secagg.level == "record":  # FedSGD: this silo's clipped-gradient sum, one step on the union
@@ -184,7 +184,7 @@ class ClientActor:
     def secagg_masked(self, round_idx: int, forwarded: dict[int, ForwardedShares]) -> list[MaskedInput]:
         """Each client's masked ring vector, sent in the narrowest unsigned type that holds 2^b: nothing else
         about its vector (not even how many of its coordinates wrapped) reaches the server."""
-        from privacy.secure_aggregation import MaskedInput
+        from privacy.secagg.protocol import MaskedInput
 
         clients, out, dtype = self._secagg_clients(round_idx), [], self._secagg_dtype
         for k, shares in forwarded.items():

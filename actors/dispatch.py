@@ -25,7 +25,7 @@ import numpy as np
 from actors.client import ActorUpdate
 from actors.client_plan import ClientPlan
 from actors.secure_step import SecureStep
-from privacy.client_level import ClipStep
+from privacy.mechanisms.client_level import ClipStep
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """What the server measures on the global model: test accuracy and loss, and the final model's audit.
 
 The audit has two parts (docs/privacy.md section 4): the one-run canary audit of client-level DP
-(Steinke, Nasr, Jagielski 2023: score canary j by <u_j, w_T - w_0>, :mod:`privacy.audit`) and the
-loss-threshold membership test (:mod:`privacy.membership`) beside the AUC the guarantees allow.
+(Steinke, Nasr, Jagielski 2023: score canary j by <u_j, w_T - w_0>, :mod:`privacy.audit.one_run`) and the
+loss-threshold membership test (:mod:`privacy.audit.membership`) beside the AUC the guarantees allow.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from actors.client import load_on_this_node
 from actors.holdout import holdout_of
 from actors.local_training import load_flat_
 from actors.models import build_model
-from privacy.audit import audit_delta, one_run_audit
-from privacy.canaries import Canaries
-from privacy.config import ExperimentConfig
-from privacy.ledgers import PrivacyLedgers
-from privacy.membership import loss_threshold_auc, membership_auc_bound, membership_sample
+from privacy.audit.one_run import audit_delta, one_run_audit
+from privacy.audit.canaries import Canaries
+from privacy.config.experiment import ExperimentConfig
+from privacy.accountants.ledgers import PrivacyLedgers
+from privacy.audit.membership import loss_threshold_auc, membership_auc_bound, membership_sample
 
 EVALUATION_COLUMNS = ("val_accuracy", "val_loss", "test_accuracy", "test_loss")  # choose on val_*, report test_*
 AUDIT_COLUMNS = ("eps_audit_lower", "eps_client_at_audit_delta", "audit_delta", "audit_guesses", "audit_correct",
@@ -79,7 +79,7 @@ class Evaluator:
         """Audit columns for ``weights`` (the final model); NaN where that audit is off.
 
         ``eps_audit_lower``: the canary audit's lower bound at ``audit.confidence``, at ``audit_delta``
-        (<= delta_client, :func:`privacy.audit.audit_delta`); the claim it checks is
+        (<= delta_client, :func:`privacy.audit.one_run.audit_delta`); the claim it checks is
         ``eps_client_at_audit_delta``. ``mia_auc``: the loss-threshold attack's AUC, training records
         against test records; ``mia_auc_bound``: the largest AUC the reported guarantees allow."""
         out = dict.fromkeys(AUDIT_COLUMNS, math.nan)

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from actors.data import ImageData
-from privacy.config import FEATURES
+from privacy.config.experiment import FEATURES
 
 SCATTER_J = 2  # scales: the output is 2^J times smaller on each side
 SCATTER_L = 8  # angles per scale

@@ -44,7 +44,7 @@ def holdout(n: int, validation: float, seed: int, fixed: np.ndarray | None = Non
 
 
 def holdout_of(data_cfg, data) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`holdout` of an :class:`actors.data.ImageData` under a :class:`privacy.config.DataConfig`."""
+    """:func:`holdout` of an :class:`actors.data.ImageData` under a :class:`privacy.config.experiment.DataConfig`."""
     return holdout(len(data.y_train), data_cfg.validation, data_cfg.split_seed, data.validation_rows)
 
 

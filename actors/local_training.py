@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn.utils import parameters_to_vector
 
 from actors.per_sample_clipping import PerSampleClipper
-from privacy.config import GRAD_SAMPLE_MODES  # bookkeeping: ours; hooks, functorch, ew, ghost: Opacus's
+from privacy.config.experiment import GRAD_SAMPLE_MODES  # bookkeeping: ours; hooks, functorch, ew, ghost: Opacus's
 
 
 def load_flat_(params: list[torch.Tensor], flat: torch.Tensor) -> None:

@@ -23,7 +23,7 @@ from actors.features import apply_features
 
 
 def load_from_config(data_cfg, *, cache: bool = True) -> ImageData:
-    """The data a model trains on for a :class:`privacy.config.DataConfig`: :func:`load_dataset`, then
+    """The data a model trains on for a :class:`privacy.config.experiment.DataConfig`: :func:`load_dataset`, then
     ``data.features`` (actors/features.py). ``cache=False`` loads afresh and keeps nothing: for actors that
     take the tensors they need once and drop the rest."""
     args = (data_cfg.dataset, data_cfg.root, data_cfg.test_fraction, data_cfg.split_seed, data_cfg.download)

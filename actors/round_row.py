@@ -9,8 +9,8 @@ import numpy as np
 from actors.aggregation import StepResult
 from actors.dispatch import Collected
 from actors.evaluation import AUDIT_COLUMNS, EVALUATION_COLUMNS
-from privacy.config import ExperimentConfig
-from privacy.ledgers import PrivacyLedgers
+from privacy.config.experiment import ExperimentConfig
+from privacy.accountants.ledgers import PrivacyLedgers
 
 
 SECAGG_COLUMNS = ("secagg_survivors", "secagg_dropped", "secagg_near_edge", "secagg_scale")

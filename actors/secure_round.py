@@ -2,7 +2,7 @@
 
 After :func:`actors.dispatch.train_cohort` has trained the cohort with a :class:`~actors.secure_step.SecureStep`
 (each actor keeps its clients' noised ring vectors and returns their public keys), the server here runs
-the protocol of :mod:`privacy.secure_aggregation`: it builds the key directory, routes the encrypted
+the protocol of :mod:`privacy.secagg.protocol`: it builds the key directory, routes the encrypted
 Shamir shares, collects one masked vector per client and, from the survivors, the unmasking shares, and
 unmasks the exact sum mod 2^b of the survivors' ring vectors. The server sees public keys, ciphertexts,
 masked vectors and shares -- never a client's vector.
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from actors.client import ActorUpdate
-from privacy.secure_aggregation import SecAggConfig, SecAggDiagnostics, SecAggServer  # only a secagg run imports this module
+from privacy.secagg.protocol import SecAggConfig, SecAggDiagnostics, SecAggServer  # only a secagg run imports this module
 
 
 @dataclass

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # a central run's actors never import the secure-aggregation modules
-    from privacy.distributed_dp import SkellamClientStep
-    from privacy.secure_aggregation import SecAggConfig
+    from privacy.mechanisms.distributed_dp import SkellamClientStep
+    from privacy.secagg.protocol import SecAggConfig
 
 
 @dataclass(frozen=True)

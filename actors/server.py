@@ -1,9 +1,9 @@
 """The server actor: noisy FedAvg (DP-FedAvg) with both ledgers, as a thin shell over Ray-free parts.
 
-Each round: Poisson-sample clients from the noise seed (:mod:`privacy.sampling`), send the global
+Each round: Poisson-sample clients from the noise seed (:mod:`privacy.mechanisms.sampling`), send the global
 weights and the mechanism's client half to the client actors (:mod:`actors.dispatch`), book the
-cohort's record-level events while they train (:mod:`privacy.ledgers`), aggregate and release
-(:mod:`actors.aggregation`, :mod:`privacy.client_level`), book the client-level event, evaluate
+cohort's record-level events while they train (:mod:`privacy.accountants.ledgers`), aggregate and release
+(:mod:`actors.aggregation`, :mod:`privacy.mechanisms.client_level`), book the client-level event, evaluate
 (:mod:`actors.evaluation`) and return one metrics row (:mod:`actors.round_row`).
 """
 
@@ -21,11 +21,11 @@ from actors.dispatch import hard_timeout, train_cohort
 from actors.evaluation import EVALUATION_COLUMNS, Evaluator
 from actors.round_row import round_row
 from actors.secure_step import SecureStep
-from privacy.canaries import Canaries
-from privacy.client_level import CentralGaussianMechanism
-from privacy.config import ExperimentConfig
-from privacy.ledgers import PrivacyLedgers
-from privacy.sampling import sample_cohort
+from privacy.audit.canaries import Canaries
+from privacy.mechanisms.client_level import CentralGaussianMechanism
+from privacy.config.experiment import ExperimentConfig
+from privacy.accountants.ledgers import PrivacyLedgers
+from privacy.mechanisms.sampling import sample_cohort
 
 
 class ServerActor:
@@ -48,13 +48,13 @@ class ServerActor:
                              sample_rate=cfg.server.clients_per_round / num_clients) if cfg.audit.canaries else None)
         self.record_secure = cfg.secagg.enabled and cfg.secagg.level == "record"
         if mechanism is None and self.record_secure:
-            from privacy.distributed_dpsgd import expected_batch, from_experiment as record_mechanism
+            from privacy.mechanisms.distributed_dpsgd import expected_batch, from_experiment as record_mechanism
 
             if not plan.sizes:
                 raise ValueError("secure FedSGD needs the clients' record counts (ClientPlan.sizes)")
             mechanism = record_mechanism(cfg, dim=len(weights), batch=expected_batch(plan.sample_rate, plan.sizes))
         elif mechanism is None and cfg.secagg.enabled:
-            from privacy.distributed_dp import from_experiment  # a central run never imports it
+            from privacy.mechanisms.distributed_dp import from_experiment  # a central run never imports it
 
             mechanism = from_experiment(cfg, dim=len(weights))
         mechanism = mechanism or CentralGaussianMechanism(cfg.server, noise_seed=cfg.run.noise_seed)
@@ -149,9 +149,9 @@ class ServerActor:
             mechanism.server_event_for(survivors=n, cohort=cohort, threshold=threshold), survivor_ids)
 
     def _protocol(self, round_idx: int, cohort: int):
-        """The round's secure-aggregation parameters (a :class:`privacy.secure_aggregation.SecAggConfig`): ring,
+        """The round's secure-aggregation parameters (a :class:`privacy.secagg.protocol.SecAggConfig`): ring,
         threshold t for the sampled cohort, graph, session."""
-        from privacy.secure_aggregation import SecAggConfig
+        from privacy.secagg.protocol import SecAggConfig
 
         sa, mech = self.cfg.secagg, self.aggregator.mechanism
         return SecAggConfig(dim=mech.grid_dim, bits=sa.bits, threshold=sa.threshold_for(cohort),

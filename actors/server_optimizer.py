@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from privacy.config import LR_SCHEDULES
+from privacy.config.experiment import LR_SCHEDULES
 
 
 def server_learning_rate(lr: float, schedule: str, round_idx: int, rounds: int) -> float:

@@ -3,10 +3,10 @@
 Four measurements, one results file (``results/accounting.md`` / ``.json``):
 
 1. ``rates``: first-time per-step RDP of one (noise, rate), Opacus's ``compute_rdp`` against
-   ``privacy.subsampled_gaussian.rdp_one_step`` (same series, vectorised), alternating the two, over
+   ``privacy.accountants.subsampled_gaussian.rdp_one_step`` (same series, vectorised), alternating the two, over
    the rates of real Dirichlet partitions of MNIST (every client of a distinct shard size brings its
    own rate).
-2. ``per_call``: one ``privacy.accounting.epsilon`` call per accountant (rdp, pld, prv) on single-event
+2. ``per_call``: one ``privacy.accountants.accounting.epsilon`` call per accountant (rdp, pld, prv) on single-event
    histories over a grid of sigma, q and steps: cold (memo and one-step PLD cleared: what a new
    history costs) and warm (the memo hit an identically sampled client gets).
 3. ``gap``: RDP against PLD on the shipped configs named in issue 16 (ours and dp_accounting's), PLD on
@@ -39,8 +39,8 @@ def rates_part(args, labels) -> tuple[str, list]:
     from opacus.accountants.analysis import rdp as opacus_rdp
 
     from actors.partition import partition
-    from privacy.accounting import RDP_ORDERS
-    from privacy.subsampled_gaussian import rdp_one_step
+    from privacy.accountants.accounting import RDP_ORDERS
+    from privacy.accountants.subsampled_gaussian import rdp_one_step
 
     rows, out = [], []
     for n in (int(c) for c in args.clients.split(",")):
@@ -72,14 +72,14 @@ def rates_part(args, labels) -> tuple[str, list]:
 
 
 def _clear_memos() -> None:
-    from privacy import accounting
+    from privacy.accountants import accounting
 
     accounting._epsilon_cached.cache_clear()
     accounting._pld_one_step.cache_clear()
 
 
 def per_call_part(args) -> tuple[str, list]:
-    from privacy import accounting
+    from privacy.accountants import accounting
 
     grid = [(z, q, t) for z in (0.5, 1.0, 2.0, 10.0) for q in (0.005, 0.05, 0.3) for t in (10, 100, 1000, 10_000)]
     out = []
@@ -121,7 +121,7 @@ def gap_part() -> tuple[str, list]:
     import dp_accounting
     from dp_accounting import pld, rdp
 
-    from privacy.accounting import RDP_ORDERS, epsilon
+    from privacy.accountants.accounting import RDP_ORDERS, epsilon
 
     out, rows = [], []
     for name, z, q, t, delta in SHIPPED:
@@ -153,7 +153,7 @@ def gap_part() -> tuple[str, list]:
 
 def rounds_part(labels, rounds: int) -> tuple[str, list]:
     from actors.partition import partition
-    from privacy import accounting
+    from privacy.accountants import accounting
 
     sizes = partition(labels, scheme="dirichlet", num_clients=100, seed=0, alpha=0.5, min_size=2).sizes
     batch, sigma, cohort_rate = 64, 1.0, 0.2  # experiments/configs/mnist_cluster.toml

@@ -23,7 +23,7 @@ import torch
 from actors.data import load_dataset
 from actors.local_training import LocalSpec, LocalTrainer
 from actors.models import build_model
-from privacy.config import GRAD_SAMPLE_MODES
+from privacy.config.experiment import GRAD_SAMPLE_MODES
 
 # model -> (data set it trains on, or None for synthetic tensors of the model's input shape)
 MODELS = {"mnist_cnn": "mnist5k", "tanh_cnn": "mnist5k", "digits_cnn": "digits", "cifar_cnn": None}

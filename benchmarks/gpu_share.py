@@ -23,7 +23,7 @@ def main() -> int:
     import ray
 
     from orchestrator.cluster import ensure_ray
-    from privacy.config import load_config
+    from privacy.config.experiment import load_config
     from orchestrator.federation import Federation, format_row
     from orchestrator.resolve import resolve_config
     from orchestrator.resources import cluster_capacity, placement_for_config

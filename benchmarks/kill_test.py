@@ -126,7 +126,7 @@ class Killer(threading.Thread):
 
 def one_run(name: str, killer: Killer | None) -> dict:
     from orchestrator.federation import run_federated
-    from privacy.config import load_config
+    from privacy.config.experiment import load_config
 
     cfg = load_config(overrides=OVERRIDES)
     print(f"--- {name} run", flush=True)

@@ -59,7 +59,7 @@ LABELS = {"none": "non-private, plain PyTorch loop", "bookkeeping": "DP-SGD, boo
 
 
 def config(engine: str, actors: int = 0):
-    from privacy.config import load_config
+    from privacy.config.experiment import load_config
 
     dp = ["client.dp=false"] if engine == "none" else ["client.dp=true", f"client.grad_sample_mode={engine}"]
     return load_config(overrides=[*OVERRIDES, *dp, f"client.num_actors={actors}"])

@@ -33,7 +33,7 @@ GIB = 2 ** 30
 
 
 def config(num_clients: int, args, rounds: int):
-    from privacy.config import load_config
+    from privacy.config.experiment import load_config
 
     return load_config(overrides=[
         "data.dataset=mnist", f"data.root={args.root}", "data.partition=dirichlet", "data.alpha=0.5",

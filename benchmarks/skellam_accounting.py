@@ -2,7 +2,7 @@
 
 Three measurements, one results file (``results/skellam_accounting.md`` / ``.json``):
 
-1. ``constant``: c(mu) of privacy.skellam_dominance (the exact pmf, 17 sqrt(mu) points), first call and
+1. ``constant``: c(mu) of privacy.accountants.skellam_dominance (the exact pmf, 17 sqrt(mu) points), first call and
    cached, over the noise variances the shipped configs reach (7e7 for the devices at 16 bits, 1e11-7e11
    for the silos at 24 bits).
 2. ``noise``: the noise multiplier sqrt(mu) / Delta_2 a target needs under the exact accounting and under
@@ -33,7 +33,7 @@ L2 = 2000.0  # Delta_2 on the grid: mu = (sigma L2)^2 ~ 1e7-1e8, the devices' sc
 
 
 def constant_part(args) -> tuple[str, list]:
-    from privacy.skellam_dominance import gdp_constant
+    from privacy.accountants.skellam_dominance import gdp_constant
 
     rows = []
     for mu in (1e4, 1e6, 7e7, 1e9, 1e11, 7e11):
@@ -60,8 +60,8 @@ def _sigma_needed(eps_of, target: float) -> float:
 
 
 def noise_part(args) -> tuple[str, list]:
-    from privacy.accounting import epsilon as gaussian_epsilon
-    from privacy.distributed_dp import epsilon
+    from privacy.accountants.accounting import epsilon as gaussian_epsilon
+    from privacy.accountants.skellam import epsilon
 
     rows = []
     for name, q, steps, target in CASES:
@@ -83,10 +83,10 @@ def noise_part(args) -> tuple[str, list]:
 
 
 def ledger_part(args) -> tuple[str, list]:
-    from privacy.config import load_config
-    from privacy.distributed_dp import skellam_event
-    from privacy.ledgers import PrivacyLedgers
-    from privacy.skellam_dominance import gdp_epsilon
+    from privacy.config.experiment import load_config
+    from privacy.accountants.skellam import skellam_event
+    from privacy.accountants.ledgers import PrivacyLedgers
+    from privacy.accountants.skellam_dominance import gdp_epsilon
 
     cfg = load_config(overrides=["secagg.enabled=true", "server.clip=1", "server.noise_multiplier=4",
                                  "data.num_clients=1000", "server.clients_per_round=200", "server.delta=1e-5"])

@@ -114,7 +114,7 @@ def phases_child(overrides: list[str]) -> None:
     stamp("interpreter up")
     import orchestrator.cli  # noqa: F401  (what the CLI imports before parsing its arguments)
     from orchestrator import jobs
-    from privacy.config import load_config
+    from privacy.config.experiment import load_config
 
     cfg = load_config(None, [o for o in overrides if o != "--set"])
     stamp("import orchestrator.cli, load_config")
@@ -161,7 +161,7 @@ class Probe:
             importlib.import_module(m)
         if load_data:
             from actors.model_inputs import load_from_config
-            from privacy.config import DataConfig
+            from privacy.config.experiment import DataConfig
 
             load_from_config(DataConfig(), cache=False)
 
@@ -235,7 +235,7 @@ def actor_cost_child() -> None:
 
     stamp("import actors.client, actors.server (torch, opacus, ...)")
     from actors.model_inputs import load_from_config
-    from privacy.config import load_config
+    from privacy.config.experiment import load_config
 
     cfg = load_config()
     data = load_from_config(cfg.data, cache=False)

@@ -17,7 +17,7 @@ import time
 import pandas as pd
 
 from orchestrator.cluster import ensure_ray
-from privacy.config import load_config
+from privacy.config.experiment import load_config
 from orchestrator.federation import run_federated
 from orchestrator.resolve import resolve_config
 

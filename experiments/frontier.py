@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     from orchestrator.cli import report_sweep
     from orchestrator.jobs import default_sweep_config, sweep_job
     from orchestrator.sweep_config import load_sweep_config
-    from privacy.config import ConfigError
+    from privacy.config.experiment import ConfigError
 
     p = argparse.ArgumentParser(prog="python -m experiments.frontier", description=__doc__.splitlines()[0])
     p.add_argument("--config", help="TOML config with a [sweep] table (default: experiments/configs/frontier.toml)")

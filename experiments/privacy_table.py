@@ -11,7 +11,7 @@ from __future__ import annotations
 import dp_accounting
 from dp_accounting import pld, rdp
 
-from privacy.accounting import RDP_ORDERS, epsilon
+from privacy.accountants.accounting import RDP_ORDERS, epsilon
 
 # (noise multiplier z, sample rate q, steps T, delta): the two pins, then DP-SGD- and DP-FedAvg-like
 # schedules (q = 0.05 with T = 500: 100 of 2,000 clients for 500 rounds).

@@ -1,6 +1,6 @@
 """``load_config``, ``run``, ``sweep`` and ``plan``: the jobs of orchestrator/jobs.py behind Python calls.
 
-A config is a TOML path, an :class:`~privacy.config.ExperimentConfig`, or None (the defaults; for
+A config is a TOML path, an :class:`~privacy.config.experiment.ExperimentConfig`, or None (the defaults; for
 ``sweep``, experiments/configs/frontier.toml). Overrides are keyword arguments, one table per section,
 checked by the same schema as a TOML file (a wrong key, type or range is a ``ConfigError``, a
 ``ValueError``, before anything starts)::
@@ -19,8 +19,8 @@ import pandas as pd
 
 from orchestrator.jobs import SweepResult, default_sweep_config, run_job, sweep_job
 from orchestrator.sweep_config import apply_point, load_sweep_config
-from privacy.config import ConfigError, ExperimentConfig
-from privacy.config import load_config as _load_toml
+from privacy.config.experiment import ConfigError, ExperimentConfig
+from privacy.config.experiment import load_config as _load_toml
 
 Config = str | Path | ExperimentConfig | None
 

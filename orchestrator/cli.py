@@ -19,7 +19,7 @@ from pathlib import Path
 from orchestrator.cluster import Terminated
 from orchestrator.files import OutputError
 from orchestrator.run_secrets import SECRETS_FILE
-from privacy.config import ConfigError, load_config
+from privacy.config.experiment import ConfigError, load_config
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -1,10 +1,10 @@
 """``fedfrontier config``: every config key, its default, its meaning, its type and cap, as a TOML file.
 
-The meanings are the trailing comments of the dataclass fields in privacy/config.py (and of
+The meanings are the trailing comments of the dataclass fields in privacy/config/experiment.py (and of
 :class:`orchestrator.sweep_config.SweepConfig` for the ``[sweep]`` table), read from the source with
 :mod:`ast` and :mod:`tokenize`: one source of truth, nothing copied. The output parses with
 ``tomllib`` back into the default config; each meaning ends with the key's type and, for a size, its cap
-(``[an integer, <= 1,000,000 rounds]``, from :mod:`privacy.schema`); optional keys whose default is unset (``None``) have no
+(``[an integer, <= 1,000,000 rounds]``, from :mod:`privacy.config.schema`); optional keys whose default is unset (``None``) have no
 TOML spelling and are printed commented out.
 """
 
@@ -20,8 +20,8 @@ import tokenize
 from dataclasses import MISSING, Field, fields
 from typing import Any
 
-from privacy.config import ExperimentConfig
-from privacy.schema import key_note
+from privacy.config.experiment import ExperimentConfig
+from privacy.config.schema import key_note
 
 HEADER = """\
 # fedfrontier configuration: every key with its default and its meaning.

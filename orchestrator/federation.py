@@ -21,7 +21,7 @@ from orchestrator.files import atomic_write
 from orchestrator.resolve import Plan, load_data, resolve_config
 from orchestrator.resources import actor_threads
 from orchestrator.round_loop import CHECKPOINT, TIMING_COLUMNS, format_audit, rounds_frame, run_rounds
-from privacy.config import ConfigError, ExperimentConfig
+from privacy.config.experiment import ConfigError, ExperimentConfig
 
 __all__ = ["CHECKPOINT", "TIMING_COLUMNS", "Federation", "run_federated", "load_checkpoint"]
 

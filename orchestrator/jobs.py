@@ -3,7 +3,7 @@
 
 A job checks its input and its output directory before anything starts, brings Ray up (attaching to
 ``RAY_ADDRESS`` or a running ``ray.init``, else a private local Ray that it stops at the end), runs, and
-returns its tables. Input problems are :class:`privacy.config.ConfigError` (nothing started or written).
+returns its tables. Input problems are :class:`privacy.config.experiment.ConfigError` (nothing started or written).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pandas as pd
 
 from orchestrator.files import write_text
 from orchestrator.run_secrets import NOISE_SEED, public, with_noise_seed, write_secrets
-from privacy.config import ConfigError, ExperimentConfig, from_dict, to_dict
+from privacy.config.experiment import ConfigError, ExperimentConfig, from_dict, to_dict
 
 Progress = Callable[[str], None] | None
 

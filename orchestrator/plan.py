@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 
-from privacy.config import ExperimentConfig
+from privacy.config.experiment import ExperimentConfig
 
 PUBLIC = "whoever sees only the released models"
 
@@ -44,14 +44,14 @@ def privacy_plan(cfg: ExperimentConfig) -> dict:
 
 
 def _record_level(c: ExperimentConfig, plan, num_params: int) -> dict:
-    from privacy.accounting import epsilon
+    from privacy.accountants.accounting import epsilon
 
     rates, steps = plan.clients.sample_rate, plan.clients.steps
     out = {"noise_multiplier_local": c.client.noise_multiplier, "clip_local": c.client.max_grad_norm,
            "delta_record": c.client.delta, "record_accountant": c.client.accountant}
     if c.secagg.enabled and c.secagg.level == "record":
-        from privacy.distributed_dp import epsilon as skellam_epsilon
-        from privacy.distributed_dpsgd import expected_batch, from_experiment
+        from privacy.accountants.skellam import epsilon as skellam_epsilon
+        from privacy.mechanisms.distributed_dpsgd import expected_batch, from_experiment
 
         mech = from_experiment(c, dim=num_params, batch=expected_batch(rates, plan.partition.sizes))
         eps = max(skellam_epsilon([mech.planned_event(sample_rate=q)[:4] + (c.server.rounds,)], delta=c.client.delta,
@@ -67,7 +67,7 @@ def _record_level(c: ExperimentConfig, plan, num_params: int) -> dict:
 
 
 def _client_level(c: ExperimentConfig, num_params: int) -> dict:
-    from privacy.accounting import epsilon
+    from privacy.accountants.accounting import epsilon
 
     s = c.server
     q = s.clients_per_round / c.data.num_clients
@@ -77,7 +77,8 @@ def _client_level(c: ExperimentConfig, num_params: int) -> dict:
         out.update(eps_client=epsilon([(s.noise_multiplier, q, s.rounds)], delta=s.delta, accountant=s.accountant),
                    eps_client_holds_against=PUBLIC + " (the trusted server sees every clipped update)")
         return out
-    from privacy.distributed_dp import epsilon as skellam_epsilon, epsilon_unsampled, from_experiment
+    from privacy.mechanisms.distributed_dp import from_experiment
+    from privacy.accountants.skellam import epsilon as skellam_epsilon, epsilon_unsampled
 
     mech = from_experiment(c, dim=num_params)
     planned, against_server = mech.planned_event(sample_rate=q), mech.planned_server_event()
@@ -99,7 +100,7 @@ def _client_level(c: ExperimentConfig, num_params: int) -> dict:
 
 def _quantisation(mech) -> dict:
     """The integer grid's figures: scale, sensitivity after rounding, noise variance, the dominating Gaussian."""
-    from privacy.skellam_dominance import gdp_constant
+    from privacy.accountants.skellam_dominance import gdp_constant
 
     return {"secagg_bits": mech.config.bits, "secagg_scale": mech.scale, "l2_sensitivity_grid": mech.l2,
             "skellam_variance_grid": mech.mu, "skellam_constant_c": gdp_constant(mech.mu),

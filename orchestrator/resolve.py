@@ -21,10 +21,10 @@ from actors.holdout import holdout_of, in_pool
 from actors.partition import Partition, PartitionError, partition
 from actors.client import local_spec
 from actors.client_plan import ClientPlan
-from privacy.calibration import calibrate_for_schedule, calibrate_record_level
-from privacy.canaries import default_canary_count
-from privacy.config import ConfigError, ExperimentConfig
-from privacy.schema import WORK_MAX
+from privacy.accountants.calibration import calibrate_for_schedule, calibrate_record_level
+from privacy.audit.canaries import default_canary_count
+from privacy.config.experiment import ConfigError, ExperimentConfig
+from privacy.config.schema import WORK_MAX
 from privacy.seeding import fresh_noise_seed
 from orchestrator.resources import auto_num_actors, cluster_capacity
 
@@ -66,8 +66,8 @@ def _calibrate_secagg(cfg: ExperimentConfig, num_params: int, *, delta: float, s
                       against_server: bool = False) -> float:
     """z for server.target_epsilon (whoever sees the models) or, with ``against_server``,
     secagg.server_target_epsilon under secure aggregation: the Skellam accounting the ledger uses."""
-    from privacy.calibration import calibrate_secure_aggregation
-    from privacy.distributed_dp import from_experiment
+    from privacy.accountants.calibration import calibrate_secure_aggregation
+    from privacy.mechanisms.distributed_dp import from_experiment
 
     target = cfg.secagg.server_target_epsilon if against_server else cfg.server.target_epsilon
     return calibrate_secure_aggregation(
@@ -81,8 +81,8 @@ def _calibrate_secure_fedsgd(cfg: ExperimentConfig, num_params: int, *, delta: f
                              ) -> float:
     """sigma for client.target_epsilon under secure FedSGD (secagg.level = "record"): every silo in every round,
     the worst silo's rate, the Skellam accounting its ledger uses."""
-    from privacy.calibration import calibrate_secure_aggregation
-    from privacy.distributed_dpsgd import from_experiment
+    from privacy.accountants.calibration import calibrate_secure_aggregation
+    from privacy.mechanisms.distributed_dpsgd import from_experiment
 
     return calibrate_secure_aggregation(
         target_epsilon=cfg.client.target_epsilon, delta=delta, sample_rate=sample_rates, rounds=cfg.server.rounds,
@@ -163,7 +163,7 @@ def resolve_config(cfg: ExperimentConfig, capacity: tuple[float, float] | None =
     sigma = c.noise_multiplier
     record_secure = cfg.secagg.enabled and cfg.secagg.level == "record"
     if record_secure:
-        from privacy.distributed_dpsgd import expected_batch
+        from privacy.mechanisms.distributed_dpsgd import expected_batch
 
         batch = expected_batch(rates, part.sizes)  # secure FedSGD's fixed denominator
     if c.target_epsilon is not None and record_secure:
@@ -198,12 +198,12 @@ def resolve_config(cfg: ExperimentConfig, capacity: tuple[float, float] | None =
         canaries = default_canary_count(noise_multiplier=z, sample_rate=q, clipping=s.clipping,
                                         num_params=num_params)
     if record_secure:  # no server noise, so no default canaries (explicit ones are refused by the config)
-        from privacy.distributed_dpsgd import from_experiment as record_mechanism  # the bits, refused before Ray
+        from privacy.mechanisms.distributed_dpsgd import from_experiment as record_mechanism  # the bits, refused before Ray
 
         record_mechanism(cfg.replace(client={"noise_multiplier": sigma, "target_epsilon": None}), dim=num_params,
                          batch=batch)
     elif cfg.secagg.enabled:  # the bits must hold the sum at this model size: refused now, not in the server actor
-        from privacy.distributed_dp import from_experiment
+        from privacy.mechanisms.distributed_dp import from_experiment
 
         from_experiment(cfg.replace(server={"noise_multiplier": z}), dim=num_params)
     noise_seed = cfg.run.noise_seed if cfg.run.noise_seed is not None else fresh_noise_seed()

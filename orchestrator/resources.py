@@ -104,7 +104,7 @@ def trial_placement(*, driver_cpus: float, server_cpus: float, client_cpus: floa
 
 
 def placement_for_config(cfg, *, driver_cpus: float = 1.0) -> TrialPlacement:
-    """:func:`trial_placement` of a resolved :class:`privacy.config.ExperimentConfig`."""
+    """:func:`trial_placement` of a resolved :class:`privacy.config.experiment.ExperimentConfig`."""
     c = cfg.client
     return trial_placement(driver_cpus=driver_cpus, server_cpus=cfg.server.num_cpus, client_cpus=c.num_cpus,
                            client_gpus=c.num_gpus, num_actors=c.num_actors)

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from orchestrator.run_secrets import SECRET_CONFIG_KEYS, public
-from privacy.config import ExperimentConfig, to_dict
+from privacy.config.experiment import ExperimentConfig, to_dict
 
 CHECKPOINT = "checkpoint.pt"
 TIMING_COLUMNS = ("seconds", "audit_seconds")  # wall-clock columns: the only ones that differ between equal runs

@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 from orchestrator.files import write_text
-from privacy.config import ConfigError, ExperimentConfig
+from privacy.config.experiment import ConfigError, ExperimentConfig
 
 SECRETS_FILE = "secrets.json"
 SECRET_CONFIG_KEYS = ("run.noise_seed",)  # config keys never written with results

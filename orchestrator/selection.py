@@ -5,7 +5,7 @@ With ``sweep.selection = "poisson"`` or ``"negbin"`` the number of trials K is i
 from the operating system's entropy before any trial runs; each trial draws its point of
 ``[sweep.grid]`` uniformly at random, and only the trial with the best validation accuracy is
 published (with its test accuracy), at an epsilon that includes the tuning
-(:func:`privacy.sweep_privacy.eps_selected`). The bound is computed from every candidate's *planned*
+(:func:`privacy.accountants.sweep_privacy.eps_selected`). The bound is computed from every candidate's *planned*
 history (each candidate resolved as a trial would be: sigma and z calibrated, every client sampled
 every round for the record level), since the trials that K could have added never ran. The
 validation split scores the trials: the analyst's records, held out of every client's data and the
@@ -25,8 +25,8 @@ import pandas as pd
 
 from orchestrator.frontier import CHOOSE, REPORT
 from orchestrator.sweep_config import SweepConfig, apply_point
-from privacy.config import ExperimentConfig
-from privacy.sweep_privacy import eps_selected, eps_selected_record
+from privacy.config.experiment import ExperimentConfig
+from privacy.accountants.sweep_privacy import eps_selected, eps_selected_record
 
 
 def draw_repetitions(sweep: SweepConfig) -> int:

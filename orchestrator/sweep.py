@@ -27,7 +27,7 @@ from orchestrator.resources import placement_for_config
 from orchestrator.run_secrets import (BASE_NOISE_SEED, NOISE_SEED, REPETITIONS, SECRETS_FILE, public, read_secrets,
                                       write_secrets)
 from orchestrator.sweep_config import SweepConfig, apply_point
-from privacy.config import ConfigError, ExperimentConfig, from_dict, to_dict
+from privacy.config.experiment import ConfigError, ExperimentConfig, from_dict, to_dict
 
 SWEEP_FILE = "sweep.json"
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's compact status table (CLIReporter)

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from privacy.config import ConfigError, ExperimentConfig, from_dict, override_items, read_toml, to_dict
-from privacy.schema import GRID_POINTS_MAX, checked_section
+from privacy.config.experiment import ConfigError, ExperimentConfig, from_dict, override_items, read_toml, to_dict
+from privacy.config.schema import GRID_POINTS_MAX, checked_section
 
 
 
@@ -77,7 +77,7 @@ class SweepConfig:
 
     def repetitions(self):
         """The distribution of the number of trials K in a private selection (None for ``all``)."""
-        from privacy.sweep_privacy import PoissonRepetitions, TruncatedNegativeBinomial
+        from privacy.accountants.sweep_privacy import PoissonRepetitions, TruncatedNegativeBinomial
 
         if self.selection == "poisson":
             return PoissonRepetitions(self.selection_mean)
@@ -86,7 +86,7 @@ class SweepConfig:
         return None
 
     def _check_selection(self, check) -> None:
-        from privacy.sweep_privacy import PoissonRepetitions, TruncatedNegativeBinomial
+        from privacy.accountants.sweep_privacy import PoissonRepetitions, TruncatedNegativeBinomial
 
         check(self.selection in SELECTIONS, "selection", self.selection, f"must be one of {', '.join(SELECTIONS)}")
         try:  # both distributions' parameters, whichever selection is on: a bad value is never carried silently

@@ -1,9 +1,9 @@
 """What a sweep costs as one release: every trial trained on the same records, all published together.
 
 From each finished trial's last checkpoint (its ledgers: what actually ran) this composes, per
-guarantee, the histories of every trial that claims that guarantee (:mod:`privacy.sweep_privacy`;
+guarantee, the histories of every trial that claims that guarantee (:mod:`privacy.accountants.sweep_privacy`;
 exact composition under the level's accountant, not K times a trial's epsilon; under secure
-aggregation the trials' Skellam events, whose RDPs add: :func:`privacy.distributed_dp.epsilon`). A trial that claims
+aggregation the trials' Skellam events, whose RDPs add: :func:`privacy.accountants.skellam.epsilon`). A trial that claims
 nothing at a level (the non-private baseline: epsilon = inf) is not covered by any finite epsilon and
 is named in ``not_covered``; a trial that did not finish leaves its history incomplete, so the
 sweep's epsilon is then unknown (NaN) until the sweep is resumed to the end.
@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from privacy.accounting import merge_events
-from privacy.config import ExperimentConfig
-from privacy.distributed_dp import epsilon as skellam_epsilon
-from privacy.ledgers import FEDERATION
-from privacy.sweep_privacy import eps_sweep
+from privacy.accountants.accounting import merge_events
+from privacy.config.experiment import ExperimentConfig
+from privacy.accountants.skellam import epsilon as skellam_epsilon
+from privacy.accountants.ledgers import FEDERATION
+from privacy.accountants.sweep_privacy import eps_sweep
 
 LEVELS = {"record": ("eps_record_max", "delta_record"), "client": ("eps_client", "delta_client")}
 
@@ -93,7 +93,7 @@ def _record_level(ids: list[str], ledgers: dict[str, dict], delta: float, accoun
 
 def _record_level_skellam(ids: list[str], ledgers: dict[str, dict], delta: float, cfg: ExperimentConfig) -> float:
     """Secure FedSGD (``secagg.level = "record"``): the same over each silo's Skellam events."""
-    from privacy.distributed_dp import merge_events as merge_skellam
+    from privacy.accountants.skellam import merge_events as merge_skellam
 
     per_trial = [{int(k): [tuple(e) for e in h] for k, h in ledgers[t]["record_skellam"].items()} for t in ids]
     return _worst_client(per_trial, merge_skellam, lambda h: skellam_epsilon(
@@ -103,7 +103,7 @@ def _record_level_skellam(ids: list[str], ledgers: dict[str, dict], delta: float
 def _against_server(ids: list[str], ledgers: dict[str, dict], delta: float, accountant: str) -> float:
     """Client-level under secure aggregation, against the server: each client's unsampled events of every trial,
     composed; the worst client."""
-    from privacy.distributed_dp import epsilon_unsampled, merge_events as merge_skellam
+    from privacy.accountants.skellam import epsilon_unsampled, merge_events as merge_skellam
 
     per_trial = [{int(k): [tuple(e) for e in h] for k, h in ledgers[t]["client_level_skellam_server"].items()}
                  for t in ids]

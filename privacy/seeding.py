@@ -20,8 +20,8 @@ import torch
 
 # Purposes, fixed integers so that adding a stream never shifts another one.
 PARTITION, SPLIT, INIT, COHORT, SERVER_NOISE, CLIENT, BROADCAST, AUDIT, CLIP_NOISE, TRIAL = range(10)
-# AUDIT's first id picks a sub-stream: 0-2 canaries (privacy.canaries), 3-4 membership samples
-# (privacy.membership), 5 the rounding of canaries under secure aggregation (actors.aggregation).
+# AUDIT's first id picks a sub-stream: 0-2 canaries (privacy.audit.canaries), 3-4 membership samples
+# (privacy.audit.membership), 5 the rounding of canaries under secure aggregation (actors.aggregation).
 
 
 def fresh_noise_seed() -> int:

@@ -7,8 +7,8 @@ import pytest
 from dp_accounting import pld, rdp
 from dp_accounting.pld import privacy_loss_distribution
 
-from privacy import accounting
-from privacy.accounting import (PLD_VALUE_INTERVAL, RDP_ORDERS, Ledger, epsilon, merge_events, rdp_curve,
+from privacy.accountants import accounting
+from privacy.accountants.accounting import (PLD_VALUE_INTERVAL, RDP_ORDERS, Ledger, epsilon, merge_events, rdp_curve,
                                 rdp_to_delta, rdp_to_epsilon)
 
 SETTINGS = [  # (z, q, T, delta)
@@ -64,7 +64,7 @@ def test_fractional_order_rdp_equals_the_exact_integral(alpha):
     import numpy as np
     from scipy import integrate
 
-    from privacy.accounting import _rdp_one_step
+    from privacy.accountants.accounting import _rdp_one_step
 
     q, sigma = 0.1, 1.0
 

@@ -9,9 +9,9 @@ import torch
 from dp_accounting import rdp
 from scipy import stats
 
-from privacy.clipping import adaptive_clip_update
-from privacy.config import ConfigError, ServerConfig, load_config
-from privacy.mechanisms import adaptive_clipping_delta_multiplier, noised_unclipped_fraction
+from privacy.mechanisms.clipping import adaptive_clip_update
+from privacy.config.experiment import ConfigError, ServerConfig, load_config
+from privacy.mechanisms.gaussian import adaptive_clipping_delta_multiplier, noised_unclipped_fraction
 from orchestrator.resolve import resolve_config
 
 

@@ -15,7 +15,7 @@ import pytest
 
 import fedfrontier as ff
 from orchestrator.sweep_config import load_sweep_config
-from privacy.config import ConfigError, ExperimentConfig, load_config
+from privacy.config.experiment import ConfigError, ExperimentConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

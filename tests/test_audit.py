@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from privacy.audit import GUESS_FRACTIONS, audit_delta, epsilon_lower_bound, one_run_audit, p_value
+from privacy.audit.one_run import GUESS_FRACTIONS, audit_delta, epsilon_lower_bound, one_run_audit, p_value
 
 
 def test_paper_worked_example_1000_canaries_100_correct_guesses():

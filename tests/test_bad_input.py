@@ -251,7 +251,7 @@ def test_resume_of_a_damaged_checkpoint_is_one_line(tmp_path, damage):
 def test_config_errors_survive_pickling():
     import pickle
 
-    from privacy.config import ConfigError
+    from privacy.config.experiment import ConfigError
 
     err = pickle.loads(pickle.dumps(ConfigError("client.lr", -1, "must be > 0")))
 
@@ -259,7 +259,7 @@ def test_config_errors_survive_pickling():
 
 
 def test_relative_data_root_becomes_absolute(tmp_path, monkeypatch):
-    from privacy.config import DataConfig
+    from privacy.config.experiment import DataConfig
 
     monkeypatch.chdir(tmp_path)
 
@@ -318,7 +318,7 @@ def _run_dir(folder, mismatch: str):
 
     from orchestrator.resolve import resolve_config
     from orchestrator.run_secrets import NOISE_SEED, public, write_secrets
-    from privacy.config import load_config, to_dict
+    from privacy.config.experiment import load_config, to_dict
 
     plan = resolve_config(load_config(overrides=["data.dataset=digits", "data.num_clients=4",
                                                  "server.clients_per_round=2", "run.noise_seed=1"]), capacity=(1.0, 0.0))

@@ -5,9 +5,9 @@ import time
 
 import pytest
 
-from privacy import accounting
-from privacy.accounting import epsilon
-from privacy.calibration import (TIGHT_SEARCH_FLOOR, calibrate_for_schedule, calibrate_noise_multiplier,
+from privacy.accountants import accounting
+from privacy.accountants.accounting import epsilon
+from privacy.accountants.calibration import (TIGHT_SEARCH_FLOOR, calibrate_for_schedule, calibrate_noise_multiplier,
                                  calibrate_record_level, worst_case_record_epsilon, worst_case_record_histories)
 
 

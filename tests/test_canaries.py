@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from privacy.canaries import Canaries, default_canary_count
+from privacy.audit.canaries import Canaries, default_canary_count
 
 
 def test_directions_are_seeded_unit_vectors_and_nearly_orthogonal():
@@ -71,7 +71,7 @@ def test_default_canary_count_keeps_canaries_within_a_tenth_of_the_noise(z, q, p
 
 
 def test_canaries_need_a_client_level_clip():
-    from privacy.config import ConfigError, load_config
+    from privacy.config.experiment import ConfigError, load_config
 
     with pytest.raises(ConfigError, match="audit.canaries"):
         load_config(overrides=["audit.canaries=10"])  # default server.clip = 0: no sensitivity to scale them to

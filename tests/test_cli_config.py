@@ -10,8 +10,8 @@ import pytest
 
 from orchestrator.cli import main
 from orchestrator.config_doc import config_toml, field_comments, sections
-from privacy.config import ConfigError, ExperimentConfig, from_dict
-from privacy.schema import key_note
+from privacy.config.experiment import ConfigError, ExperimentConfig, from_dict
+from privacy.config.schema import key_note
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,7 +96,7 @@ def test_only_key_errors_carry_the_hint(capsys):
 
 
 def test_a_config_file_started_from_the_output_loads_with_run_config(tmp_path, capsys):
-    from privacy.config import load_config
+    from privacy.config.experiment import load_config
 
     main(["config"])
     path = tmp_path / "my.toml"

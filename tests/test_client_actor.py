@@ -7,8 +7,8 @@ import pytest
 
 from actors.client import ClientActor, initial_weights
 from orchestrator.resolve import resolve_config
-from privacy.client_level import ClipStep
-from privacy.config import load_config
+from privacy.mechanisms.client_level import ClipStep
+from privacy.config.experiment import load_config
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""DP-FedAvg under secure aggregation with distributed Skellam noise (privacy/distributed_dp.py): one round
+"""DP-FedAvg under secure aggregation with distributed Skellam noise (privacy/mechanisms/distributed_dp.py): one round
 through the real Bonawitz et al. protocol, the noise of the decoded sum (mu whatever the cohort and the
 drop-outs), what each guarantee books, the Gaussian limit of the accounting, checkpoints and bad input. Ray-free."""
 
@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from privacy import accounting
-from privacy.distributed_dp import (DistributedDPConfig, DistributedSkellamMechanism, client_rng, epsilon,
-                                    epsilon_unsampled, heuristic_scale, skellam_event)
-from privacy.quantization import ring_sum, to_ring
-from privacy.secure_aggregation import SecAggClient, SecAggConfig, SecAggServer
-from privacy.skellam import gaussian_rdp
-from privacy.subsampled_rdp import INTEGER_ORDERS, poisson_subsampled_rdp
+from privacy.accountants import accounting
+from privacy.mechanisms.distributed_dp import (
+    DistributedDPConfig, DistributedSkellamMechanism, client_rng, heuristic_scale)
+from privacy.accountants.skellam import epsilon, epsilon_unsampled, skellam_event
+from privacy.secagg.quantization import ring_sum, to_ring
+from privacy.secagg.protocol import SecAggClient, SecAggConfig, SecAggServer
+from privacy.accountants.skellam_rdp import gaussian_rdp
+from privacy.accountants.subsampled_rdp import INTEGER_ORDERS, poisson_subsampled_rdp
 
 
 def secure_sum(vectors: dict, *, bits: int, drop_before_masking=(), seed=0):

@@ -14,8 +14,8 @@ import pytest
 from orchestrator.federation import Federation
 from orchestrator.resolve import resolve_config
 from orchestrator.round_loop import rounds_frame
-from privacy.accounting import Ledger
-from privacy.config import load_config
+from privacy.accountants.accounting import Ledger
+from privacy.config.experiment import load_config
 
 pytestmark = pytest.mark.slow
 
@@ -145,7 +145,7 @@ def test_data_missing_on_an_actors_node_is_one_config_error_naming_the_node(ray_
     import socket
 
     from actors.data import load_dataset
-    from privacy.config import ConfigError
+    from privacy.config.experiment import ConfigError
 
     digits = load_dataset("digits")
     path = tmp_path / "digits.npz"

@@ -10,7 +10,7 @@ from actors import features
 from actors.data import ImageData, load_dataset
 from actors.model_inputs import load_from_config
 from actors.features import scatter_channels, scatter_transform, scatternet
-from privacy.config import ConfigError, load_config
+from privacy.config.experiment import ConfigError, load_config
 
 
 def small_data(seed: int = 0, n: int = 12) -> ImageData:

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from privacy.config import load_config
+from privacy.config.experiment import load_config
 from orchestrator.federation import TIMING_COLUMNS, run_federated
 
 pytestmark = pytest.mark.slow
@@ -84,7 +84,7 @@ def test_a_run_without_a_noise_seed_draws_fresh_noise_and_no_table_holds_a_seed(
 
 
 def test_reported_epsilons_are_the_accountants_of_what_ran(digits_tables):
-    from privacy.accounting import epsilon
+    from privacy.accountants.accounting import epsilon
 
     df, _ = digits_tables
     last = df.iloc[-1]

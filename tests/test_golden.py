@@ -17,8 +17,8 @@ from actors.round_row import SECAGG_COLUMNS
 from orchestrator.federation import TIMING_COLUMNS, run_federated
 from orchestrator.resolve import resolve_config
 from tests.golden_tables import assert_matches_golden
-from privacy.secagg_section import SecAggSection
-from privacy.config import load_config
+from privacy.config.secagg_section import SecAggSection
+from privacy.config.experiment import load_config
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ from actors.data import load_dataset, stratified_split
 from actors.holdout import holdout, validation_size
 from orchestrator.cli import main
 from orchestrator.resolve import resolve_config
-from privacy.config import load_config
+from privacy.config.experiment import load_config
 from privacy.seeding import SPLIT, numpy_rng
 
 DIGITS = ["data.dataset=digits", "data.num_clients=6", "server.clients_per_round=3", "data.partition=dirichlet"]
@@ -124,7 +124,7 @@ def test_val_accuracy_is_the_final_models_accuracy_on_the_validation_records(ray
 ])
 def test_a_sweep_refuses_to_choose_on_the_test_set_or_on_another_trials_records(over, key):
     from orchestrator.sweep_config import load_sweep_config
-    from privacy.config import ConfigError
+    from privacy.config.experiment import ConfigError
 
     with pytest.raises(ConfigError) as err:
         load_sweep_config(None, DIGITS + over)

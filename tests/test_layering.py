@@ -47,7 +47,7 @@ def test_module_imports_only_packages_below_it(module):
 
 
 def test_no_import_cycle_between_files():
-    def target(name: str) -> str | None:  # "privacy.config.ConfigError"-style names resolve to their module
+    def target(name: str) -> str | None:  # "privacy.config.experiment.ConfigError"-style names resolve to their module
         while name and name not in GRAPH:
             name = name.rpartition(".")[0]
         return name or None
@@ -77,3 +77,25 @@ def test_the_check_sees_lazy_imports(tmp_path):
     f.write_text("def f():\n    from orchestrator.resolve import resolve_config\n    import actors.models\n")
 
     assert project_imports(f) == {"orchestrator.resolve", "actors.models"}
+
+
+# privacy/ by concept, one way too: the config and seeding at the bottom (driver and workers both read them),
+# accountants over the config, mechanisms over accountants and the secure-aggregation protocol
+PRIVACY_ALLOWED = {"config": set(), "seeding": set(), "secagg": set(), "audit": {"seeding"},
+                   "accountants": {"config"}, "mechanisms": {"accountants", "config", "secagg", "seeding"}}
+
+
+def privacy_part(module: str) -> str:
+    """``privacy.accountants.ledgers`` -> ``accountants``; ``privacy.seeding`` -> ``seeding``."""
+    return module.split(".")[1]
+
+
+@pytest.mark.parametrize("module", sorted(m for m in GRAPH if m.startswith("privacy.") and m.count(".") >= 1
+                                          and not m.endswith("__init__")))
+def test_privacy_parts_import_only_parts_below_them(module):
+    own = privacy_part(module)
+
+    reached = {privacy_part(imp) for imp in GRAPH[module] if imp.startswith("privacy.")} - {own}
+
+    assert own in PRIVACY_ALLOWED, f"{module}: a part of privacy/ the layering does not know"
+    assert reached <= PRIVACY_ALLOWED[own], f"{module} imports privacy parts {sorted(reached - PRIVACY_ALLOWED[own])}"

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from privacy.clipping import adaptive_clip_update, clip_by_l2_norm
-from privacy.mechanisms import (adaptive_clipping_delta_multiplier, broadcast_noise, dp_fedavg_aggregate,
+from privacy.mechanisms.clipping import adaptive_clip_update, clip_by_l2_norm
+from privacy.mechanisms.gaussian import (adaptive_clipping_delta_multiplier, broadcast_noise, dp_fedavg_aggregate,
                                      dp_fedavg_noise_std)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from privacy.membership import (auc, auc_upper_bound, loss_threshold_auc, membership_auc_bound,
+from privacy.audit.membership import (auc, auc_upper_bound, loss_threshold_auc, membership_auc_bound,
                                      record_guarantee_of_client_level)
 
 

@@ -8,8 +8,8 @@ from orchestrator.resolve import resolve_config
 from orchestrator.run_secrets import BASE_NOISE_SEED, public
 from orchestrator.sweep import param_space, sweep_seeds, trial_config
 from orchestrator.sweep_config import SweepConfig
-from privacy.client_level import CentralGaussianMechanism
-from privacy.config import load_config, to_dict
+from privacy.mechanisms.client_level import CentralGaussianMechanism
+from privacy.config.experiment import load_config, to_dict
 
 DIGITS = ["data.dataset=digits", "data.num_clients=10", "server.clients_per_round=10", "server.clip=1.0"]
 DIM, M = 20_000, 10

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from privacy.config import load_config
+from privacy.config.experiment import load_config
 from orchestrator.federation import TIMING_COLUMNS, run_federated
 
 pytestmark = pytest.mark.slow

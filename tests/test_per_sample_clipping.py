@@ -194,7 +194,7 @@ def test_local_dp_sgd_delta_equals_opacus_on_scatternet_features():
 
 
 def test_engine_is_a_validated_config_key_defaulting_to_bookkeeping():
-    from privacy.config import ConfigError, load_config
+    from privacy.config.experiment import ConfigError, load_config
 
     assert load_config().client.grad_sample_mode == "bookkeeping"
     assert load_config(overrides=["client.grad_sample_mode=ghost"]).client.grad_sample_mode == "ghost"

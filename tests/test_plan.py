@@ -10,10 +10,11 @@ import pytest
 
 from orchestrator.plan import plan_lines, privacy_plan
 from orchestrator.resolve import resolve_config
-from privacy.accounting import epsilon
-from privacy.config import load_config
-from privacy.distributed_dp import epsilon_unsampled, from_experiment
-from privacy.ledgers import PrivacyLedgers
+from privacy.accountants.accounting import epsilon
+from privacy.config.experiment import load_config
+from privacy.mechanisms.distributed_dp import from_experiment
+from privacy.accountants.skellam import epsilon_unsampled
+from privacy.accountants.ledgers import PrivacyLedgers
 
 SECURE = ["data.dataset=digits", "data.num_clients=20", "server.clients_per_round=10", "server.rounds=30",
           "client.dp=false", "secagg.enabled=true", "server.clip=0.5", "run.noise_seed=1"]

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from privacy.accounting import epsilon
-from privacy.config import load_config
+from privacy.accountants.accounting import epsilon
+from privacy.config.experiment import load_config
 from orchestrator.federation import run_federated
 
 pytestmark = pytest.mark.slow
@@ -90,7 +90,7 @@ def audited_run(ray_local):
 def broken_run(ray_local):
     """A deliberate privacy bug: the deltas get no noise while the ledger still books z."""
     from orchestrator.resolve import resolve_config
-    from privacy.client_level import CentralGaussianMechanism
+    from privacy.mechanisms.client_level import CentralGaussianMechanism
 
     class DropsItsNoise(CentralGaussianMechanism):
         def __init__(self, server, *, noise_seed):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.linalg import hadamard
 
-from privacy.quantization import (Quantizer, conditional_round, fwht, from_ring, padded_dim, ring_sum, rotate,
+from privacy.secagg.quantization import (Quantizer, conditional_round, fwht, from_ring, padded_dim, ring_sum, rotate,
                                   rounded_l1_bound, rounded_l2_bound, to_ring, unrotate)
 
 

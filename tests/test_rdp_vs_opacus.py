@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from opacus.accountants.analysis import rdp as opacus_rdp
 
-from privacy.accounting import RDP_ORDERS, rdp_to_epsilon
-from privacy.subsampled_gaussian import rdp_one_step
+from privacy.accountants.accounting import RDP_ORDERS, rdp_to_epsilon
+from privacy.accountants.subsampled_gaussian import rdp_one_step
 
 
 @pytest.mark.parametrize("sigma", [0.3, 1.0, 5.0])

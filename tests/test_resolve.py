@@ -2,10 +2,10 @@
 
 import pytest
 
-from privacy.accounting import epsilon
-from privacy.config import load_config
+from privacy.accountants.accounting import epsilon
+from privacy.config.experiment import load_config
 from orchestrator.resolve import resolve_config
-from privacy.calibration import worst_case_record_epsilon
+from privacy.accountants.calibration import worst_case_record_epsilon
 
 DIGITS = ["data.dataset=digits", "data.num_clients=20", "server.clients_per_round=5", "server.rounds=40",
           "server.clip=1.0"]

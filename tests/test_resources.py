@@ -2,7 +2,7 @@
 
 import pytest
 
-from privacy.config import load_config
+from privacy.config.experiment import load_config
 from orchestrator.resolve import resolve_config
 from orchestrator.resources import (actor_threads, auto_num_actors, placement_for_config, trial_placement)
 

@@ -66,7 +66,7 @@ def test_killed_run_resumes_to_the_uninterrupted_table(tmp_path, extra):
 def test_checkpoint_loads_without_pickle(tmp_path, ray_local):
     import torch
 
-    from privacy.config import load_config
+    from privacy.config.experiment import load_config
     from orchestrator.federation import CHECKPOINT, run_federated
 
     cfg = load_config(overrides=ARGS[1::2])

@@ -11,7 +11,7 @@ import torch
 from orchestrator.round_loop import config_columns
 from orchestrator.run_secrets import (NOISE_SEED, REPETITIONS, SECRETS_FILE, public, read_secrets, with_noise_seed,
                                       write_secrets)
-from privacy.config import ConfigError, load_config, to_dict
+from privacy.config.experiment import ConfigError, load_config, to_dict
 from tests.secret_scan import files_holding
 
 SEED = 0x3A5C7E91D2B46F08  # 62 bits: eight bytes in every binary form

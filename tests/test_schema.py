@@ -7,8 +7,8 @@ import pytest
 
 from orchestrator.cli import main
 from orchestrator.sweep_config import SweepConfig
-from privacy.config import _SECTION_CLASSES, load_config
-from privacy.schema import LIMITS, field_types
+from privacy.config.experiment import _SECTION_CLASSES, load_config
+from privacy.config.schema import LIMITS, field_types
 
 SECTIONS = {**_SECTION_CLASSES, "sweep": SweepConfig}
 KEYS = {f"{s}.{k}": tp for s, cls in SECTIONS.items() for k, tp in field_types(cls).items()}
@@ -75,7 +75,7 @@ def test_a_bad_value_of_any_key_is_one_line_and_exit_2_before_ray(key, kind, val
 
 
 def test_a_string_is_never_taken_for_a_bool():
-    from privacy.config import ConfigError
+    from privacy.config.experiment import ConfigError
 
     for text in ('"no"', '"false"', "0", "1"):
         with pytest.raises(ConfigError, match="must be true or false"):

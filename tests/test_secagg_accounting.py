@@ -5,9 +5,10 @@ import pytest
 
 from orchestrator.resolve import count_parameters, resolve_config
 from orchestrator.sweep_config import load_sweep_config
-from privacy.config import ConfigError, load_config
-from privacy.distributed_dp import epsilon, from_experiment, skellam_event
-from privacy.ledgers import PrivacyLedgers
+from privacy.config.experiment import ConfigError, load_config
+from privacy.mechanisms.distributed_dp import from_experiment
+from privacy.accountants.skellam import epsilon, skellam_event
+from privacy.accountants.ledgers import PrivacyLedgers
 
 BASE = ["secagg.enabled=true", "server.clip=0.5", "data.num_clients=20", "server.clients_per_round=10",
         "server.rounds=20", "client.dp=false", "run.noise_seed=1"]
@@ -79,7 +80,8 @@ def test_a_sweep_keeps_one_trust_model_and_no_private_selection_under_it(tmp_pat
 def test_the_public_sees_mu_and_the_server_the_survivors_shares_own_included():
     import numpy as np
 
-    from privacy.distributed_dp import DistributedDPConfig, DistributedSkellamMechanism, epsilon_unsampled
+    from privacy.mechanisms.distributed_dp import DistributedDPConfig, DistributedSkellamMechanism
+    from privacy.accountants.skellam import epsilon_unsampled
 
     mech = DistributedSkellamMechanism(DistributedDPConfig(clip=1.0, noise_multiplier=1.0, expected_cohort=10),
                                        dim=64, noise_seed=0)
@@ -93,7 +95,7 @@ def test_the_public_sees_mu_and_the_server_the_survivors_shares_own_included():
 
 
 def test_against_the_server_each_client_composes_the_rounds_it_joined_unsampled():
-    from privacy.distributed_dp import epsilon_unsampled
+    from privacy.accountants.skellam import epsilon_unsampled
 
     book = ledgers(resolved("server.noise_multiplier=1.0"))
     full, short = (skellam_event(mu=4e6, l1=3e5, l2=2e3, sample_rate=1.0),
@@ -112,7 +114,7 @@ def test_against_the_server_each_client_composes_the_rounds_it_joined_unsampled(
 
 
 def test_a_round_whose_survivors_would_pass_the_server_target_is_not_released_and_the_run_stops():
-    from privacy.distributed_dp import epsilon_unsampled
+    from privacy.accountants.skellam import epsilon_unsampled
 
     book = ledgers(resolved("server.noise_multiplier=1.0", "secagg.server_target_epsilon=5.0"))
     planned = skellam_event(mu=4e6, l1=3e5, l2=2e3, sample_rate=1.0)
@@ -143,7 +145,7 @@ def test_a_sweep_composes_both_client_level_guarantees_across_trials():
     import pandas as pd
 
     from orchestrator.sweep_release import sweep_epsilons
-    from privacy.distributed_dp import epsilon_unsampled
+    from privacy.accountants.skellam import epsilon_unsampled
 
     cfg = resolved("server.noise_multiplier=1.0")
     public = skellam_event(mu=4e6, l1=3e5, l2=2e3, sample_rate=0.5)

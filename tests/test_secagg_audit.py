@@ -3,7 +3,7 @@ distributed Skellam noise, Ray-free: the audited lower bound stays below the mec
 deliberate bug -- clients drop their noise shares while the ledger still books mu -- is caught.
 
 T rounds on a d = 4096 model: N real clients, Poisson-sampled at q, send small random updates; 1000
-canaries (privacy.canaries, each in the federation with probability 1/2, then Poisson-sampled at q) send
+canaries (privacy.audit.canaries, each in the federation with probability 1/2, then Poisson-sampled at q) send
 S u_j. Every update goes through the client half of the mechanism (clip, scale, rotate, round, share, mod
 2^b) and the server half decodes the ring sum. Canaries add no noise share and are not counted as
 survivors: the claim books only the real clients' shares, so the noise in the sum is exactly what is
@@ -22,11 +22,12 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from privacy.audit import audit_delta, one_run_audit
-from privacy.canaries import Canaries
-from privacy.distributed_dp import (DistributedDPConfig, DistributedSkellamMechanism, client_rng, epsilon,
-                                    without_noise)
-from privacy.quantization import ring_sum
+from privacy.audit.one_run import audit_delta, one_run_audit
+from privacy.audit.canaries import Canaries
+from privacy.mechanisms.distributed_dp import (
+    DistributedDPConfig, DistributedSkellamMechanism, client_rng, without_noise)
+from privacy.accountants.skellam import epsilon
+from privacy.secagg.quantization import ring_sum
 
 DIM, CLIENTS, RATE, ROUNDS, CANARIES = 4096, 40, 0.5, 10, 1000
 CLIP, Z, BITS, DELTA = 1.0, 5.0, 16, 1e-5

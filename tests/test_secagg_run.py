@@ -10,9 +10,10 @@ import pytest
 from actors.client import ClientActor
 from orchestrator.federation import Federation, run_federated
 from orchestrator.resolve import resolve_config
-from privacy.config import load_config
-from privacy.distributed_dp import epsilon, epsilon_unsampled, from_experiment
-from privacy.quantization import ring_sum
+from privacy.config.experiment import load_config
+from privacy.mechanisms.distributed_dp import from_experiment
+from privacy.accountants.skellam import epsilon, epsilon_unsampled
+from privacy.secagg.quantization import ring_sum
 
 pytestmark = pytest.mark.slow
 
@@ -156,7 +157,7 @@ def test_a_round_whose_survivors_would_pass_the_server_target_is_never_unmasked(
 def test_survivors_whose_masking_graph_falls_apart_release_nothing_and_say_why(ray_local):
     """A ring of 10 (secagg.neighbours = 2) cut in two arcs by two drop-outs: unmasking would hand the server
     each arc's sum, so the round releases nothing, books nothing and says why in ``failures``."""
-    from privacy.secure_aggregation import components, harary_graph
+    from privacy.secagg.protocol import components, harary_graph
 
     ring = harary_graph(range(10), k=2, seed=0)  # round 0's graph (graph_seed = round)
     assert len(components(ring, set(range(10)) - {3, 4})) == 2

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from privacy.secure_aggregation import (PRIME, RandomStream, SecAggClient, SecAggConfig, SecAggServer, Survivors,
+from privacy.secagg.protocol import (PRIME, RandomStream, SecAggClient, SecAggConfig, SecAggServer, Survivors,
                                         components, harary_graph, shamir_reconstruct, shamir_share)
 
 

@@ -1,4 +1,4 @@
-"""Record-level DP across silos under secure aggregation (secagg.level = "record", privacy/distributed_dpsgd.py),
+"""Record-level DP across silos under secure aggregation (secagg.level = "record", privacy/mechanisms/distributed_dpsgd.py),
 Ray-free: the coupled rounding's sensitivity and unbiasedness, decoding the silos' sum, the noise in it, what a
 silo's records book, the ledger, calibration, and a client actor's clipped-gradient sum."""
 
@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from privacy.distributed_dp import epsilon, skellam_event
-from privacy.distributed_dpsgd import (DistributedDPSGD, DistributedDPSGDConfig, coupled_l2_sensitivity,
+from privacy.accountants.skellam import epsilon, skellam_event
+from privacy.mechanisms.distributed_dpsgd import (DistributedDPSGD, DistributedDPSGDConfig, coupled_l2_sensitivity,
                                        expected_batch, from_experiment)
-from privacy.quantization import from_ring, ring_sum, rounded_l1_bound, unrotate
-from privacy import accounting
+from privacy.secagg.quantization import from_ring, ring_sum, rounded_l1_bound, unrotate
+from privacy.accountants import accounting
 
 SIGMA, CLIP, SILOS, BATCH = 1.0, 1.0, 4, 100.0
 
@@ -263,8 +263,8 @@ RATES = (0.1, 0.2, 0.15, 0.1)
 
 
 def record_ledgers(*extra):
-    from privacy.config import load_config
-    from privacy.ledgers import PrivacyLedgers
+    from privacy.config.experiment import load_config
+    from privacy.accountants.ledgers import PrivacyLedgers
 
     cfg = load_config(overrides=RECORD + ["client.delta=1e-5", "server.delta=0.1", *extra])
     return PrivacyLedgers(cfg, sample_rates=RATES, steps=[1] * 4), cfg
@@ -333,7 +333,7 @@ def test_the_record_histories_and_epsilons_survive_a_checkpoint(tmp_path):
 def test_the_calibrated_sigma_spends_the_target_over_the_rounds():
     from actors.model_inputs import load_from_config
     from orchestrator.resolve import count_parameters, resolve_config
-    from privacy.config import load_config
+    from privacy.config.experiment import load_config
 
     target, rounds = 2.0, 8
     plan = resolve_config(load_config(overrides=RECORD + [f"client.target_epsilon={target}", f"server.rounds={rounds}",
@@ -367,8 +367,8 @@ def test_a_silos_ring_vector_decodes_to_the_clipped_gradient_sum_of_its_poisson_
     from actors.models import build_model
     from actors.secure_step import SecureStep
     from orchestrator.resolve import resolve_config
-    from privacy.config import load_config
-    from privacy.secure_aggregation import SecAggConfig
+    from privacy.config.experiment import load_config
+    from privacy.secagg.protocol import SecAggConfig
     from privacy.seeding import CLIENT, torch_generator
 
     bits, round_idx = 16, 3
@@ -417,7 +417,7 @@ def test_a_record_with_a_non_finite_gradient_contributes_nothing_and_fails_no_si
     out of the sum (a choice on that record alone), and the other records' contributions stay as they were."""
     from actors.client import ClientActor, initial_weights
     from orchestrator.resolve import resolve_config
-    from privacy.config import load_config
+    from privacy.config.experiment import load_config
     from privacy.seeding import CLIENT, torch_generator
 
     plan = resolve_config(load_config(overrides=RECORD + ["client.num_actors=2"]), capacity=(2.0, 0.0))
@@ -445,7 +445,7 @@ def test_a_sweep_composes_each_silos_skellam_events_across_trials():
     import pandas as pd
 
     from orchestrator.sweep_release import sweep_epsilons
-    from privacy.config import load_config
+    from privacy.config.experiment import load_config
 
     cfg = load_config(overrides=RECORD)
     mech = mechanism()

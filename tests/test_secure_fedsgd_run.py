@@ -10,9 +10,9 @@ import pytest
 
 from orchestrator.federation import TIMING_COLUMNS, run_federated
 from orchestrator.resolve import count_parameters, resolve_config
-from privacy.config import load_config
-from privacy.distributed_dp import epsilon, skellam_event
-from privacy.distributed_dpsgd import expected_batch, from_experiment
+from privacy.config.experiment import load_config
+from privacy.accountants.skellam import epsilon, skellam_event
+from privacy.mechanisms.distributed_dpsgd import expected_batch, from_experiment
 
 pytestmark = pytest.mark.slow
 

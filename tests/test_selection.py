@@ -7,8 +7,8 @@ import pytest
 
 from orchestrator.selection import planned_histories, selection_report
 from orchestrator.sweep_config import SweepConfig, load_sweep_config
-from privacy.config import ConfigError, load_config
-from privacy.sweep_privacy import PoissonRepetitions, eps_selected
+from privacy.config.experiment import ConfigError, load_config
+from privacy.accountants.sweep_privacy import PoissonRepetitions, eps_selected
 
 DIGITS = ["data.dataset=digits", "data.num_clients=4", "server.clients_per_round=4", "server.rounds=3",
           "server.clip=1.0", "server.noise_multiplier=1.0"]

@@ -1,4 +1,4 @@
-"""The server's record-level bookkeeping (privacy/ledgers.py): per-round work on the cohort only, same numbers as recomputing all."""
+"""The server's record-level bookkeeping (privacy/accountants/ledgers.py): per-round work on the cohort only, same numbers as recomputing all."""
 
 import copy
 
@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from orchestrator.resolve import resolve_config
-from privacy.accounting import Ledger
-from privacy.config import load_config
-from privacy.ledgers import PrivacyLedgers
-from privacy.sampling import sample_cohort
+from privacy.accountants.accounting import Ledger
+from privacy.config.experiment import load_config
+from privacy.accountants.ledgers import PrivacyLedgers
+from privacy.mechanisms.sampling import sample_cohort
 
 
 @pytest.fixture(scope="module")

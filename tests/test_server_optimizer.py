@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from privacy.config import ConfigError, load_config
+from privacy.config.experiment import ConfigError, load_config
 from actors.server_optimizer import server_learning_rate, server_step
 
 

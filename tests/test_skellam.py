@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
-from privacy.skellam import gaussian_rdp, sample_skellam, skellam_rdp
+from privacy.mechanisms.skellam import sample_skellam
+from privacy.accountants.skellam_rdp import gaussian_rdp, skellam_rdp
 
 
 def test_the_sum_of_client_shares_has_the_configured_variance():

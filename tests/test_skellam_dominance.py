@@ -1,4 +1,4 @@
-"""The exact accounting of Skellam noise (privacy/skellam_dominance.py) against computations that share none of
+"""The exact accounting of Skellam noise (privacy/accountants/skellam_dominance.py) against computations that share none of
 its code: hockey-stick divergences summed straight from scipy.stats.skellam's pmf, dp-accounting's PLDs built
 from two probability mass functions (one coordinate and products of several, Poisson-subsampled by hand,
 both adjacency directions), and dp-accounting's Gaussian PLD for the limit. Ray-free, seconds."""
@@ -10,8 +10,8 @@ import pytest
 from dp_accounting.pld import privacy_loss_distribution as pld
 from scipy import stats
 
-from privacy import skellam_dominance as sd
-from privacy.accounting import epsilon as gaussian_epsilon
+from privacy.accountants import skellam_dominance as sd
+from privacy.accountants.accounting import epsilon as gaussian_epsilon
 
 
 def skellam_pmf(mu: float, support: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ from actors.client import load_on_this_node
 from actors.data import ImageData, load_dataset, source_files
 from actors.model_inputs import SharedData, offering, share
 from orchestrator.cluster import start_ray_while
-from privacy.config import load_config
+from privacy.config.experiment import load_config
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 

@@ -5,11 +5,11 @@ import math
 import numpy as np
 import pytest
 
-from privacy.accounting import rdp_to_epsilon
-from privacy.quantization import Quantizer
-from privacy.skellam import gaussian_rdp, skellam_rdp
-from privacy.subsampled_gaussian import rdp_one_step
-from privacy.subsampled_rdp import INTEGER_ORDERS, poisson_subsampled_rdp, skellam_epsilon, skellam_rdp_of_run
+from privacy.accountants.accounting import rdp_to_epsilon
+from privacy.secagg.quantization import Quantizer
+from privacy.accountants.skellam_rdp import gaussian_rdp, skellam_rdp
+from privacy.accountants.subsampled_gaussian import rdp_one_step
+from privacy.accountants.subsampled_rdp import INTEGER_ORDERS, poisson_subsampled_rdp, skellam_epsilon, skellam_rdp_of_run
 
 ORDERS = np.arange(2, 65)
 
@@ -40,7 +40,7 @@ def test_the_bound_never_exceeds_the_unsampled_mechanism_and_grows_with_the_rate
 # Pinned epsilons at delta = 1e-5, orders 2..128 and 256. Each was computed twice, independently of this module:
 # by a scalar mpmath (50 digits) evaluation of the same formulas, and (the "ref" rows) by the Skellam authors'
 # reference accounting (google-research/federated, distributed_dp/accounting_utils.py, skellam_epsilon) run
-# with its tensorflow_privacy conversion replaced by privacy.accounting.rdp_to_epsilon; both agreed to 1e-13.
+# with its tensorflow_privacy conversion replaced by privacy.accountants.accounting.rdp_to_epsilon; both agreed to 1e-13.
 @pytest.mark.parametrize("mu,l1,l2,q,steps,expected", [
     (1e4, 3520.0, 110.0, 0.01, 1000, 3.106729393971113),
     (9e4, 3200.0, 200.0, 0.1, 100, 5.305368062637382),

@@ -7,7 +7,7 @@ import stat
 import pandas as pd
 import pytest
 
-from privacy.config import ConfigError
+from privacy.config.experiment import ConfigError
 from orchestrator.run_secrets import BASE_NOISE_SEED, SECRETS_FILE, read_secrets
 from orchestrator.sweep import run_sweep, trial_bundles, trial_noise_seed
 from orchestrator.sweep_config import SweepConfig, apply_point, load_sweep_config
@@ -198,7 +198,8 @@ def test_a_secure_aggregation_sweep_releases_both_client_level_guarantees(ray_lo
     """Through Tune: each trial reports eps_client (whoever sees the models) and eps_client_server_max (the
     server); the sweep composes each from the trials' checkpointed ledgers."""
     from orchestrator.resolve import resolve_config
-    from privacy.distributed_dp import epsilon, epsilon_unsampled, from_experiment
+    from privacy.mechanisms.distributed_dp import from_experiment
+    from privacy.accountants.skellam import epsilon, epsilon_unsampled
     path = tmp_path / "secure.toml"
     path.write_text(SECURE)
     cfg, sweep = load_sweep_config(path, [])

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from dp_accounting import dp_event, pld, rdp
 
-from privacy.accounting import PLD_VALUE_INTERVAL, epsilon
-from privacy.sweep_privacy import (PoissonRepetitions, TruncatedNegativeBinomial, eps_selected, eps_selected_record,
+from privacy.accountants.accounting import PLD_VALUE_INTERVAL, epsilon
+from privacy.accountants.sweep_privacy import (PoissonRepetitions, TruncatedNegativeBinomial, eps_selected, eps_selected_record,
                                    eps_sweep, eps_sweep_record)
 
 INTEGER_ORDERS = tuple(range(2, 257))

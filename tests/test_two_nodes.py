@@ -27,7 +27,7 @@ DRIVER = """
 import json, os, sys
 from orchestrator.cluster import ensure_ray
 from orchestrator.federation import run_federated
-from privacy.config import load_config
+from privacy.config.experiment import load_config
 
 overrides, out = json.loads(sys.argv[1]), sys.argv[2]
 ensure_ray(num_cpus=None if os.environ.get("RAY_ADDRESS") else 2)

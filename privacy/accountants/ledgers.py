@@ -8,11 +8,11 @@ round with server noise. Under secure aggregation (``secagg.enabled``) two guara
 whoever sees only the released models, one Skellam event (mu, Delta_1, Delta_2, q, 1) per released round
 (``eps_client``); against the server, which knows the cohort, one unsampled event (mu_server, Delta_1,
 Delta_2, 1, 1) per round for each client whose vector is in the sum, composed per client over the rounds it
-joined (``eps_client_server_max``, the worst client). Both accounted by :func:`privacy.distributed_dp.epsilon`
+joined (``eps_client_server_max``, the worst client). Both accounted by :func:`privacy.accountants.skellam.epsilon`
 and ``epsilon_unsampled`` with ``secagg.accountant``. Record-level under secure aggregation
 (``secagg.level = "record"``, FedSGD across silos): client k's history is instead one Skellam event
 (mu_booked, Delta_1, Delta_2, q_k, 1) per released round whose sum holds its vector, booked *after* the
-release, since nothing about the records leaves a silo before it (privacy.distributed_dpsgd); it holds
+release, since nothing about the records leaves a silo before it (privacy.mechanisms.distributed_dpsgd); it holds
 against the server as well.
 A run stops before a round that could push either past its target; under secure aggregation the
 check is made again on the round's realised events (cohort, survivors, colluders) before its sum is
@@ -29,11 +29,11 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from privacy.accounting import Event, Ledger
-from privacy.config import ExperimentConfig
+from privacy.accountants.accounting import Event, Ledger
+from privacy.config.experiment import ExperimentConfig
 
 if TYPE_CHECKING:
-    from privacy.distributed_dp import SkellamEvent
+    from privacy.accountants.skellam import SkellamEvent
 
 FEDERATION = -1  # the client-level ledger's one party: the federation as a whole
 
@@ -60,7 +60,7 @@ class PrivacyLedgers:
         self.record_secure = cfg.secagg.enabled and cfg.secagg.level == "record"
         self.record_skellam: dict[int, list[SkellamEvent]] = {}  # record-level histories under secure FedSGD
         self.record_planned: list[SkellamEvent] | None = None  # client k's planned event (budget), set by the server
-        self._record_merged: dict[int, tuple] = {}  # client k's history merged (privacy.distributed_dp.merge_events)
+        self._record_merged: dict[int, tuple] = {}  # client k's history merged (privacy.accountants.skellam.merge_events)
         self._skellam_cache: dict[tuple, float] = {}  # merged history -> epsilon at delta_record
         self._refresh()
 
@@ -113,7 +113,7 @@ class PrivacyLedgers:
 
     def _server_update(self, k: int, new_events: list) -> None:
         if self.secagg_accountant == "exact":  # Gaussian DP composes in mu^2: O(1) per event, epsilon on demand
-            from privacy.skellam_dominance import gdp_mu
+            from privacy.accountants.skellam_dominance import gdp_mu
 
             self._server_gdp_sq[k] += gdp_mu(new_events) ** 2
         else:
@@ -123,7 +123,7 @@ class PrivacyLedgers:
     def server_epsilon_of(self, k: int) -> float:
         """Client k's epsilon against the server: the rounds it joined, composed without amplification."""
         if self.secagg_accountant == "exact":  # exact Gaussian DP: epsilon grows with mu^2 = sum 1 / sigma_eff^2
-            from privacy.skellam_dominance import gdp_epsilon
+            from privacy.accountants.skellam_dominance import gdp_epsilon
 
             return gdp_epsilon(mu_gdp=math.sqrt(self._server_gdp_sq[k]), delta=self.delta_client)
         return float(self._server_eps[k])
@@ -174,7 +174,7 @@ class PrivacyLedgers:
         accountant, the client of largest sum 1 / sigma_eff^2: one evaluation)."""
         ids = list(clients)
         if self.secagg_accountant == "exact":
-            from privacy.skellam_dominance import gdp_epsilon, gdp_mu
+            from privacy.accountants.skellam_dominance import gdp_epsilon, gdp_mu
 
             worst = float(self._server_gdp_sq[ids].max()) + gdp_mu([tuple(event)]) ** 2
             return gdp_epsilon(mu_gdp=math.sqrt(worst), delta=self.delta_client)
@@ -300,20 +300,20 @@ class PrivacyLedgers:
 
 def _merged(history) -> tuple:
     """A Skellam history with equal events merged (their steps summed), in a canonical order: a cache key."""
-    from privacy.distributed_dp import merge_events
+    from privacy.accountants.skellam import merge_events
 
     return tuple(sorted(merge_events(history)))
 
 
 def skellam_epsilon(events, *, delta: float, accountant: str, gaussian: str) -> float:
-    """:func:`privacy.distributed_dp.epsilon`, imported when a secure-aggregation run first needs it."""
-    from privacy.distributed_dp import epsilon
+    """:func:`privacy.accountants.skellam.epsilon`, imported when a secure-aggregation run first needs it."""
+    from privacy.accountants.skellam import epsilon
 
     return epsilon(events, delta=delta, accountant=accountant, gaussian=gaussian)
 
 
 def server_epsilon(events, *, delta: float, accountant: str) -> float:
-    """:func:`privacy.distributed_dp.epsilon_unsampled`: no amplification by sampling against the server."""
-    from privacy.distributed_dp import epsilon_unsampled
+    """:func:`privacy.accountants.skellam.epsilon_unsampled`: no amplification by sampling against the server."""
+    from privacy.accountants.skellam import epsilon_unsampled
 
     return epsilon_unsampled(events, delta=delta, accountant=accountant)

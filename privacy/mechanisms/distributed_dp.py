@@ -1,17 +1,17 @@
 """Client-level DP-FedAvg for an untrusted server: secure aggregation with distributed Skellam noise.
 
-The sibling of :class:`privacy.client_level.CentralGaussianMechanism`, with the same shape (one object,
+The sibling of :class:`privacy.mechanisms.client_level.CentralGaussianMechanism`, with the same shape (one object,
 both halves, its own state and the event its ledger books), for the secure-aggregation trust model:
 
 - the **client half**, :class:`SkellamClientStep` (frozen, picklable, handed out once per round): clip
-  to S, quantise (scale, randomised Hadamard rotation, conditional rounding: privacy.quantization), add
-  the client's Skellam share (privacy.skellam) and map to Z_{2^b}. The ring vector then goes through
-  privacy.secure_aggregation, so the server sees only the sum;
+  to S, quantise (scale, randomised Hadamard rotation, conditional rounding: privacy.secagg.quantization), add
+  the client's Skellam share (privacy.mechanisms.skellam) and map to Z_{2^b}. The ring vector then goes through
+  privacy.secagg.protocol, so the server sees only the sum;
 - the **server half**, :meth:`DistributedSkellamMechanism.release`: decode the unmasked ring sum
   (centre, unrotate, unscale), divide by the fixed expected cohort m, report the noise actually present;
 - the **event** of a round, ``(mu_present, l1, l2, q, 1)`` (:meth:`~DistributedSkellamMechanism.event`),
-  and :func:`epsilon` of a history of them: Skellam RDP (Agarwal, Kairouz, Liu 2021) under Zhu-Wang
-  Poisson subsampling (privacy.subsampled_rdp), never the continuous Gaussian's formula.
+  accounted by :func:`privacy.accountants.skellam.epsilon` as Skellam noise, never by the continuous
+  Gaussian's formula.
 
 Noise, precisely. z is the noise multiplier of the central mechanism it replaces: the released sum
 carries Skellam variance mu = (z s S)^2 per coordinate on the integer grid, s = 1/gamma the scale (integer
@@ -34,11 +34,11 @@ Two guarantees, two events per released round (docs/privacy.md, "Threat model"):
   survivor (:meth:`server_event`) and composed over the rounds that client joined.
 
 Sensitivities after rounding: Delta_2 = Quantizer.l2_sensitivity >= s S and Delta_1 = min(sqrt(d) Delta_2,
-Delta_2^2). :func:`epsilon` accounts a history exactly by the Gaussian mechanism that dominates Skellam noise
-(privacy.skellam_dominance; Zhu, Dong, Wang 2022); ``secagg.accountant = "zhu_wang"`` selects the general
+Delta_2^2). :func:`privacy.accountants.skellam.epsilon` accounts a history exactly by the Gaussian mechanism that dominates Skellam noise
+(privacy.accountants.skellam_dominance; Zhu, Dong, Wang 2022); ``secagg.accountant = "zhu_wang"`` selects the general
 RDP subsampling bound instead (Skellam RDP of Agarwal, Kairouz, Liu 2021 under Zhu & Wang 2019), a valid
 but looser bound. Assumptions: honest-but-curious server and clients that really add their shares; the
-server's masking graph of the survivors connected (else nothing is released: privacy.secure_aggregation).
+server's masking graph of the survivors connected (else nothing is released: privacy.secagg.protocol).
 Wrapping mod 2^b acts on the already-noised sum (post-processing): it costs accuracy, not privacy; the scale
 rule keeps k standard deviations of head-room and :attr:`near_edge` reports the risk.
 
@@ -53,22 +53,18 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Iterable
 
 import numpy as np
 import torch
 
-from privacy.accounting import rdp_to_epsilon
-from privacy.clipping import clip_by_l2_norm
-from privacy.quantization import MAX_BITS, Quantizer, from_ring, to_ring
-from privacy.quantization import ring_sum as ring_sum_of
+from privacy.mechanisms.clipping import clip_by_l2_norm
+from privacy.secagg.quantization import MAX_BITS, Quantizer, from_ring, to_ring
+from privacy.secagg.quantization import ring_sum as ring_sum_of
 from privacy.seeding import CLIENT, SERVER_NOISE, derive_seed, numpy_rng
-from privacy.skellam import sample_skellam
-from privacy.subsampled_rdp import INTEGER_ORDERS, skellam_rdp_of_run
-from privacy.validation import ConfigError
+from privacy.mechanisms.skellam import sample_skellam
+from privacy.accountants.skellam import SkellamEvent, skellam_event
+from privacy.config.validation import ConfigError
 
-SkellamEvent = tuple[float, float, float, float, int]  # (mu, l1, l2, sample_rate q, steps): noise booked, plain data
 _SHARE_STREAM, _ROTATION_STREAM, _TOP_UP_STREAM = 1, 1, 3  # sub-streams under CLIENT (cid, round), SERVER_NOISE (round)
 EDGE = 0.75  # near_edge counts coordinates of the centred sum with |v| >= EDGE * 2^(b-1)
 
@@ -168,7 +164,7 @@ def _positive(key: str, value) -> None:
 # --- the client half ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RingUpdate:
-    vector: np.ndarray  # uint64 in [0, 2^b): the input of privacy.secure_aggregation
+    vector: np.ndarray  # uint64 in [0, 2^b): the input of privacy.secagg.protocol
     wrapped: int  # coordinates of this client's noised integer vector outside the ring's signed range
     norm: float  # ||Delta||_2 before clipping
     unclipped: bool  # 1[||Delta|| <= S] (local diagnostic only: see the module docstring)
@@ -340,8 +336,8 @@ class DistributedSkellamMechanism:
 
 def capped_scale(scale: float, *, noise_std: float) -> float:
     """The scale, lowered if needed so that the noise variance (noise_std s)^2 stays within what the exact
-    accountant evaluates (privacy.skellam_dominance.MU_MAX): beyond it the rounding is already negligible."""
-    from privacy.skellam_dominance import MU_MAX
+    accountant evaluates (privacy.accountants.skellam_dominance.MU_MAX): beyond it the rounding is already negligible."""
+    from privacy.accountants.skellam_dominance import MU_MAX
 
     if noise_std > 0:
         return min(scale, 0.999 * math.sqrt(MU_MAX) / noise_std)
@@ -349,7 +345,7 @@ def capped_scale(scale: float, *, noise_std: float) -> float:
 
 
 def check_mu(mu: float) -> None:
-    from privacy.skellam_dominance import MU_MAX
+    from privacy.accountants.skellam_dominance import MU_MAX
 
     if mu > MU_MAX:
         raise ConfigError("secagg.scale", mu, f"gives a noise variance of {mu:.4g} on the grid, above the {MU_MAX:g} "
@@ -368,77 +364,6 @@ def check_quantisation_state(mechanism, state: dict) -> None:
     if (float(state["clip"]), float(state["scale"]), int(state["bits"])) != (mine["clip"], mine["scale"], mine["bits"]):
         raise ValueError(f"checkpoint quantised with {state}, this run with {mine}: resume with the same secagg "
                          "settings")
-
-
-# --- accounting ---------------------------------------------------------------------------------
-def skellam_event(*, mu: float, l1: float, l2: float, sample_rate: float, steps: int = 1) -> SkellamEvent:
-    if mu < 0 or l1 < 0 or l2 < 0 or not 0 <= sample_rate <= 1 or steps < 0:
-        raise ValueError(f"invalid Skellam event mu={mu}, l1={l1}, l2={l2}, q={sample_rate}, steps={steps}")
-    return float(mu), float(l1), float(l2), float(sample_rate), int(steps)
-
-
-def merge_events(events: Iterable[SkellamEvent]) -> list[SkellamEvent]:
-    """Equal (mu, l1, l2, q) merged with summed steps; zero-step or q = 0 events dropped (they spend nothing)."""
-    merged: dict[tuple[float, float, float, float], int] = {}
-    for e in events:
-        mu, l1, l2, q, steps = skellam_event(mu=e[0], l1=e[1], l2=e[2], sample_rate=e[3], steps=e[4])
-        if steps and q > 0:
-            merged[(mu, l1, l2, q)] = merged.get((mu, l1, l2, q), 0) + steps
-    return [(*k, s) for k, s in merged.items()]
-
-
-@lru_cache(maxsize=4096)
-def _rdp_one_step(mu: float, l1: float, l2: float, q: float) -> np.ndarray:
-    return skellam_rdp_of_run(mu=mu, l1=l1, l2=l2, sample_rate=q, steps=1, orders=INTEGER_ORDERS)
-
-
-def rdp(events: Iterable[SkellamEvent]) -> np.ndarray:
-    """RDP at INTEGER_ORDERS of a history: sum over events of steps x Zhu-Wang(Skellam RDP) (Mironov 2017, Prop. 1)."""
-    out = np.zeros(len(INTEGER_ORDERS))
-    for mu, l1, l2, q, steps in merge_events(events):
-        out = out + (np.full(len(INTEGER_ORDERS), np.inf) if mu == 0 else _rdp_one_step(mu, l1, l2, q) * steps)
-    return out
-
-
-ACCOUNTANTS = ("exact", "zhu_wang")  # secagg.accountant: see epsilon()
-
-
-def epsilon(events: Iterable[SkellamEvent], *, delta: float, accountant: str = "exact", gaussian: str = "pld"
-            ) -> float:
-    """epsilon at ``delta`` of a history of Poisson-subsampled Skellam events, add/remove neighbours (0 for none,
-    inf if a round had no noise).
-
-    ``exact`` (default): each event as the Gaussian mechanism that dominates it, sigma_eff = sqrt(mu) /
-    (c(mu) Delta_2) (privacy.skellam_dominance), the history accounted by privacy.accounting with ``gaussian``
-    (pld, rdp or prv) -- tight up to that accountant's own discretisation. ``zhu_wang``: Skellam RDP
-    (privacy.skellam.skellam_rdp) -> Zhu-Wang Poisson subsampling (privacy.subsampled_rdp) -> additive
-    composition -> (eps, delta) by Balle et al. 2020: valid, several times looser at small q."""
-    if not 0 < delta < 1:
-        raise ValueError(f"delta = {delta}: must be in (0, 1)")
-    merged = merge_events(events)
-    if not merged:
-        return 0.0
-    if accountant == "exact":
-        from privacy.skellam_dominance import epsilon_sampled
-
-        return epsilon_sampled(merged, delta=delta, accountant=gaussian)
-    if accountant == "zhu_wang":
-        return rdp_to_epsilon(orders=INTEGER_ORDERS, rdp=rdp(merged), delta=delta)
-    raise ValueError(f"accountant = {accountant!r}: must be one of {', '.join(ACCOUNTANTS)}")
-
-
-def epsilon_unsampled(events: Iterable[SkellamEvent], *, delta: float, accountant: str = "exact") -> float:
-    """epsilon at ``delta`` of Skellam events without amplification by sampling (an adversary who knows who took
-    part: the sample rates are ignored). ``exact``: the dominating Gaussians compose exactly as Gaussian DP
-    (privacy.skellam_dominance.epsilon_unsampled); ``zhu_wang``: the Skellam RDP bound, composed."""
-    unsampled = [(mu, l1, l2, 1.0, steps) for mu, l1, l2, _q, steps in events]
-    if accountant == "exact":
-        from privacy.skellam_dominance import epsilon_unsampled as exact
-
-        if not 0 < delta < 1:
-            raise ValueError(f"delta = {delta}: must be in (0, 1)")
-        return exact(merge_events(unsampled), delta=delta)
-    return epsilon(unsampled, delta=delta, accountant=accountant)
 
 
 def without_noise(step: SkellamClientStep) -> SkellamClientStep:

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from privacy.validation import (ConfigError, _check, _check_choice, _check_delta, _check_int,
+from privacy.config.validation import (ConfigError, _check, _check_choice, _check_delta, _check_int,
                                 _check_optional_positive, _finite)
-from privacy.schema import checked_section
-from privacy.secagg_section import SecAggSection, check_secagg_options
+from privacy.config.schema import checked_section
+from privacy.config.secagg_section import SecAggSection, check_secagg_options
 
 DATASETS = ("mnist5k", "digits", "mnist", "fashion-mnist", "cifar10", "npz")
 PARTITIONS = ("iid", "dirichlet", "shards")
@@ -281,7 +281,7 @@ def _nested(cfg: ExperimentConfig) -> dict[str, dict[str, Any]]:
 
 def from_dict(raw: Mapping[str, Any]) -> ExperimentConfig:
     """Build a validated config from nested ``{section: {key: value}}``: every value through the schema
-    (:mod:`privacy.schema`: exact types, size caps), then each section's rules; unknown keys are errors."""
+    (:mod:`privacy.config.schema`: exact types, size caps), then each section's rules; unknown keys are errors."""
     sections: dict[str, Any] = {}
     for section, values in raw.items():
         if section not in _SECTION_CLASSES:

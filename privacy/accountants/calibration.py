@@ -1,6 +1,6 @@
 """Calibration: the smallest noise multiplier whose accounted epsilon meets a target.
 
-Every search calls ``privacy.accounting.epsilon``, the function that reports, so a
+Every search calls ``privacy.accountants.accounting.epsilon``, the function that reports, so a
 calibrated run never reports more than its target. Two stages:
 
 1. RDP, bisection on log sigma over ``bounds``: RDP is closed-form and cheap at any sigma,
@@ -25,7 +25,7 @@ import math
 import numbers
 from typing import Callable, Sequence
 
-from privacy.accounting import DEFAULT_ACCOUNTANT, Event, epsilon
+from privacy.accountants.accounting import DEFAULT_ACCOUNTANT, Event, epsilon
 
 NOISE_BOUNDS = (0.05, 500.0)  # the RDP search range of the noise multiplier
 TIGHT_SEARCH_FLOOR = 0.5  # a tight accountant is searched in [sigma_rdp * this, sigma_rdp]: it saves
@@ -203,17 +203,17 @@ def calibrate_secure_aggregation(*, target_epsilon: float, mechanism_of: Callabl
                                  sample_rate: float | Sequence[float], rounds: int, accountant: str = "exact",
                                  gaussian: str = DEFAULT_ACCOUNTANT, against_server: bool = False) -> float:
     """Smallest z whose distributed Skellam mechanism (``mechanism_of(z)``: a
-    :class:`privacy.distributed_dp.DistributedSkellamMechanism` or
-    :class:`privacy.distributed_dpsgd.DistributedDPSGD`, whose scale and sensitivities after rounding depend on
+    :class:`privacy.mechanisms.distributed_dp.DistributedSkellamMechanism` or
+    :class:`privacy.mechanisms.distributed_dpsgd.DistributedDPSGD`, whose scale and sensitivities after rounding depend on
     z) spends at most ``target_epsilon`` over ``rounds`` rounds of its planned event, accounted as the run's
     ledger does: Poisson-subsampled at each of ``sample_rate`` (the worst meets the target), or with
     ``against_server`` its planned against-the-server event unsampled in every round.
 
-    ``exact``: the Gaussian multiplier sigma* that the target needs (privacy.calibration on the Gaussian
+    ``exact``: the Gaussian multiplier sigma* that the target needs (privacy.accountants.calibration on the Gaussian
     accountant ``gaussian``; exactly, by Gaussian DP, against the server), then the z whose dominating
     Gaussian sqrt(mu) / (c(mu) Delta_2) reaches sigma*, and a final check by the ledger's own function, which
     raises z until it holds. ``zhu_wang``: a search on the ledger's function alone."""
-    from privacy.distributed_dp import epsilon as skellam_epsilon, epsilon_unsampled
+    from privacy.accountants.skellam import epsilon as skellam_epsilon, epsilon_unsampled
 
     rates = sorted({float(q) for q in ([sample_rate] if isinstance(sample_rate, numbers.Real) else sample_rate)})
 
@@ -230,7 +230,7 @@ def calibrate_secure_aggregation(*, target_epsilon: float, mechanism_of: Callabl
 
     if accountant != "exact":
         return calibrate_noise_multiplier(target_epsilon=target_epsilon, eps_of=eps_of)
-    from privacy.skellam_dominance import effective_noise_multiplier, gdp_mu_for
+    from privacy.accountants.skellam_dominance import effective_noise_multiplier, gdp_mu_for
 
     _check_target(target_epsilon, 0.01)
     if against_server:

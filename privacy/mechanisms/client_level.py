@@ -9,7 +9,7 @@ Like pfl-research's ``AdaptiveClippingGaussianMechanism``, one object owns both 
   the fixed denominator and, with adaptive clipping, release the noised bit share and move S_t;
 - its **state** (S_t) for checkpoints, and the **event** its ledger books every round.
 
-Formulas live in :mod:`privacy.mechanisms` and :mod:`privacy.clipping`, one named function each;
+Formulas live in :mod:`privacy.mechanisms.gaussian` and :mod:`privacy.mechanisms.clipping`, one named function each;
 this module only composes them. A secure-aggregation mechanism is a sibling with the same shape.
 """
 
@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import torch
 
-from privacy.clipping import adaptive_clip_update, clip_by_l2_norm
-from privacy.config import ServerConfig
-from privacy.mechanisms import (NoiseDiagnostics, adaptive_clipping_delta_multiplier, dp_fedavg_aggregate,
+from privacy.mechanisms.clipping import adaptive_clip_update, clip_by_l2_norm
+from privacy.config.experiment import ServerConfig
+from privacy.mechanisms.gaussian import (NoiseDiagnostics, adaptive_clipping_delta_multiplier, dp_fedavg_aggregate,
                                 noised_unclipped_fraction)
 from privacy.seeding import CLIP_NOISE, SERVER_NOISE, torch_generator
 

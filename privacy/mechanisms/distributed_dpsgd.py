@@ -2,7 +2,7 @@
 
 Each silo k Poisson-samples its records at rate q_k, sums their per-sample gradients clipped to C,
 encodes the sum on the integer grid (scale s, randomised Hadamard rotation, unbiased randomised
-rounding), adds its share of Skellam noise and masks the ring vector (privacy.secure_aggregation). The
+rounding), adds its share of Skellam noise and masks the ring vector (privacy.secagg.protocol). The
 server unmasks only the sum: sum_i clip_C(g_i) over a Poisson sample of the union, plus Sk(mu),
 mu = (sigma s C)^2 -- one DP-SGD step on the pooled data, so a record pays the noise of one centralised
 run, not the sqrt(K) more that each silo's own DP-SGD pays. The server divides by the fixed expected
@@ -16,7 +16,7 @@ Sensitivity to one record, after rounding (a record of silo k moves only silo k'
   most s C + sqrt(d) and their L1 distance at most sqrt(d) s C + d (and, being integers, at most Delta_2^2).
   The released distribution in each world is the mixture over U of Skellam mechanisms with these
   sensitivities, and Renyi divergence is jointly quasi-convex (van Erven & Harremoes 2014, Theorem 13):
-  the mixtures' divergence is at most the worst U's. Conditional rounding (privacy.quantization) is not
+  the mixtures' divergence is at most the worst U's. Conditional rounding (privacy.secagg.quantization) is not
   used here: its re-draws depend on the data, which breaks this coupling.
 - every silo stays in the protocol in both neighbouring worlds, so every survivor's share is noise that
   protects the record, its own silo's share included (that share is the silo's secret, not the server's).
@@ -30,8 +30,8 @@ record-level epsilon is one guarantee, against the server and a fortiori against
 Colluding silos (``secagg.colluders``) reveal their shares to the server: the ledger books
 mu_booked = share * (survivors - colluders), never less than the record's own silo's share, as
 (mu_booked, Delta_1, Delta_2, q_k, 1) for every record of a silo whose vector is in a released sum, accounted
-by the Gaussian mechanism that dominates Skellam noise (privacy.skellam_dominance) exactly as the
-client-level events of :mod:`privacy.distributed_dp`. Large scales (24 bits) make sqrt(d) small against s C.
+by the Gaussian mechanism that dominates Skellam noise (privacy.accountants.skellam_dominance) exactly as the
+client-level events of :mod:`privacy.mechanisms.distributed_dp`. Large scales (24 bits) make sqrt(d) small against s C.
 """
 
 from __future__ import annotations
@@ -42,13 +42,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from privacy.distributed_dp import (ReleasedSkellamAverage, SkellamDiagnostics, SkellamEvent, capped_scale, check_mu,
-                                    check_quantisation_state, heuristic_scale, near_edge, quantisation_state,
-                                    skellam_event, sum_range)
-from privacy.quantization import MAX_BITS, Quantizer, padded_dim, rotate, rounded_l1_bound, to_ring
+from privacy.mechanisms.distributed_dp import (
+    ReleasedSkellamAverage, SkellamDiagnostics, capped_scale, check_mu, check_quantisation_state, heuristic_scale,
+    near_edge, quantisation_state, sum_range)
+from privacy.accountants.skellam import SkellamEvent, skellam_event
+from privacy.secagg.quantization import MAX_BITS, Quantizer, padded_dim, rotate, rounded_l1_bound, to_ring
 from privacy.seeding import SERVER_NOISE, derive_seed
-from privacy.skellam import sample_skellam
-from privacy.validation import ConfigError
+from privacy.mechanisms.skellam import sample_skellam
+from privacy.config.validation import ConfigError
 
 _ROTATION_STREAM = 2  # sub-stream tag under SERVER_NOISE (round): not the client-level mechanism's 1
 
@@ -63,7 +64,7 @@ def coupled_l2_sensitivity(*, l2: float, dim: int) -> float:
 
 @dataclass(frozen=True)
 class RingVector:
-    vector: np.ndarray  # uint64 in [0, 2^b): the input of privacy.secure_aggregation
+    vector: np.ndarray  # uint64 in [0, 2^b): the input of privacy.secagg.protocol
 
 
 @dataclass(frozen=True)

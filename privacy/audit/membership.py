@@ -18,7 +18,7 @@ import numpy as np
 
 from privacy.seeding import AUDIT, numpy_rng
 
-_MEMBERS, _NONMEMBERS = 3, 4  # sub-streams of the AUDIT purpose (0-2: privacy.canaries)
+_MEMBERS, _NONMEMBERS = 3, 4  # sub-streams of the AUDIT purpose (0-2: privacy.audit.canaries)
 
 
 def membership_sample(n_train: int, n_test: int, records: int, *, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -6,7 +6,7 @@ Skellam Mechanism for Differentially Private Federated Learning", NeurIPS):
 
     x (||x||_2 <= clip)  ->  scale * x  ->  H D (scale * x) on the zero-padded power-of-two length
     ->  conditional randomised rounding to Z^d (norm at most :func:`rounded_l2_bound`)
-    ->  + integer noise share (privacy.skellam)  ->  mod 2^b  (:func:`to_ring`)
+    ->  + integer noise share (privacy.mechanisms.skellam)  ->  mod 2^b  (:func:`to_ring`)
 
 The server sums the ring vectors mod 2^b and calls :meth:`Quantizer.decode` on the sum. The rotation
 (random signs D then the orthonormal Walsh-Hadamard H) spreads a vector's energy over all coordinates so
@@ -172,7 +172,7 @@ class EncodeDiagnostics:
 class Quantizer:
     """Scale, rotate and round a clipped real vector to integers; decode a sum of such vectors.
 
-    Assumes every input has ||x||_2 <= clip (clip first: privacy.clipping). ``scale`` is gamma^-1 of
+    Assumes every input has ||x||_2 <= clip (clip first: privacy.mechanisms.clipping). ``scale`` is gamma^-1 of
     the papers: integer units per real unit, so the grid step is 1 / scale."""
 
     scale: float  # integer units per real unit (grid step 1 / scale)

@@ -28,7 +28,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from privacy.accounting import (DEFAULT_ACCOUNTANT, RDP_ORDERS, Event, epsilon, rdp_curve, rdp_to_delta,
+from privacy.accountants.accounting import (DEFAULT_ACCOUNTANT, RDP_ORDERS, Event, epsilon, rdp_curve, rdp_to_delta,
                                 rdp_to_epsilon)
 
 
@@ -143,7 +143,7 @@ class PoissonRepetitions:
             eps'(lambda) = eps(lambda) + mu delta_hat + log(mu) / (lambda - 1).
 
         Here eps_hat = log(1 + 1/(lambda - 1)) and delta_hat comes from Q's own RDP curve
-        (:func:`privacy.accounting.rdp_to_delta`). Inf at orders <= 1."""
+        (:func:`privacy.accountants.accounting.rdp_to_delta`). Inf at orders <= 1."""
         a, r = _curve(orders, rdp)
         out = np.full(len(a), np.inf)
         for i in np.flatnonzero(a > 1):
@@ -163,7 +163,7 @@ def eps_selected(candidate_histories: Sequence[Sequence[Event]], *, repetitions:
     ``candidate_histories`` holds the history every candidate would spend. Q's RDP is at most the
     largest of theirs at each order (Renyi divergence is quasi-convex: a mixture of mechanisms is no
     worse than its worst component), and the selection bound applies to that curve. RDP only: the
-    theorems are RDP statements; the conversion is :func:`privacy.accounting.rdp_to_epsilon`.
+    theorems are RDP statements; the conversion is :func:`privacy.accountants.accounting.rdp_to_epsilon`.
     """
     if not len(candidate_histories):
         raise ValueError("candidate_histories is empty: pass the history of every candidate of the search")
@@ -176,7 +176,7 @@ def eps_selected_record(per_candidate_client_histories: Sequence[Mapping[int, Se
                         repetitions: Repetitions, delta: float, orders: Sequence[float] = RDP_ORDERS) -> float:
     """Record-level :func:`eps_selected`: a record lives on one client, whose histories under the
     candidates make that record's Q; the max over clients. Pass worst-case (planned) histories, e.g.
-    ``privacy.calibration.worst_case_record_histories``, since the trials K may add have not run."""
+    ``privacy.accountants.calibration.worst_case_record_histories``, since the trials K may add have not run."""
     clients = set().union(*(h.keys() for h in per_candidate_client_histories)) if per_candidate_client_histories \
         else set()
     if not clients:

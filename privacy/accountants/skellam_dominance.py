@@ -21,7 +21,7 @@ of variance mu; neighbouring inputs differ by an integer shift vector k, ||k||_2
    and Poisson subsampling preserves dominating pairs in both adjacency directions (Zhu, Dong, Wang 2022,
    "Optimal Accounting of Differential Privacy via Characteristic Function", Thm. 11): a history of
    subsampled Skellam rounds is accounted as the same history of subsampled Gaussian rounds at sigma_eff,
-   with the project's Gaussian accountants (privacy.accounting: PLD by default). Without sampling (an
+   with the project's Gaussian accountants (privacy.accountants.accounting: PLD by default). Without sampling (an
    adversary who knows the cohort) the history is sqrt(sum_t 1 / sigma_eff,t^2) -GDP, exactly.
 
 Numerics: h is evaluated from the exact pmf (e^-mu I_|x|(mu), scipy's ``ive``) over every threshold whose
@@ -108,7 +108,7 @@ def effective_noise_multiplier(*, mu: float, l2: float) -> float:
 
 def gaussian_history(events: Iterable[tuple]) -> list[tuple[float, float, int]]:
     """Skellam events (mu, l1, l2, q, steps) -> the dominating Gaussian events (sigma_eff, q, steps) of
-    privacy.accounting. A round without noise (mu = 0) becomes sigma 0 (epsilon inf)."""
+    privacy.accountants.accounting. A round without noise (mu = 0) becomes sigma 0 (epsilon inf)."""
     out = []
     for mu, _l1, l2, q, steps in events:
         sigma = 0.0 if mu == 0 else effective_noise_multiplier(mu=mu, l2=l2)
@@ -120,8 +120,8 @@ def gaussian_history(events: Iterable[tuple]) -> list[tuple[float, float, int]]:
 
 def epsilon_sampled(events: Iterable[tuple], *, delta: float, accountant: str = "pld") -> float:
     """epsilon at ``delta`` of Poisson-subsampled Skellam rounds (add/remove neighbours): the dominating
-    subsampled Gaussian history accounted by privacy.accounting (``accountant``: pld, rdp or prv)."""
-    from privacy.accounting import epsilon
+    subsampled Gaussian history accounted by privacy.accountants.accounting (``accountant``: pld, rdp or prv)."""
+    from privacy.accountants.accounting import epsilon
 
     return epsilon(gaussian_history(events), delta=delta, accountant=accountant)
 

@@ -1,9 +1,9 @@
 """RDP of a Poisson-subsampled mechanism from the RDP curve of the mechanism alone, for any mechanism.
 
-Used to account the distributed Skellam mechanism (privacy.skellam) under Poisson sampling of clients
+Used to account the distributed Skellam mechanism (privacy.mechanisms.skellam) under Poisson sampling of clients
 (cross-device) or of records (cross-silo), where the exact subsampled-Gaussian series of
-privacy.subsampled_gaussian does not apply. Integer orders only; the (eps, delta) conversion is the
-project's (privacy.accounting.rdp_to_epsilon), so every accountant converts alike.
+privacy.accountants.subsampled_gaussian does not apply. Integer orders only; the (eps, delta) conversion is the
+project's (privacy.accountants.accounting.rdp_to_epsilon), so every accountant converts alike.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy import special
 
-from privacy.accounting import rdp_to_epsilon
-from privacy.skellam import skellam_rdp
+from privacy.accountants.accounting import rdp_to_epsilon
+from privacy.accountants.skellam_rdp import skellam_rdp
 
 INTEGER_ORDERS: tuple[int, ...] = tuple(range(2, 129)) + (256,)  # the bound below needs integer orders
 
@@ -82,11 +82,11 @@ def skellam_rdp_of_run(*, mu: float, l1: float, l2: float, sample_rate: float, s
 def skellam_epsilon(*, mu: float, l1: float, l2: float, sample_rate: float, steps: int, delta: float,
                     orders: Sequence[int] = INTEGER_ORDERS) -> float:
     """epsilon at ``delta`` of T = ``steps`` rounds of the distributed Skellam mechanism: Skellam RDP
-    (privacy.skellam.skellam_rdp) -> Zhu-Wang Poisson subsampling -> T-fold composition -> (eps, delta)
-    by privacy.accounting.rdp_to_epsilon (Balle et al. 2020, Thm. 21).
+    (privacy.accountants.skellam_rdp.skellam_rdp) -> Zhu-Wang Poisson subsampling -> T-fold composition -> (eps, delta)
+    by privacy.accountants.accounting.rdp_to_epsilon (Balle et al. 2020, Thm. 21).
 
-    mu: noise variance per coordinate actually present in the sum (privacy.skellam.variance_present),
-    l1, l2: sensitivities on the integer grid (privacy.quantization.Quantizer.l1_/l2_sensitivity),
+    mu: noise variance per coordinate actually present in the sum (privacy.mechanisms.skellam.variance_present),
+    l1, l2: sensitivities on the integer grid (privacy.secagg.quantization.Quantizer.l1_/l2_sensitivity),
     sample_rate: Poisson sampling rate of the protected unit (client or record)."""
     if not 0 < delta < 1:
         raise ValueError(f"delta = {delta}: must be in (0, 1)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from privacy.config import SAMPLINGS
+from privacy.config.experiment import SAMPLINGS
 from privacy.seeding import COHORT, numpy_rng
 
 

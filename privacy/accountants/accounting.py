@@ -15,7 +15,7 @@ and can be re-accounted with another method. Three accountants, all upper bounds
   the upper end of its error bound.
 
 ``epsilon`` is memoised on the merged history, so the server's per-round, per-client calls
-cost one evaluation per distinct history. Calibration lives in ``privacy/calibration.py``
+cost one evaluation per distinct history. Calibration lives in ``privacy/accountants/calibration.py``
 and calls the very same function, so a calibrated run never reports more than its target.
 """
 
@@ -28,8 +28,8 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from privacy.config import ACCOUNTANTS
-from privacy.subsampled_gaussian import rdp_one_step
+from privacy.config.experiment import ACCOUNTANTS
+from privacy.accountants.subsampled_gaussian import rdp_one_step
 
 Event = tuple[float, float, int]  # (noise_multiplier, sample_rate, steps)
 
@@ -55,7 +55,7 @@ def merge_events(events: Iterable[Event]) -> list[Event]:
 
 @lru_cache(maxsize=8192)
 def _rdp_one_step(noise: float, rate: float, orders: tuple[float, ...]) -> np.ndarray:
-    """Opacus's per-step RDP, vectorised (privacy/subsampled_gaussian.py): every client of a
+    """Opacus's per-step RDP, vectorised (privacy/accountants/subsampled_gaussian.py): every client of a
     distinct size brings a distinct rate, so this runs once per client, not once per run."""
     return rdp_one_step(noise_multiplier=noise, sample_rate=rate, orders=orders)
 

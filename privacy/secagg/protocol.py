@@ -109,7 +109,7 @@ def components(graph: Mapping[int, frozenset[int]], nodes) -> list[frozenset[int
 @dataclass(frozen=True)
 class SecAggConfig:
     dim: int  # length of every input vector
-    bits: int  # ring Z_{2^bits}; the true sum must fit its signed range (privacy.quantization.to_ring)
+    bits: int  # ring Z_{2^bits}; the true sum must fit its signed range (privacy.secagg.quantization.to_ring)
     threshold: int  # t: shares that reconstruct a secret; pick t > half a neighbourhood
     neighbours: int | None = None  # k (even): sparse masking graph of Bell et al.; None = every pair
     session: bytes = b""  # round identifier, mixed into every derived key

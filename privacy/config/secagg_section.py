@@ -1,8 +1,8 @@
 """The ``[secagg]`` config section: the untrusted-server trust model (secure aggregation, distributed noise).
 
 With ``secagg.enabled = true`` the server never sees a client's delta: each client clips, quantises and
-adds its share of Skellam noise (:mod:`privacy.distributed_dp`), masks the ring vector
-(:mod:`privacy.secure_aggregation`) and the server unmasks only the sum. ``server.clip``,
+adds its share of Skellam noise (:mod:`privacy.mechanisms.distributed_dp`), masks the ring vector
+(:mod:`privacy.secagg.protocol`) and the server unmasks only the sum. ``server.clip``,
 ``server.noise_multiplier`` and ``server.clients_per_round`` keep their meaning (S, z, the fixed
 denominator m); this section holds what only the untrusted server needs. The checks that involve other
 sections live in :func:`check_secagg_options`.
@@ -11,21 +11,21 @@ sections live in :func:`check_secagg_options`.
 
 - ``client`` (cross-device DP-FedAvg): each client clips its model delta to ``server.clip`` and the sum
   carries Skellam noise of multiplier ``server.noise_multiplier``; the epsilon is client-level
-  (:mod:`privacy.distributed_dp`);
+  (:mod:`privacy.mechanisms.distributed_dp`);
 - ``record`` (cross-silo FedSGD): each round every silo Poisson-samples its records, sums their
   per-sample gradients clipped to ``client.max_grad_norm`` and adds its share of noise of multiplier
   ``client.noise_multiplier``: the unmasked sum is one DP-SGD step on the union, and the epsilon is
-  record-level at the noise of one pooled run (:mod:`privacy.distributed_dpsgd`).
+  record-level at the noise of one pooled run (:mod:`privacy.mechanisms.distributed_dpsgd`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from privacy.validation import _check, _check_int, _finite
+from privacy.config.validation import _check, _check_int, _finite
 
 LEVELS = ("client", "record")  # what the clients' noise shares protect: see the module docstring
-SECAGG_ACCOUNTANTS = ("exact", "zhu_wang")  # privacy.distributed_dp.epsilon
+SECAGG_ACCOUNTANTS = ("exact", "zhu_wang")  # privacy.accountants.skellam.epsilon
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The one gate every config value passes before a section is built: exact types, and upper bounds on sizes.
 
-Types come from the dataclass annotations of the sections (privacy/config.py, privacy/secagg_section.py,
+Types come from the dataclass annotations of the sections (privacy/config/experiment.py, privacy/config/secagg_section.py,
 the ``[sweep]`` table): the annotation *is* the schema, so a key cannot be added without its type.
 Strict: ``true``/``false`` only for a bool (never the string ``"no"``), an integer for an int (never a
 bool or a float), a number for a float (an integer is widened), text for a str, a table of
@@ -18,7 +18,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any
 
-from privacy.validation import ConfigError
+from privacy.config.validation import ConfigError
 
 SEED_MAX = 2**63 - 1  # seeds are stored as int64 (Parquet, torch) and fed to numpy's SeedSequence
 

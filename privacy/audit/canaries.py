@@ -7,7 +7,7 @@ probability 1/2, decided once before training; an included canary is then Poisso
 every round at the real clients' rate q, and its update joins the clipped sum *before*
 the server's noise, exactly as a real client's would. After training, canary j's score is
 <u_j, w_T - w_0>: an included canary has pushed the model along u_j. The scores and the
-inclusion bits go to :func:`privacy.audit.one_run_audit`.
+inclusion bits go to :func:`privacy.audit.one_run.one_run_audit`.
 
 A direction is Gaussian on a random support of at most ``SUPPORT`` coordinates, normalised:
 any update of norm <= S is a legal client update, so sparsity changes nothing in the privacy

@@ -1,0 +1,1 @@
+"""Empirical checks of the claimed epsilons: the one-run canary audit and membership inference."""
