@@ -154,7 +154,7 @@ class ClientActor:
         from privacy.secagg.protocol import SecAggClient
 
         rng = client_rng(noise_seed=self.cfg.run.noise_seed, client_id=cid, round_idx=round_idx)
-        if self.cfg.secagg.level == "record":  # FedSGD: this silo's clipped-gradient sum, one step on the union
+        if step.skellam.on_gradients:  # secure FedSGD: this silo's clipped-gradient sum, one step on the union
             self._ring[cid] = step.skellam.encode(self._clipped_gradient_sum(start, cid, round_idx, stop_at), rng=rng)
         else:
             result = self._local_training(start, cid, round_idx, stop_at)

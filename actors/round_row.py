@@ -17,13 +17,14 @@ SECAGG_COLUMNS = ("secagg_survivors", "secagg_dropped", "secagg_near_edge", "sec
 
 
 def round_row(*, round_number: int, cfg: ExperimentConfig, cohort_size: int, collected: Collected,
-              step: StepResult, delta_multiplier: float, ledgers: PrivacyLedgers, evaluation: dict[str, float],
+              step: StepResult, mechanism, ledgers: PrivacyLedgers, evaluation: dict[str, float],
               seconds: float, secure=None) -> dict:
     """One row; the audit columns stay NaN until the run's last round (see ``orchestrator.round_loop``).
     ``secure``: the round's :class:`actors.secure_round.SecureSum` under secure aggregation. There the
     clients' losses, norms and clip bits never reach the server: those columns are NaN. ``evaluation``: the
     global model's ``val_accuracy``, ``val_loss``, ``test_accuracy``, ``test_loss`` (NaN in rounds not
-    evaluated, :meth:`actors.evaluation.Evaluator.evaluate`)."""
+    evaluated, :meth:`actors.evaluation.Evaluator.evaluate`); ``mechanism``: the run's
+    (:mod:`privacy.mechanisms.choice`), which says what its noise and clip were."""
     c, s = cfg.client, cfg.server
     reports, released = step.reports, step.released
     n = np.array([r.examples for r in reports], dtype=float)
@@ -45,16 +46,16 @@ def round_row(*, round_number: int, cfg: ExperimentConfig, cohort_size: int, col
         "noise_multiplier_local": c.noise_multiplier if c.dp else 0.0,
         "max_grad_norm_local": c.max_grad_norm if c.dp else math.inf,
         "noise_multiplier_server": s.noise_multiplier,
-        "noise_multiplier_delta": delta_multiplier,
-        "clip_server": _server_clip(cfg, released),
+        "noise_multiplier_delta": mechanism.noise_multiplier_of(released),
+        "clip_server": mechanism.reported_clip(released),
         "clip_count_std": s.count_noise_std if s.adaptive_clip else 0.0,
         "unclipped_fraction": float(np.mean([r.unclipped for r in reports])) if reports else math.nan,
-        "unclipped_fraction_noised": math.nan if cfg.secagg.enabled else released.unclipped_fraction_noised,
+        "unclipped_fraction_noised": math.nan if mechanism.secure else released.unclipped_fraction_noised,
         "delta_norm_median": float(np.median([r.delta_norm for r in reports])) if reports else math.nan,
         "update_norm": float(released.average.norm()) if released is not None else 0.0,
         "lr_server": step.lr,
         "server_noise_std": released.noise.std if released is not None else math.nan,
-        "server_snr": math.nan if cfg.secagg.enabled else released.noise.snr,  # the server never sees the signal
+        "server_snr": math.nan if mechanism.secure else released.noise.snr,  # the server never sees the signal
         "canaries_in_round": step.canaries_in_round,
         **dict.fromkeys(AUDIT_COLUMNS, math.nan),
         "audit_seconds": step.audit_seconds,
@@ -65,13 +66,6 @@ def round_row(*, round_number: int, cfg: ExperimentConfig, cohort_size: int, col
     if secure is not None:
         row.update(_secure_columns(step, secure))
     return row
-
-
-def _server_clip(cfg: ExperimentConfig, released) -> float:
-    """S of the round's release; inf where deltas are not clipped (also secure FedSGD, whose silos clip records)."""
-    if cfg.secagg.enabled:
-        return cfg.server.clip if cfg.secagg.level == "client" else math.inf
-    return released.clip if released.clip > 0 else math.inf
 
 
 def _secure_columns(step: StepResult, secure) -> dict:

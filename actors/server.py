@@ -22,20 +22,18 @@ from actors.evaluation import EVALUATION_COLUMNS, Evaluator
 from actors.round_row import round_row
 from actors.secure_step import SecureStep
 from privacy.audit.canaries import Canaries
-from privacy.mechanisms.client_level import CentralGaussianMechanism
 from privacy.config.experiment import ExperimentConfig
-from privacy.accountants.ledgers import PrivacyLedgers
+from privacy.mechanisms.choice import mechanism_for
 from privacy.mechanisms.sampling import sample_cohort
 
 
 class ServerActor:
-    """Holds the global model, the client actor handles and both ledgers. Wrap with ``ray.remote``.
-
-    ``mechanism``: the client-level mechanism (default: :class:`CentralGaussianMechanism` of the config)."""
+    """Holds the global model, the client actor handles, the mechanism and its ledgers. Wrap with ``ray.remote``."""
 
     def __init__(self, cfg: ExperimentConfig, clients: list, plan: ClientPlan, weights: np.ndarray, *,
-                 num_threads: int = 1, mechanism: CentralGaussianMechanism | None = None, shared=None):
-        """``shared``: the driver's data (:class:`actors.model_inputs.SharedData`), which the evaluator takes
+                 num_threads: int = 1, mechanism=None, shared=None):
+        """``mechanism``: the run's mechanism (default: :func:`privacy.mechanisms.choice.mechanism_for` the config);
+        ``shared``: the driver's data (:class:`actors.model_inputs.SharedData`), which the evaluator takes
         instead of reading the files where this actor runs on the driver's node."""
         from actors.model_inputs import offering
 
@@ -46,25 +44,9 @@ class ServerActor:
         num_clients = len(plan.actor)
         canaries = (Canaries(cfg.audit.canaries, len(weights), seed=cfg.run.seed,
                              sample_rate=cfg.server.clients_per_round / num_clients) if cfg.audit.canaries else None)
-        self.record_secure = cfg.secagg.enabled and cfg.secagg.level == "record"
-        if mechanism is None and self.record_secure:
-            from privacy.mechanisms.distributed_dpsgd import expected_batch, from_experiment as record_mechanism
-
-            if not plan.sizes:
-                raise ValueError("secure FedSGD needs the clients' record counts (ClientPlan.sizes)")
-            mechanism = record_mechanism(cfg, dim=len(weights), batch=expected_batch(plan.sample_rate, plan.sizes))
-        elif mechanism is None and cfg.secagg.enabled:
-            from privacy.mechanisms.distributed_dp import from_experiment  # a central run never imports it
-
-            mechanism = from_experiment(cfg, dim=len(weights))
-        mechanism = mechanism or CentralGaussianMechanism(cfg.server, noise_seed=cfg.run.noise_seed)
+        mechanism = mechanism or mechanism_for(cfg, dim=len(weights), sample_rates=plan.sample_rate, sizes=plan.sizes)
         self.aggregator = Aggregator(cfg, weights, mechanism=mechanism, canaries=canaries)
-        self.ledgers = PrivacyLedgers(cfg, sample_rates=plan.sample_rate, steps=plan.steps)
-        if self.record_secure:
-            self.ledgers.record_planned = [mechanism.planned_event(sample_rate=q) for q in plan.sample_rate]
-        elif cfg.secagg.enabled:
-            self.ledgers.skellam_planned = mechanism.planned_event(sample_rate=self.ledgers.client_sample_rate)
-            self.ledgers.server_planned = mechanism.planned_server_event()
+        self.ledgers = mechanism.ledgers(cfg, sample_rates=plan.sample_rate, steps=plan.steps)
         with offering(shared):  # the evaluator loads the data through actors.client.load_on_this_node
             self.evaluator = Evaluator(cfg)
         self.round = 0
@@ -80,73 +62,50 @@ class ServerActor:
         cohort = sample_cohort(len(self.plan.actor), s.clients_per_round, scheme=s.sampling,
                                seed=self.cfg.run.noise_seed, round_idx=round_idx)
         mechanism = self.aggregator.mechanism
-        secure = self.cfg.secagg.enabled
-        protocol = self._protocol(round_idx, len(cohort)) if secure else None
+        client_step = mechanism.client_step(round_idx, max(len(cohort), 1))
+        protocol = self._protocol(round_idx, len(cohort)) if mechanism.secure else None
         collected = train_cohort(self.clients, self.plan, cohort, self.aggregator.weights.numpy(), round_idx,
-                                 SecureStep(mechanism.client_step(round_idx, max(len(cohort), 1)), protocol) if secure
-                                 else mechanism.client_step(), round_timeout=s.round_timeout,
-                                 on_dispatched=lambda: self._while_clients_train(round_idx, cohort, secure),
+                                 SecureStep(client_step, protocol) if mechanism.secure else client_step,
+                                 round_timeout=s.round_timeout,
+                                 on_dispatched=lambda: self._while_clients_train(round_idx, cohort),
                                  restarting=self.restarting)
         self.restarting = collected.restarting
-        if secure:
-            step, summed, multiplier = self._secure_step(round_idx, protocol, collected, cohort=len(cohort))
+        if mechanism.secure:
+            step, summed, survivors, threshold = self._secure_step(round_idx, protocol, collected, cohort=len(cohort))
         else:
-            step, summed, multiplier = self.aggregator.step(round_idx, collected.updates), None, mechanism.delta_multiplier
-            self.ledgers.book_server_round()
+            step, summed, threshold = self.aggregator.step(round_idx, collected.updates), None, None
+            survivors = tuple(r.client_id for r in step.reports)
+        self.ledgers.book(mechanism.round_events(step.released, survivors=survivors, cohort=len(cohort),
+                                                 threshold=threshold, ledgers=self.ledgers))
         self.round = round_idx + 1
         evaluate = self.round % self.cfg.run.eval_every == 0 or self.round == s.rounds
         evaluation = (self.evaluator.evaluate(self.aggregator.weights) if evaluate
                       else dict.fromkeys(EVALUATION_COLUMNS, math.nan))
         return round_row(round_number=self.round, cfg=self.cfg, cohort_size=len(cohort), collected=collected,
-                         step=step, delta_multiplier=multiplier, ledgers=self.ledgers, evaluation=evaluation,
+                         step=step, mechanism=mechanism, ledgers=self.ledgers, evaluation=evaluation,
                          seconds=time.perf_counter() - t0, secure=summed)
 
-    def _while_clients_train(self, round_idx: int, cohort, secure: bool) -> None:
+    def _while_clients_train(self, round_idx: int, cohort) -> None:
         """Book the cohort's record-level events; under secure aggregation also encode the canaries."""
         self.ledgers.book_cohort(cohort)
-        if secure and self.aggregator.canaries is not None:
+        if self.aggregator.mechanism.secure and self.aggregator.canaries is not None:
             self.aggregator.prepare_canaries(round_idx)
 
     def _secure_step(self, round_idx: int, protocol, collected, *, cohort: int):
-        """The secure sum of the trained cohort, its release and its Skellam events (none if not released): the
-        public one, and each survivor's against the server."""
+        """The secure sum of the trained cohort and its release (None if the round could not unmask, or its
+        realised events would pass a target): ``(step, secure sum, survivors, threshold)``."""
         from actors.secure_round import secure_sum
 
         mechanism = self.aggregator.mechanism
         summed = secure_sum(self.clients, collected.updates, protocol, round_idx,
                             timeout=hard_timeout(self.cfg.server.round_timeout), graph_seed=round_idx,
-                            hold=lambda ids: self._budget_hold(ids, cohort=cohort, threshold=protocol.threshold))
+                            hold=lambda ids: self.ledgers.blocked(mechanism.held_events(
+                                ids, cohort=cohort, threshold=protocol.threshold, ledgers=self.ledgers)))
         collected.failures += summed.failures + ([f"round not released: {summed.failure}"] if summed.failure else [])
         reports = [r for u in collected.updates for r in u.succeeded]
         step = self.aggregator.step_secure(round_idx, summed.ring_sum, survivors=summed.survivors, cohort=cohort,
                                            reports=reports)
-        if self.record_secure:  # every surviving silo's records took one step under the booked noise
-            if step.released is not None:
-                rates = self.plan.sample_rate
-                self.ledgers.book_record_release({k: mechanism.event_for(
-                    survivors=summed.survivors, sample_rate=rates[k], threshold=protocol.threshold)
-                    for k in summed.survivor_ids})
-            return step, summed, math.nan
-        if step.released is None:
-            self.ledgers.book_server_round(None)
-            return step, summed, math.nan
-        self.ledgers.book_server_round(mechanism.event(step.released, sample_rate=self.ledgers.client_sample_rate))
-        against_server = mechanism.server_event_for(survivors=summed.survivors, cohort=cohort,
-                                                    threshold=protocol.threshold)
-        self.ledgers.book_server_events({k: against_server for k in summed.survivor_ids})
-        return step, summed, math.sqrt(step.released.noise.variance_present) / mechanism.l2
-
-    def _budget_hold(self, survivor_ids: tuple[int, ...], *, cohort: int, threshold: int) -> str:
-        """Asked by the secure sum once the survivors are known, before anything is unmasked: why this round
-        must not be unmasked ('' if it may), because its realised events would carry a survivor past a target
-        (drop-outs, a short cohort or colluders book less noise than the round planned before it)."""
-        mechanism, n = self.aggregator.mechanism, len(survivor_ids)
-        if self.record_secure:
-            rates = self.plan.sample_rate
-            return self.ledgers.record_release_blocked({k: mechanism.event_for(
-                survivors=n, sample_rate=rates[k], threshold=threshold) for k in survivor_ids})
-        return self.ledgers.server_release_blocked(
-            mechanism.server_event_for(survivors=n, cohort=cohort, threshold=threshold), survivor_ids)
+        return step, summed, summed.survivor_ids, protocol.threshold
 
     def _protocol(self, round_idx: int, cohort: int):
         """The round's secure-aggregation parameters (a :class:`privacy.secagg.protocol.SecAggConfig`): ring,

@@ -183,7 +183,10 @@ def check_resumable(state: dict, plan: Plan, path: Path) -> None:
     if not hasattr(weights, "numel") or weights.numel() != plan.num_params:
         raise ConfigError("--resume", str(path), f"holds {getattr(weights, 'numel', lambda: '?')()} weights; "
                                                  f"model {plan.config.model.name} has {plan.num_params}")
-    clients = {int(k) for k in state.get("record", {}).get("histories", {})}
+    guarantees = state.get("guarantees")
+    if not isinstance(guarantees, dict):
+        raise ConfigError("--resume", str(path), "holds no ledgers this version reads (written by another version?)")
+    clients = {int(k) for name in ("record", "client_server") for k in guarantees.get(name, {}).get("histories", {})}
     if clients and max(clients) >= plan.config.data.num_clients:
         raise ConfigError("--resume", str(path), f"has a ledger of client {max(clients)}; the run has "
                                                  f"{plan.config.data.num_clients} clients")

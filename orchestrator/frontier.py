@@ -96,7 +96,6 @@ def plot_frontier(trials: pd.DataFrame, path: str | Path, *, utility: str = REPO
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import matplotlib.ticker  # noqa: F401  (formatters below)
 
     guarantees = list(guarantees or varied_guarantees(trials)) or ["eps_record_max"]
     fig, axes = plt.subplots(1, len(guarantees), figsize=(6.2 * len(guarantees), 4.6), squeeze=False)
@@ -127,19 +126,7 @@ def plot_frontier(trials: pd.DataFrame, path: str | Path, *, utility: str = REPO
                 ax.annotate(f"{symbol}={v:.3g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7,
                             color="0.3")
         deltas = private[delta_col].dropna().unique() if delta_col in private else []
-        dtxt = f"δ = {deltas[0]:.1e}" if len(deltas) == 1 else ("δ varies" if len(deltas) else "")
-        ax.set_xscale("log")
-        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
-        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-        ax.margins(x=0.12)
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_xlabel(f"ε, {label}" + (f" ({dtxt})" if dtxt else ""))
-        ax.set_ylabel(utility.replace("_", " "))
-        ax.set_title(label)
-        ax.grid(True, which="both", alpha=0.3)
-        if not finite.any():
-            ax.text(0.5, 0.5, "no finite ε in this sweep", transform=ax.transAxes, ha="center")
-        ax.legend(loc="lower right", fontsize=8)
+        _style_panel(ax, label=label, deltas=deltas, utility=utility, empty=not finite.any())
     fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)
@@ -147,6 +134,25 @@ def plot_frontier(trials: pd.DataFrame, path: str | Path, *, utility: str = REPO
     atomic_write(path, lambda p: fig.savefig(p, dpi=120, format="png"))
     plt.close(fig)
     return path
+
+
+def _style_panel(ax, *, label: str, deltas, utility: str, empty: bool) -> None:
+    """A frontier panel's log epsilon axis (1, 2, 5 ticks), labels with its delta, grid and legend."""
+    import matplotlib.ticker
+
+    dtxt = f"δ = {deltas[0]:.1e}" if len(deltas) == 1 else ("δ varies" if len(deltas) else "")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.margins(x=0.12)
+    ax.set_xlabel(f"ε, {label}" + (f" ({dtxt})" if dtxt else ""))
+    ax.set_ylabel(utility.replace("_", " "))
+    ax.set_title(label)
+    ax.grid(True, which="both", alpha=0.3)
+    if empty:
+        ax.text(0.5, 0.5, "no finite ε in this sweep", transform=ax.transAxes, ha="center")
+    ax.legend(loc="lower right", fontsize=8)
 
 
 FRONTIER_COLUMNS = ["trial_id", "eps_record_max", "eps_client", "val_accuracy", "test_accuracy", "client.dp",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 
 from privacy.config.experiment import ExperimentConfig
+from privacy.mechanisms.choice import mechanism_for
 
 PUBLIC = "whoever sees only the released models"
 
@@ -29,34 +30,34 @@ def privacy_plan(cfg: ExperimentConfig) -> dict:
 
     plan = resolve_config(cfg, capacity=(1.0, 0.0))
     c = plan.config
-    d, s, sa = c.data, c.server, c.secagg
-    num_params = plan.num_params
+    d, s = c.data, c.server
     rates = plan.clients.sample_rate
-    out: dict = {"trust_model": "secure aggregation (untrusted server)" if sa.enabled else "trusted server",
+    mechanism = mechanism_for(c, dim=plan.num_params, sample_rates=rates, sizes=plan.clients.sizes)
+    out: dict = {"trust_model": "secure aggregation (untrusted server)" if mechanism.secure else "trusted server",
                  "clients": d.num_clients, "train_records": plan.n_train, "model": c.model.name,
-                 "parameters": num_params, "rounds": s.rounds, "secagg_accountant": sa.accountant if sa.enabled else ""}
+                 "parameters": plan.num_params, "rounds": s.rounds,
+                 "secagg_accountant": c.secagg.accountant if mechanism.secure else ""}
     if c.client.dp:
-        out.update(_record_level(c, plan, num_params))
-    if s.noise_multiplier > 0 and not (sa.enabled and sa.level == "record"):
-        out.update(_client_level(c, num_params))
+        out.update(_record_level(c, plan, mechanism))
+    if s.noise_multiplier > 0 and mechanism.level == "client":
+        out.update(_client_level(c, mechanism))
     out["record_sample_rate_min"], out["record_sample_rate_max"] = float(min(rates)), float(max(rates))
     return out
 
 
-def _record_level(c: ExperimentConfig, plan, num_params: int) -> dict:
+def _record_level(c: ExperimentConfig, plan, mechanism) -> dict:
     from privacy.accountants.accounting import epsilon
 
     rates, steps = plan.clients.sample_rate, plan.clients.steps
     out = {"noise_multiplier_local": c.client.noise_multiplier, "clip_local": c.client.max_grad_norm,
            "delta_record": c.client.delta, "record_accountant": c.client.accountant}
-    if c.secagg.enabled and c.secagg.level == "record":
+    if mechanism.level == "record":  # secure FedSGD: the silos' shares are one pooled DP-SGD step's noise
         from privacy.accountants.skellam import epsilon as skellam_epsilon
-        from privacy.mechanisms.distributed_dpsgd import expected_batch, from_experiment
 
-        mech = from_experiment(c, dim=num_params, batch=expected_batch(rates, plan.partition.sizes))
-        eps = max(skellam_epsilon([mech.planned_event(sample_rate=q)[:4] + (c.server.rounds,)], delta=c.client.delta,
-                                  accountant=c.secagg.accountant, gaussian=c.client.accountant) for q in set(rates))
-        out.update(_quantisation(mech), steps_record=c.server.rounds,
+        eps = max(skellam_epsilon([mechanism.planned_event(sample_rate=q)[:4] + (c.server.rounds,)],
+                                  delta=c.client.delta, accountant=c.secagg.accountant, gaussian=c.client.accountant)
+                  for q in set(rates))
+        out.update(_quantisation(mechanism), steps_record=c.server.rounds,
                    eps_record_max=eps, eps_record_holds_against="the server and " + PUBLIC)
         return out
     eps = max(epsilon([(c.client.noise_multiplier, q, k * c.server.rounds)], delta=c.client.delta,
@@ -66,24 +67,22 @@ def _record_level(c: ExperimentConfig, plan, num_params: int) -> dict:
     return out
 
 
-def _client_level(c: ExperimentConfig, num_params: int) -> dict:
+def _client_level(c: ExperimentConfig, mechanism) -> dict:
     from privacy.accountants.accounting import epsilon
 
     s = c.server
     q = s.clients_per_round / c.data.num_clients
     out = {"noise_multiplier_server": s.noise_multiplier, "clip_server": s.clip, "client_sample_rate": q,
            "delta_client": s.delta, "client_accountant": s.accountant}
-    if not c.secagg.enabled:
+    if not mechanism.secure:
         out.update(eps_client=epsilon([(s.noise_multiplier, q, s.rounds)], delta=s.delta, accountant=s.accountant),
                    eps_client_holds_against=PUBLIC + " (the trusted server sees every clipped update)")
         return out
-    from privacy.mechanisms.distributed_dp import from_experiment
     from privacy.accountants.skellam import epsilon as skellam_epsilon, epsilon_unsampled
 
-    mech = from_experiment(c, dim=num_params)
-    planned, against_server = mech.planned_event(sample_rate=q), mech.planned_server_event()
+    planned, against_server = mechanism.planned_event(sample_rate=q), mechanism.planned_server_event()
     expected_joins = max(1, round(q * s.rounds))
-    out.update(_quantisation(mech),
+    out.update(_quantisation(mechanism),
                eps_client=skellam_epsilon([planned[:4] + (s.rounds,)], delta=s.delta, accountant=c.secagg.accountant,
                                           gaussian=s.accountant),
                eps_client_holds_against=PUBLIC + " (cohort sizes and drop-outs kept from them)",

@@ -21,8 +21,9 @@ from actors.holdout import holdout_of, in_pool
 from actors.partition import Partition, PartitionError, partition
 from actors.client import local_spec
 from actors.client_plan import ClientPlan
-from privacy.accountants.calibration import calibrate_for_schedule, calibrate_record_level
 from privacy.audit.canaries import default_canary_count
+from privacy.mechanisms.calibrated import calibrated_noise
+from privacy.mechanisms.choice import mechanism_class, mechanism_for
 from privacy.config.experiment import ConfigError, ExperimentConfig
 from privacy.config.schema import WORK_MAX
 from privacy.seeding import fresh_noise_seed
@@ -52,42 +53,6 @@ class Plan:
 def default_delta(n: int) -> float:
     """delta = 1 / n^1.1: below 1/n, as a meaningful (eps, delta) guarantee over n units requires."""
     return 1.0 / n ** 1.1
-
-
-def _calibrated(key: str, target: float, calibrate) -> float:
-    """A calibration whose impossible target is a ConfigError on ``key``."""
-    try:
-        return calibrate()
-    except ValueError as exc:
-        raise ConfigError(key, target, str(exc)) from exc
-
-
-def _calibrate_secagg(cfg: ExperimentConfig, num_params: int, *, delta: float, sample_rate: float,
-                      against_server: bool = False) -> float:
-    """z for server.target_epsilon (whoever sees the models) or, with ``against_server``,
-    secagg.server_target_epsilon under secure aggregation: the Skellam accounting the ledger uses."""
-    from privacy.accountants.calibration import calibrate_secure_aggregation
-    from privacy.mechanisms.distributed_dp import from_experiment
-
-    target = cfg.secagg.server_target_epsilon if against_server else cfg.server.target_epsilon
-    return calibrate_secure_aggregation(
-        target_epsilon=target, delta=delta, sample_rate=sample_rate, rounds=cfg.server.rounds,
-        accountant=cfg.secagg.accountant, gaussian=cfg.server.accountant, against_server=against_server,
-        mechanism_of=lambda z: from_experiment(cfg.replace(server={"noise_multiplier": z, "target_epsilon": None}),
-                                               dim=num_params))
-
-
-def _calibrate_secure_fedsgd(cfg: ExperimentConfig, num_params: int, *, delta: float, sample_rates, batch: float
-                             ) -> float:
-    """sigma for client.target_epsilon under secure FedSGD (secagg.level = "record"): every silo in every round,
-    the worst silo's rate, the Skellam accounting its ledger uses."""
-    from privacy.accountants.calibration import calibrate_secure_aggregation
-    from privacy.mechanisms.distributed_dpsgd import from_experiment
-
-    return calibrate_secure_aggregation(
-        target_epsilon=cfg.client.target_epsilon, delta=delta, sample_rate=sample_rates, rounds=cfg.server.rounds,
-        accountant=cfg.secagg.accountant, gaussian=cfg.client.accountant, mechanism_of=lambda s: from_experiment(cfg.replace(client={"noise_multiplier": s, "target_epsilon": None}),
-                                               dim=num_params, batch=batch))
 
 
 def count_parameters(model: str, data: ImageData) -> int:
@@ -126,28 +91,68 @@ def resolve_config(cfg: ExperimentConfig, capacity: tuple[float, float] | None =
     data = load_data(cfg)
     d, c, s = cfg.data, cfg.client, cfg.server
     pool, validation = pool_and_validation(cfg, data)  # before partitioning: the validation records are no client's
-    n_train = len(pool)
-    if d.num_clients > n_train:
-        raise ConfigError("data.num_clients", d.num_clients, f"more clients than training records ({n_train})")
+    part = partition_pool(cfg, data, pool)
+    model = cfg.model.name if cfg.model.name != "auto" else auto_model_name(data.shape[1], d.features)
+    num_params = count_parameters(model, data)
+    cfg = with_deltas(cfg, n_train=len(pool))
+    rates, steps = client_schedule(cfg, part)
+
+    kind = mechanism_class(cfg)  # the trust model: which accounting calibrates the noise
+    batch = kind.expected_batch(rates, part.sizes) if kind.level == "record" else None  # secure FedSGD's B
+    sigma, z = calibrated_noise(cfg, kind, num_params=num_params, rates=rates, steps=steps, batch=batch)
+    num_actors = c.num_actors or auto_num_actors(d.num_clients, c.num_cpus, c.num_gpus,
+                                                 capacity or cluster_capacity())
+    if num_actors > d.num_clients:
+        raise ConfigError("client.num_actors", num_actors, f"must be <= data.num_clients ({d.num_clients})")
+    server = {"noise_multiplier": z}
+    if s.adaptive_clip:  # validation refuses z >= 2 sigma_b here too, now that z may come from calibration
+        server["clip_count_std"] = float(s.count_noise_std)
+    canaries = cfg.audit.canaries
+    if canaries is None:  # audit client-level DP wherever it is claimed and canaries cost little accuracy
+        canaries = default_canary_count(noise_multiplier=z, sample_rate=s.clients_per_round / d.num_clients,
+                                        clipping=s.clipping, num_params=num_params)
+    noise_seed = cfg.run.noise_seed if cfg.run.noise_seed is not None else fresh_noise_seed()
+    resolved = cfg.replace(
+        model={"name": model}, client={"noise_multiplier": sigma, "num_actors": num_actors},
+        server=server, audit={"canaries": canaries}, run={"noise_seed": noise_seed})
+    mechanism_for(resolved, dim=num_params, sample_rates=rates, sizes=part.sizes)  # bits too few: refused before Ray
+    plan = ClientPlan(actor=tuple(k % num_actors for k in range(d.num_clients)), sample_rate=tuple(rates),
+                      steps=tuple(steps), sizes=tuple(int(n) for n in part.sizes))
+    return Plan(resolved, part, plan, data.shape, data.num_classes, len(pool), len(data.y_test), num_params,
+                len(validation))
+
+
+def partition_pool(cfg: ExperimentConfig, data: ImageData, pool: np.ndarray) -> Partition:
+    """The clients' shards of the training pool (indices into the training set)."""
+    d = cfg.data
+    if d.num_clients > len(pool):
+        raise ConfigError("data.num_clients", d.num_clients, f"more clients than training records ({len(pool)})")
     try:
-        part = in_pool(partition(data.y_train[pool], scheme=d.partition, num_clients=d.num_clients, seed=cfg.run.seed,
+        return in_pool(partition(data.y_train[pool], scheme=d.partition, num_clients=d.num_clients, seed=cfg.run.seed,
                                  alpha=d.alpha, shards_per_client=d.shards_per_client, min_size=d.min_client_size),
                        pool)
     except PartitionError as exc:
         raise ConfigError("data.partition", d.partition, str(exc)) from exc
 
-    model = cfg.model.name if cfg.model.name != "auto" else auto_model_name(data.shape[1], d.features)
-    num_params = count_parameters(model, data)
+
+def with_deltas(cfg: ExperimentConfig, *, n_train: int) -> ExperimentConfig:
+    """``cfg`` with both deltas set (1 / n^1.1 by default), each below 1 / its number of units."""
+    c, s, clients = cfg.client, cfg.server, cfg.data.num_clients
     delta_record = c.delta if c.delta is not None else default_delta(n_train)
     if delta_record >= 1 / n_train:
         raise ConfigError("client.delta", c.delta, f"must be < 1/n = {1 / n_train:.3g} (n = {n_train} records)")
-    delta_client = s.delta if s.delta is not None else default_delta(d.num_clients)
-    if delta_client >= 1 / d.num_clients:
-        raise ConfigError("server.delta", s.delta, f"must be < 1/N = {1 / d.num_clients:.3g} (N = {d.num_clients} "
-                                                   "clients)")
+    delta_client = s.delta if s.delta is not None else default_delta(clients)
+    if delta_client >= 1 / clients:
+        raise ConfigError("server.delta", s.delta, f"must be < 1/N = {1 / clients:.3g} (N = {clients} clients)")
     if c.target_epsilon is not None and not c.dp:
         raise ConfigError("client.target_epsilon", c.target_epsilon, "needs client.dp = true")
+    return cfg.replace(client={"delta": delta_record}, server={"delta": delta_client})
 
+
+def client_schedule(cfg: ExperimentConfig, part: Partition) -> tuple[list[float], list[int]]:
+    """Each client's record-level sampling rate and local steps per round; a ConfigError for a batch no shard
+    can hold or a run of more per-sample gradients than ``WORK_MAX``."""
+    c, s = cfg.client, cfg.server
     if c.batch_size > max(part.sizes):  # a Poisson rate above 1 for every client: a batch no shard can hold
         raise ConfigError("client.batch_size", c.batch_size, f"must be <= the largest client's shard "
                                                            f"({int(max(part.sizes))} records); a smaller shard "
@@ -155,63 +160,9 @@ def resolve_config(cfg: ExperimentConfig, capacity: tuple[float, float] | None =
     spec = local_spec(cfg)
     rates = [spec.sample_rate(int(n)) for n in part.sizes]
     steps = [spec.steps(int(n)) for n in part.sizes]
-    work = s.rounds * s.clients_per_round / d.num_clients * sum(k * min(c.batch_size, int(n))
-                                                                 for k, n in zip(steps, part.sizes))
+    work = s.rounds * s.clients_per_round / cfg.data.num_clients * sum(k * min(c.batch_size, int(n))
+                                                                       for k, n in zip(steps, part.sizes))
     if work > WORK_MAX:  # each key within its cap, their product still a run of years
         raise ConfigError("server.rounds", s.rounds, f"with these clients, steps and batches the run would compute "
                                                      f"{work:.3g} per-sample gradients; at most {WORK_MAX:.0e}")
-    sigma = c.noise_multiplier
-    record_secure = cfg.secagg.enabled and cfg.secagg.level == "record"
-    if record_secure:
-        from privacy.mechanisms.distributed_dpsgd import expected_batch
-
-        batch = expected_batch(rates, part.sizes)  # secure FedSGD's fixed denominator
-    if c.target_epsilon is not None and record_secure:
-        sigma = _calibrated("client.target_epsilon", c.target_epsilon, lambda: _calibrate_secure_fedsgd(
-            cfg, num_params, delta=delta_record, sample_rates=rates, batch=batch))
-    elif c.target_epsilon is not None:
-        sigma = _calibrated("client.target_epsilon", c.target_epsilon, lambda: calibrate_record_level(
-            target_epsilon=c.target_epsilon, delta=delta_record, sample_rates=rates, steps_per_round=steps,
-            rounds=s.rounds, accountant=c.accountant))
-    z = s.noise_multiplier
-    q = s.clients_per_round / d.num_clients
-    if s.target_epsilon is not None and cfg.secagg.enabled:
-        z = _calibrated("server.target_epsilon", s.target_epsilon, lambda: _calibrate_secagg(
-            cfg, num_params, delta=delta_client, sample_rate=q))
-    if cfg.secagg.enabled and cfg.secagg.server_target_epsilon is not None:  # both targets: the larger z meets both
-        z = max(z if s.target_epsilon is not None else 0.0, _calibrated(
-            "secagg.server_target_epsilon", cfg.secagg.server_target_epsilon,
-            lambda: _calibrate_secagg(cfg, num_params, delta=delta_client, sample_rate=q, against_server=True)))
-    elif s.target_epsilon is not None and not cfg.secagg.enabled:
-        z = _calibrated("server.target_epsilon", s.target_epsilon, lambda: calibrate_for_schedule(
-            target_epsilon=s.target_epsilon, delta=delta_client, sample_rate=q, steps=s.rounds,
-            accountant=s.accountant))
-    num_actors = c.num_actors or auto_num_actors(d.num_clients, c.num_cpus, c.num_gpus,
-                                                 capacity or cluster_capacity())
-    if num_actors > d.num_clients:
-        raise ConfigError("client.num_actors", num_actors, f"must be <= data.num_clients ({d.num_clients})")
-    server = {"delta": delta_client, "noise_multiplier": z}
-    if s.adaptive_clip:  # validation refuses z >= 2 sigma_b here too, now that z may come from calibration
-        server["clip_count_std"] = float(s.count_noise_std)
-    canaries = cfg.audit.canaries
-    if canaries is None:  # audit client-level DP wherever it is claimed and canaries cost little accuracy
-        canaries = default_canary_count(noise_multiplier=z, sample_rate=q, clipping=s.clipping,
-                                        num_params=num_params)
-    if record_secure:  # no server noise, so no default canaries (explicit ones are refused by the config)
-        from privacy.mechanisms.distributed_dpsgd import from_experiment as record_mechanism  # the bits, refused before Ray
-
-        record_mechanism(cfg.replace(client={"noise_multiplier": sigma, "target_epsilon": None}), dim=num_params,
-                         batch=batch)
-    elif cfg.secagg.enabled:  # the bits must hold the sum at this model size: refused now, not in the server actor
-        from privacy.mechanisms.distributed_dp import from_experiment
-
-        from_experiment(cfg.replace(server={"noise_multiplier": z}), dim=num_params)
-    noise_seed = cfg.run.noise_seed if cfg.run.noise_seed is not None else fresh_noise_seed()
-    resolved = cfg.replace(
-        model={"name": model},
-        client={"delta": delta_record, "noise_multiplier": sigma, "num_actors": num_actors},
-        server=server, audit={"canaries": canaries}, run={"noise_seed": noise_seed})
-    plan = ClientPlan(actor=tuple(k % num_actors for k in range(d.num_clients)), sample_rate=tuple(rates),
-                      steps=tuple(steps), sizes=tuple(int(n) for n in part.sizes))
-    return Plan(resolved, part, plan, data.shape, data.num_classes, n_train, len(data.y_test), num_params,
-                len(validation))
+    return rates, steps

@@ -287,7 +287,7 @@ def sweep_release(trials: pd.DataFrame, results, cfg: ExperimentConfig, sweep: S
 
     if not len(trials):
         return {}
-    release = sweep_epsilons(trials, trial_ledgers(results), cfg)
+    release = sweep_epsilons(trials, trial_ledgers(results))
     split_keys = [k for k in swept_keys(sweep) + list(sweep.uniform) + list(sweep.loguniform)
                   if k.startswith("data.") or k == "run.seed"]
     if split_keys:  # trials with other splits: a record's histories sit on different clients

@@ -21,6 +21,7 @@ from typing import Any, Mapping, Sequence
 
 from privacy.config.experiment import ConfigError, ExperimentConfig, from_dict, override_items, read_toml, to_dict
 from privacy.config.schema import GRID_POINTS_MAX, checked_section
+from privacy.mechanisms.choice import mechanism_class
 
 
 
@@ -164,7 +165,7 @@ def load_sweep_config(path: str | Path | None,
                 "trials are chosen on one validation split and reported on one test set, both of records no "
                 "trial's clients hold; another split would score a trial on other trials' client records"
                 if key != "run.noise_seed" else "each trial's noise seed is derived from it"))
-    if cfg.secagg.enabled and sweep.selection != "all":
+    if mechanism_class(cfg).secure and sweep.selection != "all":
         raise ConfigError("sweep.selection", sweep.selection, "private selection is accounted for the central "
                           "Gaussian only; use sweep.selection = \"all\" with secagg.enabled")
     return cfg, sweep

@@ -8,7 +8,8 @@ from dp_accounting import pld, rdp
 from dp_accounting.pld import privacy_loss_distribution
 
 from privacy.accountants import accounting
-from privacy.accountants.accounting import (PLD_VALUE_INTERVAL, RDP_ORDERS, Ledger, epsilon, merge_events, rdp_curve,
+from privacy.accountants.guarantee import GaussianAccountant, GuaranteeLedger
+from privacy.accountants.accounting import (PLD_VALUE_INTERVAL, RDP_ORDERS, epsilon, merge_events, rdp_curve,
                                 rdp_to_delta, rdp_to_epsilon)
 
 SETTINGS = [  # (z, q, T, delta)
@@ -38,10 +39,7 @@ INTEGER_ORDERS = tuple(range(2, 257))
 
 @pytest.mark.parametrize("z,q,T,delta", SETTINGS)
 def test_client_level_epsilon_equals_dp_accounting_rdp_on_the_same_orders(z, q, T, delta):
-    ledger = Ledger("rdp")
-    for _ in range(T):  # one event per round, as the server records them
-        ledger.record(-1, noise_multiplier=z, sample_rate=q, steps=1)
-    events = ledger.histories[-1]
+    events = merge_events([(z, q, 1)] * T)  # one event per round, as the server books them
 
     # integer orders: both sides exact closed forms
     ours = epsilon(events, delta=delta, accountant="rdp", orders=INTEGER_ORDERS)
@@ -148,18 +146,6 @@ def test_bad_inputs_raise():
         epsilon([(1.0, 1.5, 1)], delta=1e-5)
 
 
-def test_ledger_round_trips_as_plain_data():
-    ledger = Ledger("pld")
-    ledger.record(3, noise_multiplier=1.0, sample_rate=0.1, steps=12)
-    ledger.record(3, noise_multiplier=1.0, sample_rate=0.1, steps=12)
-
-    again = Ledger.from_state_dict(ledger.state_dict())
-
-    assert again.histories == {3: [(1.0, 0.1, 24)]}
-    assert again.epsilon(3, delta=1e-5) == ledger.epsilon(3, delta=1e-5)
-    assert ledger.epsilon(99, delta=1e-5) == 0.0
-
-
 # --- PLD, the default ---------------------------------------------------------------------------------
 
 def dp_accounting_pld_at(events, delta, interval):
@@ -182,7 +168,7 @@ def test_default_accountant_is_dp_accountings_pessimistic_pld(events):
     ours = epsilon(events, delta=1e-5)
 
     assert ours == pytest.approx(dp_accounting_pld_at(events, 1e-5, PLD_VALUE_INTERVAL), abs=1e-8)
-    assert Ledger().accountant == "pld"
+    assert accounting.DEFAULT_ACCOUNTANT == "pld"
 
 
 @pytest.mark.parametrize("z,q,T,delta", [(1.0, 32 / 400, 240, 4000 ** -1.1), (2.55, 0.2, 100, 1e-5),
@@ -209,18 +195,18 @@ def test_rdp_versus_pld_on_the_shipped_configs(name, z, q, T, delta, pinned_rdp,
 
 
 def test_identical_histories_are_accounted_once():
-    """IID clients share one history: the server's per-client, per-round calls hit the memo."""
+    """IID clients share one history: 50 parties booking the same two rounds are accounted twice in all."""
     accounting._epsilon_cached.cache_clear()
-    ledger = Ledger("pld")
+    ledger = GuaranteeLedger(GaussianAccountant("pld"), parties=50, delta=1e-5, name="record-level epsilon")
     for k in range(50):
-        ledger.record(k, noise_multiplier=1.0, sample_rate=0.08, steps=12)
-        ledger.record(k, noise_multiplier=1.0, sample_rate=0.08, steps=12)
+        ledger.book(k, (1.0, 0.08, 12))
+        ledger.book(k, (1.0, 0.08, 12))
 
-    eps = np.array([ledger.epsilon(k, delta=1e-5) for k in range(50)])
+    eps = np.array([ledger.epsilon(k) for k in range(50)])
     again = epsilon([(1.0, 0.08, 12), (1.0, 0.08, 12)], delta=1e-5)  # same history, other spelling
 
     info = accounting._epsilon_cached.cache_info()
-    assert (info.misses, info.hits) == (1, 50)
+    assert info.misses == 2  # one per distinct history (after one booking, after two), not one per party
     assert (eps == eps[0]).all() and again == eps[0]
 
 

@@ -74,9 +74,10 @@ def test_sweep_overrides_as_a_mapping_equal_set_strings():
 def test_plan_needs_no_ray_and_reports_the_calibrated_epsilon():
     import ray
 
+    running = ray.is_initialized()  # another test's cluster may be up in this process: plan must not touch it
     planned = ff.plan(data={"dataset": "digits"}, client={"target_epsilon": 2.0}, server={"rounds": 4})
 
-    assert not ray.is_initialized()
+    assert ray.is_initialized() == running
     assert planned["rounds"] == 4 and abs(planned["eps_record_max"] - 2.0) < 0.02
 
 
@@ -91,6 +92,8 @@ def test_readme_example_runs_in_a_fresh_interpreter_and_stops_its_ray(tmp_path):
         import ray
         assert not ray.is_initialized(), "the API left its private Ray running"
         assert isinstance(rounds, __import__("pandas").DataFrame) and len(rounds) == 5
+        again = ff.run(server={"rounds": 2}, progress=None)  # a second private Ray, started and stopped cleanly
+        assert len(again) == 2 and not ray.is_initialized()
         print("checked")
         """)
 
@@ -112,6 +115,9 @@ def test_api_attaches_to_the_notebooks_ray_and_leaves_it_running(tmp_path):
         rounds = ff.run(data={"dataset": "digits", "num_clients": 4}, server={"rounds": 2, "clients_per_round": 4},
                         client={"num_actors": 1, "num_cpus": 0.5}, out="r", progress=None)
         assert ray.is_initialized(), "the API stopped a Ray it did not start"
+        again = ff.run(data={"dataset": "digits", "num_clients": 4}, server={"rounds": 1, "clients_per_round": 4},
+                       client={"num_actors": 1, "num_cpus": 0.5}, out="r2", progress=None)  # the same Ray, reused
+        assert ray.is_initialized() and len(again) == 1
         print("rounds", len(rounds), "val", rounds["val_accuracy"].notna().all())
         ray.shutdown()
         """)

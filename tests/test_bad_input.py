@@ -324,13 +324,16 @@ def _run_dir(folder, mismatch: str):
                                                  "server.clients_per_round=2", "run.noise_seed=1"]), capacity=(1.0, 0.0))
     saved = to_dict(public(plan.config))
     state = {"round": 1, "weights": torch.zeros(plan.num_params), "rows": [], "config": json.loads(json.dumps(saved)),
-             "record": {"accountant": "pld", "histories": {"0": [], "3": []}}}
+             "guarantees": {"record": {"accountant": {"kind": "gaussian", "method": "pld"}, "delta": 1e-5,
+                                       "histories": {"0": [], "3": []}}}}
     if mismatch == "clients":  # config.json of another number of clients than the checkpoint's
         saved["data"]["num_clients"] = 5
     elif mismatch == "architecture":  # weights of another model
         state["weights"] = torch.zeros(plan.num_params + 10)
     elif mismatch == "ledger":
-        state["record"]["histories"]["7"] = []
+        state["guarantees"]["record"]["histories"]["7"] = []
+    elif mismatch == "version":  # ledgers in another layout than this version's (one per guarantee)
+        state["record"] = state.pop("guarantees")["record"]
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps(saved))
     write_secrets(folder, {NOISE_SEED: 1})
@@ -342,6 +345,7 @@ def _run_dir(folder, mismatch: str):
     ("clients", "its config differs from config.json in ['data.num_clients']"),
     ("architecture", "weights; model digits_cnn has"),
     ("ledger", "has a ledger of client 7; the run has 4 clients"),
+    ("version", "holds no ledgers this version reads"),
 ])
 def test_resume_of_a_checkpoint_that_is_not_this_runs_is_one_line(mismatch, expected, tmp_path):
     run_dir = _run_dir(tmp_path / "run", mismatch)

@@ -14,7 +14,7 @@ import pytest
 from orchestrator.federation import Federation
 from orchestrator.resolve import resolve_config
 from orchestrator.round_loop import rounds_frame
-from privacy.accountants.accounting import Ledger
+from privacy.accountants.guarantee import accountant_from
 from privacy.config.experiment import load_config
 
 pytestmark = pytest.mark.slow
@@ -64,10 +64,12 @@ def run(overrides, faults=(), rounds=None):
     fed = Federation(plan, client_cls=faulty_client_class(list(faults), tempfile.mkdtemp())).start()
     try:
         rows = [fed.step(r) for r in range(plan.config.server.rounds)]
-        ledger = Ledger.from_state_dict(fed.state_dict()["record"])
+        record = fed.state_dict()["guarantees"]["record"]
     finally:
         fed.close()
-    eps = np.array([ledger.epsilon(k, delta=plan.config.client.delta) for k in range(plan.config.data.num_clients)])
+    accountant = accountant_from(record["accountant"])
+    eps = np.array([accountant.epsilon(accountant.merge(record["histories"].get(str(k), [])), plan.config.client.delta)
+                    for k in range(plan.config.data.num_clients)])
     return rounds_frame(rows), eps
 
 

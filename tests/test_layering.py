@@ -99,3 +99,51 @@ def test_privacy_parts_import_only_parts_below_them(module):
 
     assert own in PRIVACY_ALLOWED, f"{module}: a part of privacy/ the layering does not know"
     assert reached <= PRIVACY_ALLOWED[own], f"{module} imports privacy parts {sorted(reached - PRIVACY_ALLOWED[own])}"
+
+
+# The trust model is read from the config in one place: the mechanisms (privacy/mechanisms/choice.py) choose
+# it, the config schema defines and validates it; everything else asks the mechanism (``secure``, ``level``).
+MODE_KEYS = {"enabled", "level"}
+MODE_READERS = ("privacy/mechanisms/", "privacy/config/")
+
+
+def _is_secagg(node: ast.AST, aliases: set[str]) -> bool:
+    """``<anything>.secagg``, or a name that holds it."""
+    return ((isinstance(node, ast.Attribute) and node.attr == "secagg")
+            or (isinstance(node, ast.Name) and (node.id == "secagg" or node.id in aliases)))
+
+
+def trust_mode_reads(source: str) -> list[int]:
+    """Lines of ``source`` that read ``secagg.enabled`` or ``secagg.level``, through aliases such as
+    ``sa = cfg.secagg`` or ``d, sa = cfg.data, cfg.secagg`` too."""
+    tree = ast.parse(source)
+    aliases: set[str] = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Assign):
+            continue
+        for target in node.targets:
+            pairs = (zip(target.elts, node.value.elts) if isinstance(target, ast.Tuple)
+                     and isinstance(node.value, ast.Tuple) else [(target, node.value)])
+            aliases |= {t.id for t, v in pairs if isinstance(t, ast.Name) and _is_secagg(v, set())}
+    return sorted(node.lineno for node in ast.walk(tree)
+                  if isinstance(node, ast.Attribute) and node.attr in MODE_KEYS and _is_secagg(node.value, aliases))
+
+
+def test_the_trust_mode_check_sees_reads_through_aliases():
+    assert trust_mode_reads("if cfg.secagg.enabled:\n    pass\n") == [1]
+    assert trust_mode_reads("sa = cfg.secagg\nx = sa.level == 'record'\n") == [2]
+    assert trust_mode_reads("d, s, sa = c.data, c.server, c.secagg\ny = not sa.enabled\n") == [2]
+    assert trust_mode_reads("def f(secagg):\n    return secagg.enabled\n") == [2]
+    assert trust_mode_reads("z = mechanism.secure\nlevel = mechanism.level\nk = ('secagg.enabled',)\n") == []
+
+
+OUTSIDE_MECHANISMS = sorted(p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")
+                            if not p.relative_to(ROOT).as_posix().startswith(MODE_READERS))
+
+
+@pytest.mark.parametrize("path", OUTSIDE_MECHANISMS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_only_the_mechanisms_read_the_trust_mode(path):
+    rel = path.relative_to(ROOT).as_posix()
+    assert trust_mode_reads(path.read_text()) == [], (
+        f"{rel} reads secagg.enabled / secagg.level: ask the mechanism (mechanism_for / mechanism_class in "
+        "privacy/mechanisms/choice.py) for `secure` and `level` instead")

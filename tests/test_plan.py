@@ -14,7 +14,6 @@ from privacy.accountants.accounting import epsilon
 from privacy.config.experiment import load_config
 from privacy.mechanisms.distributed_dp import from_experiment
 from privacy.accountants.skellam import epsilon_unsampled
-from privacy.accountants.ledgers import PrivacyLedgers
 
 SECURE = ["data.dataset=digits", "data.num_clients=20", "server.clients_per_round=10", "server.rounds=30",
           "client.dp=false", "secagg.enabled=true", "server.clip=0.5", "run.noise_seed=1"]
@@ -30,10 +29,9 @@ def test_a_secure_plan_meets_both_targets_and_equals_what_the_ledgers_book():
     assert plan["eps_client"] <= 2.0 and plan["eps_client_server_max"] <= 8.0
     assert min(2.0 - plan["eps_client"], 8.0 - plan["eps_client_server_max"]) < 0.05  # the binding one is tight
     mech = from_experiment(resolved, dim=plan["parameters"])
-    book = PrivacyLedgers(resolved, sample_rates=[0.1] * 20, steps=[1] * 20)
+    book = mech.ledgers(resolved, sample_rates=[0.1] * 20, steps=[1] * 20)
     for _ in range(resolved.server.rounds):  # every round released; client 0 in every cohort of 10
-        book.book_server_round(mech.planned_event(sample_rate=0.5))
-        book.book_server_events({0: mech.planned_server_event()})
+        book.book({"client": {0: mech.planned_event(sample_rate=0.5)}, "client_server": {0: mech.planned_server_event()}})
     assert book.eps_client() == pytest.approx(plan["eps_client"], rel=1e-9)
     assert book.eps_client_server_max() == pytest.approx(plan["eps_client_server_max"], rel=1e-9)
     assert plan["eps_client_server_expected"] == pytest.approx(epsilon_unsampled(

@@ -75,7 +75,7 @@ def test_checkpoint_loads_without_pickle(tmp_path, ray_local):
     state = torch.load(tmp_path / CHECKPOINT, weights_only=True)  # refuses arbitrary pickled objects
 
     assert state["round"] == 2 and state["weights"].dtype == torch.float32
-    assert len(state["rows"]) == 2 and state["client_level"]["histories"]
+    assert len(state["rows"]) == 2 and state["guarantees"]["client"]["histories"]
     assert state["velocity"].shape == state["weights"].shape  # server momentum is part of the state
 
 

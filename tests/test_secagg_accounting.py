@@ -8,7 +8,6 @@ from orchestrator.sweep_config import load_sweep_config
 from privacy.config.experiment import ConfigError, load_config
 from privacy.mechanisms.distributed_dp import from_experiment
 from privacy.accountants.skellam import epsilon, skellam_event
-from privacy.accountants.ledgers import PrivacyLedgers
 
 BASE = ["secagg.enabled=true", "server.clip=0.5", "data.num_clients=20", "server.clients_per_round=10",
         "server.rounds=20", "client.dp=false", "run.noise_seed=1"]
@@ -33,7 +32,8 @@ def test_the_calibrated_z_meets_the_target_under_the_skellam_accounting(target):
 
 
 def ledgers(cfg):
-    return PrivacyLedgers(cfg, sample_rates=[0.1] * 20, steps=[1] * 20)
+    """The ledgers the secure mechanism sets up for 20 clients."""
+    return from_experiment(cfg, dim=64).ledgers(cfg, sample_rates=[0.1] * 20, steps=[1] * 20)
 
 
 def test_the_ledger_books_the_skellam_events_and_reports_their_epsilon():
@@ -43,10 +43,10 @@ def test_the_ledger_books_the_skellam_events_and_reports_their_epsilon():
                                                                                     sample_rate=0.5)]
     assert book.eps_client() == 0.0  # nothing released yet
     for e in events:
-        book.book_server_round(e)
-    book.book_server_round(None)  # a round that released nothing books nothing
+        book.book({"client": {0: e}})
+    book.book({})  # a round that released nothing books nothing
     assert book.eps_client() == pytest.approx(epsilon(events, delta=cfg.server.delta), rel=1e-12)
-    assert book.client_level.histories == {}  # no Gaussian event under secure aggregation
+    assert book.guarantees["client"].accountant.describe()["kind"] == "skellam"  # no Gaussian accounting here
     restored = ledgers(cfg)
     restored.load_state_dict(book.state_dict())
     assert restored.eps_client() == book.eps_client()
@@ -56,10 +56,10 @@ def test_the_budget_stop_plans_a_full_round_of_the_skellam_mechanism():
     cfg = resolved("server.target_epsilon=2.0")
     book = ledgers(cfg)
     event = skellam_event(mu=4e6, l1=3e5, l2=2e3, sample_rate=0.5)
-    book.skellam_planned = event
+    book.guarantees["client"].plan([event])
     rounds = 0
     while not book.budget_exceeded_next_round():
-        book.book_server_round(event)
+        book.book({"client": {0: event}})
         rounds += 1
     assert epsilon([event] * rounds, delta=cfg.server.delta) <= 2.0 < epsilon([event] * (rounds + 1),
                                                                                  delta=cfg.server.delta)
@@ -97,18 +97,20 @@ def test_the_public_sees_mu_and_the_server_the_survivors_shares_own_included():
 def test_against_the_server_each_client_composes_the_rounds_it_joined_unsampled():
     from privacy.accountants.skellam import epsilon_unsampled
 
-    book = ledgers(resolved("server.noise_multiplier=1.0"))
+    cfg = resolved("server.noise_multiplier=1.0")
+    book = ledgers(cfg)
+    against = book.guarantees["client_server"]
     full, short = (skellam_event(mu=4e6, l1=3e5, l2=2e3, sample_rate=1.0),
                    skellam_event(mu=2.5e6, l1=3e5, l2=2e3, sample_rate=1.0))  # a round with drop-outs: less noise
 
-    book.book_server_events({0: full, 3: full})
-    book.book_server_events({0: short})
+    book.book({"client_server": {0: full, 3: full}})
+    book.book({"client_server": {0: short}})
 
-    assert book.server_epsilon_of(0) == pytest.approx(epsilon_unsampled([full, short], delta=book.delta_client), rel=1e-9)
-    assert book.server_epsilon_of(3) == pytest.approx(epsilon_unsampled([full], delta=book.delta_client), rel=1e-9)
-    assert book.server_epsilon_of(1) == 0.0  # never joined: nothing spent
-    assert book.eps_client_server_max() == book.server_epsilon_of(0)
-    restored = ledgers(book.cfg)
+    assert against.epsilon(0) == pytest.approx(epsilon_unsampled([full, short], delta=book.delta_client), rel=1e-9)
+    assert against.epsilon(3) == pytest.approx(epsilon_unsampled([full], delta=book.delta_client), rel=1e-9)
+    assert against.epsilon(1) == 0.0  # never joined: nothing spent
+    assert book.eps_client_server_max() == against.epsilon(0)
+    restored = ledgers(cfg)
     restored.load_state_dict(book.state_dict())
     assert restored.eps_client_server_max() == pytest.approx(book.eps_client_server_max(), rel=1e-12)
 
@@ -116,24 +118,25 @@ def test_against_the_server_each_client_composes_the_rounds_it_joined_unsampled(
 def test_a_round_whose_survivors_would_pass_the_server_target_is_not_released_and_the_run_stops():
     from privacy.accountants.skellam import epsilon_unsampled
 
-    book = ledgers(resolved("server.noise_multiplier=1.0", "secagg.server_target_epsilon=5.0"))
+    cfg = resolved("server.noise_multiplier=1.0", "secagg.server_target_epsilon=5.0")
+    book = ledgers(cfg)
     planned = skellam_event(mu=4e6, l1=3e5, l2=2e3, sample_rate=1.0)
-    book.server_planned = planned
+    book.guarantees["client_server"].plan([planned] * 20)
     rounds = 0
     while not book.budget_exceeded_next_round():
-        assert not book.server_release_blocked(planned, [0, 1])
-        book.book_server_events({0: planned, 1: planned})
+        assert not book.blocked({"client_server": {0: planned, 1: planned}})
+        book.book({"client_server": {0: planned, 1: planned}})
         rounds += 1
     assert epsilon_unsampled([planned] * rounds, delta=book.delta_client) <= 5.0
     assert "against the server" in book.budget_exceeded_next_round()
 
-    fresh = ledgers(book.cfg)  # client 2 one round short of where the first ledger stopped
-    fresh.server_planned = planned
+    fresh = ledgers(cfg)  # client 2 one round short of where the first ledger stopped
+    fresh.guarantees["client_server"].plan([planned] * 20)
     for _ in range(rounds - 1):
-        fresh.book_server_events({2: planned})
+        fresh.book({"client_server": {2: planned}})
     thin = skellam_event(mu=4e5, l1=3e5, l2=2e3, sample_rate=1.0)  # a short cohort: a tenth of the noise
-    assert not fresh.server_release_blocked(planned, [2]) and not fresh.budget_exceeded_next_round()
-    assert "nothing released" in fresh.server_release_blocked(thin, [2, 5])
+    assert not fresh.blocked({"client_server": {2: planned}}) and not fresh.budget_exceeded_next_round()
+    assert "nothing released" in fresh.blocked({"client_server": {2: thin, 5: thin}})
     assert "nothing released" in fresh.budget_exceeded_next_round()  # and the run stops there
 
 
@@ -151,19 +154,21 @@ def test_a_sweep_composes_both_client_level_guarantees_across_trials():
     public = skellam_event(mu=4e6, l1=3e5, l2=2e3, sample_rate=0.5)
     full, short = (skellam_event(mu=4e6, l1=3e5, l2=2e3, sample_rate=1.0),
                    skellam_event(mu=2e6, l1=3e5, l2=2e3, sample_rate=1.0))
-    empty = {"histories": {}, "accountant": "pld"}
-    ledgers = {"t0": {"record": empty, "client_level": empty, "record_skellam": {},
-                      "client_level_skellam": [list(public)] * 3,
-                      "client_level_skellam_server": {"0": [list(full)] * 3, "1": [list(full)]}},
-               "t1": {"record": empty, "client_level": empty, "record_skellam": {},
-                      "client_level_skellam": [list(public)] * 4,
-                      "client_level_skellam_server": {"1": [list(short)] * 4}}}
+    ledgers = {}
+    for t, public_rounds, server_events in (("t0", 3, {0: [full] * 3, 1: [full]}), ("t1", 4, {1: [short] * 4})):
+        book = from_experiment(cfg, dim=64).ledgers(cfg, sample_rates=[0.1] * 20, steps=[1] * 20)
+        for _ in range(public_rounds):
+            book.book({"client": {0: public}})
+        for k, events in server_events.items():
+            for e in events:
+                book.book({"client_server": {k: e}})
+        ledgers[t] = book.state_dict()["guarantees"]
     delta = cfg.server.delta
     trials = pd.DataFrame({"trial_id": ["t0", "t1"], "status": ["TERMINATED"] * 2,
                            "eps_client": [epsilon([public] * 3, delta=delta), epsilon([public] * 4, delta=delta)],
                            "delta_client": [delta] * 2, "eps_record_max": [math.inf] * 2, "delta_record": [1e-5] * 2})
 
-    release = sweep_epsilons(trials, ledgers, cfg)
+    release = sweep_epsilons(trials, ledgers)
 
     assert release["eps_sweep_client"] == pytest.approx(epsilon([public] * 7, delta=delta), rel=1e-9)
     worst = max(epsilon_unsampled([full] * 3, delta=delta), epsilon_unsampled([full] + [short] * 4, delta=delta))

@@ -264,10 +264,9 @@ RATES = (0.1, 0.2, 0.15, 0.1)
 
 def record_ledgers(*extra):
     from privacy.config.experiment import load_config
-    from privacy.accountants.ledgers import PrivacyLedgers
 
     cfg = load_config(overrides=RECORD + ["client.delta=1e-5", "server.delta=0.1", *extra])
-    return PrivacyLedgers(cfg, sample_rates=RATES, steps=[1] * 4), cfg
+    return from_experiment(cfg, dim=1000, batch=BATCH).ledgers(cfg, sample_rates=RATES, steps=[1] * 4), cfg
 
 
 def test_the_ledger_books_each_released_silo_and_only_it():
@@ -275,39 +274,39 @@ def test_the_ledger_books_each_released_silo_and_only_it():
     mech = from_experiment(cfg, dim=1000, batch=BATCH)
     event = {k: mech.planned_event(sample_rate=q) for k, q in enumerate(RATES)}
 
+    record = book.guarantees["record"]
     book.book_cohort([0, 1, 2, 3])  # under secure FedSGD nothing is booked at dispatch
-    assert book.record_skellam == {} and book.record.histories == {} and not book.eps_record.any()
-    book.book_record_release({0: event[0], 2: event[2]})  # silos 1 and 3 not in the sum
-    book.book_record_release({0: event[0]})
+    assert record.histories == {} and book.eps_record_max() == 0.0
+    book.book({"record": {0: event[0], 2: event[2]}})  # silos 1 and 3 not in the sum
+    book.book({"record": {0: event[0]}})
 
     expected = [epsilon([event[0]] * 2, delta=1e-5), 0.0, epsilon([event[2]], delta=1e-5), 0.0]
-    assert book.eps_record.tolist() == pytest.approx(expected, rel=1e-12)
+    assert [record.epsilon(k) for k in range(4)] == pytest.approx(expected, rel=1e-12)
     assert book.eps_record_max() == pytest.approx(max(expected), rel=1e-12)
-    assert book.eps_client() == math.inf and book.eps_record_next is None
-    assert book.record_skellam == {0: [event[0]] * 2, 2: [event[2]]}
+    assert book.eps_client() == math.inf and book.eps_client_server_max() != book.eps_client_server_max()  # NaN
+    assert record.histories == {0: (event[0][:4] + (2,),), 2: (event[2],)}  # merged: steps summed
 
 
 def test_the_budget_stop_fires_before_the_worst_silo_passes_its_target():
     target = 3.0
     book, cfg = record_ledgers(f"client.target_epsilon={target}", "client.noise_multiplier=2.0")
     mech = from_experiment(cfg, dim=1000, batch=BATCH)
-    book.record_planned = [mech.planned_event(sample_rate=q) for q in RATES]
+    planned = [mech.planned_event(sample_rate=q) for q in RATES]  # what the mechanism planned the ledger with
     rounds = 0
     while not book.budget_exceeded_next_round() and rounds < 10_000:
-        book.book_record_release(dict(enumerate(book.record_planned)))
+        book.book({"record": dict(enumerate(planned))})
         rounds += 1
 
-    worst = book.record_planned[1]  # the highest rate
+    worst = planned[1]  # the highest rate
     assert 1 <= rounds < 10_000
     assert epsilon([worst] * rounds, delta=1e-5) <= target < epsilon([worst] * (rounds + 1), delta=1e-5)
     assert "record-level epsilon" in book.budget_exceeded_next_round()
     assert book.eps_record_max() == pytest.approx(epsilon([worst] * rounds, delta=1e-5), rel=1e-12)
-    assert book.eps_record_max() > epsilon([book.record_planned[0]] * rounds, delta=1e-5)
+    assert book.eps_record_max() > epsilon([planned[0]] * rounds, delta=1e-5)
 
     no_target, _ = record_ledgers()
-    no_target.record_planned = book.record_planned
     for _ in range(rounds + 5):
-        no_target.book_record_release(dict(enumerate(book.record_planned)))
+        no_target.book({"record": dict(enumerate(planned))})
     assert no_target.budget_exceeded_next_round() == ""
 
 
@@ -317,15 +316,17 @@ def test_the_record_histories_and_epsilons_survive_a_checkpoint(tmp_path):
     zero = np.zeros(mech.grid_dim, dtype=np.uint64)
     for survivors, ids in ((4, (0, 1, 2, 3)), (3, (0, 1, 2)), (4, (0, 1, 2, 3))):
         released = mech.release(zero, survivors=survivors, round_idx=0)
-        book.book_record_release({k: mech.event(released, sample_rate=RATES[k]) for k in ids})
+        book.book({"record": {k: mech.event(released, sample_rate=RATES[k]) for k in ids}})
     torch.save(book.state_dict(), tmp_path / "ledgers.pt")
 
     restored, _ = record_ledgers()
     restored.load_state_dict(torch.load(tmp_path / "ledgers.pt", weights_only=True))
 
-    assert restored.record_skellam == book.record_skellam
-    assert restored.eps_record.tolist() == book.eps_record.tolist()
-    assert len(set(book.eps_record.tolist())) == 4 and book.eps_record.all()  # rates and histories differ
+    before, after = book.guarantees["record"], restored.guarantees["record"]
+    eps = [before.epsilon(k) for k in range(4)]
+    assert after.histories == before.histories
+    assert [after.epsilon(k) for k in range(4)] == eps
+    assert len(set(eps)) == 4 and all(eps)  # rates and histories differ
     assert restored.eps_record_max() == book.eps_record_max()
 
 
@@ -440,26 +441,26 @@ def test_a_record_with_a_non_finite_gradient_contributes_nothing_and_fails_no_si
 
 
 def test_a_sweep_composes_each_silos_skellam_events_across_trials():
-    """A sweep of secure FedSGD trials: eps_sweep_record is each silo's events of every trial composed (never 0
-    from the empty Gaussian histories, never one trial's epsilon alone), the worst silo counting."""
+    """A sweep of secure FedSGD trials: eps_sweep_record is each silo's events of every trial composed (never one
+    trial's epsilon alone), the worst silo counting."""
     import pandas as pd
 
     from orchestrator.sweep_release import sweep_epsilons
-    from privacy.config.experiment import load_config
 
-    cfg = load_config(overrides=RECORD)
     mech = mechanism()
     a, b = mech.planned_event(sample_rate=0.05), mech.planned_event(sample_rate=0.1)  # silo 1 samples more
-    empty = {"histories": {}, "accountant": "rdp"}
-    ledgers = {t: {"record": empty, "client_level": empty, "client_level_skellam": [],
-                   "record_skellam": {"0": [list(a)] * rounds, "1": [list(b)] * rounds}}
-               for t, rounds in (("t0", 3), ("t1", 5))}
+    ledgers = {}
+    for t, rounds in (("t0", 3), ("t1", 5)):
+        book, _ = record_ledgers()
+        for _ in range(rounds):
+            book.book({"record": {0: a, 1: b}})
+        ledgers[t] = book.state_dict()["guarantees"]
     delta = 1e-5
     per_trial = [epsilon([b] * 3, delta=delta), epsilon([b] * 5, delta=delta)]
     trials = pd.DataFrame({"trial_id": ["t0", "t1"], "status": ["TERMINATED"] * 2, "eps_record_max": per_trial,
                            "delta_record": [delta] * 2, "eps_client": [math.inf] * 2, "delta_client": [1e-3] * 2})
 
-    release = sweep_epsilons(trials, ledgers, cfg)
+    release = sweep_epsilons(trials, ledgers)
 
     assert release["eps_sweep_record"] == pytest.approx(epsilon([b] * 8, delta=delta))
     assert max(per_trial) < release["eps_sweep_record"] > epsilon([a] * 8, delta=delta)

@@ -22,7 +22,6 @@ and calls the very same function, so a calibrated run never reports more than it
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Callable, Iterable, Sequence
 
@@ -166,35 +165,3 @@ def _epsilon_cached(events: tuple[Event, ...], delta: float, accountant: str) ->
     if accountant == "rdp" or eps_rdp > TIGHT_ACCOUNTANT_CAP:
         return eps_rdp
     return min(eps_rdp, _METHODS[accountant](list(events), delta))
-
-
-@dataclass
-class Ledger:
-    """Per-party histories of privacy events (a party: one client, or the whole federation).
-
-    Plain data: ``state_dict()`` / ``from_state_dict()`` round-trip through JSON or
-    ``torch.save``. A party that did not take part in a round records nothing for it.
-    """
-
-    accountant: str = DEFAULT_ACCOUNTANT
-    histories: dict[int, list[Event]] = field(default_factory=dict)
-
-    def record(self, party: int, *, noise_multiplier: float, sample_rate: float, steps: int) -> None:
-        hist = self.histories.setdefault(int(party), [])
-        hist[:] = merge_events(hist + [(float(noise_multiplier), float(sample_rate), int(steps))])
-
-    def epsilon(self, party: int, *, delta: float) -> float:
-        return epsilon(self.histories.get(int(party), []), delta=delta, accountant=self.accountant)
-
-    def steps(self, party: int) -> int:
-        return sum(s for _, _, s in self.histories.get(int(party), []))
-
-    def state_dict(self) -> dict:
-        return {"accountant": self.accountant,
-                "histories": {str(k): [list(e) for e in v] for k, v in self.histories.items()}}
-
-    @classmethod
-    def from_state_dict(cls, state: dict) -> "Ledger":
-        return cls(accountant=state["accountant"],
-                   histories={int(k): [(float(n), float(q), int(s)) for n, q, s in v]
-                              for k, v in state["histories"].items()})

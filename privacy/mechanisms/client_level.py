@@ -72,8 +72,41 @@ class CentralGaussianMechanism:
                                                count_noise_std=server.count_noise_std)
             if server.adaptive_clip else server.noise_multiplier)
 
-    def client_step(self) -> ClipStep:
+    secure = False  # the server sees each client's clipped delta (and adds the noise)
+    level = "client"  # its noise protects a client's whole data
+
+    def client_step(self, round_idx: int = 0, cohort: int = 0) -> ClipStep:
+        """What every client of a round does: clip to S_t (the same whatever the round and cohort)."""
         return ClipStep(self.clip)
+
+    # --- the guarantees it claims and the events it books ----------------------------------------
+    def ledgers(self, cfg, *, sample_rates, steps):
+        """DP-SGD's record-level guarantee if the clients run it; client-level with server noise."""
+        from privacy.accountants.guarantee import GaussianAccountant
+        from privacy.mechanisms import guarantees as g
+
+        record, dispatch = g.local_dpsgd(cfg, sample_rates=sample_rates, steps=steps)
+        s = self.config
+        client = None
+        if s.noise_multiplier > 0:
+            client = g.federation(GaussianAccountant(s.accountant), delta=s.delta, target=s.target_epsilon,
+                                  planned=(s.noise_multiplier, s.clients_per_round / len(steps), 1))
+        return g.ledgers(cfg, sample_rates=sample_rates, steps=steps, record=record, client=client,
+                         dispatch_events=dispatch)
+
+    def round_events(self, released, *, ledgers, **_) -> dict:
+        """Every round books multiplier z at the client rate q (the deltas' and the bit count's together)."""
+        from privacy.accountants.ledgers import FEDERATION
+
+        z = self.config.noise_multiplier
+        return {"client": {FEDERATION: (z, ledgers.client_sample_rate, 1)}} if z > 0 else {}
+
+    def noise_multiplier_of(self, released) -> float:
+        """The deltas' multiplier (below z with adaptive clipping: the bit count takes its part)."""
+        return self.delta_multiplier
+
+    def reported_clip(self, released) -> float:
+        return released.clip if released.clip > 0 else math.inf
 
     def add_noise(self, clipped_sum: torch.Tensor, *, unclipped: int, reported: int,
                   round_idx: int) -> ReleasedAverage:

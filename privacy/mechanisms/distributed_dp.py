@@ -176,6 +176,7 @@ class RingUpdate:
 class SkellamClientStep:
     """What a client does to its delta in one round; picklable, built by the server half."""
 
+    on_gradients = False  # the client trains and encodes its delta (:meth:`constrain_sensitivity`)
     quantizer: Quantizer
     dim: int  # length of the flat delta
     share_variance: float  # variance of this client's Skellam share, integer grid
@@ -326,6 +327,50 @@ class DistributedSkellamMechanism:
         threshold t (known to the server before it unmasks: the budget is checked on it first)."""
         return skellam_event(mu=self.mu_against_server(survivors=survivors, cohort=cohort, threshold=threshold),
                              l1=self.l1, l2=self.l2, sample_rate=1.0)
+
+    # --- the guarantees it claims and the events it books ----------------------------------------
+    secure = True  # the server sees only the masked sum
+    level = "client"
+
+    def ledgers(self, cfg, *, sample_rates, steps):
+        """DP-SGD's record-level guarantee if the clients run it; with noise, client-level against whoever sees
+        the released models (sampled) and against the server (each client, unsampled)."""
+        from privacy.mechanisms import guarantees as g
+
+        record, dispatch = g.local_dpsgd(cfg, sample_rates=sample_rates, steps=steps)
+        s, sa, n = cfg.server, cfg.secagg, len(steps)
+        if s.noise_multiplier == 0:  # no noise, no client-level guarantee against anyone
+            return g.ledgers(cfg, sample_rates=sample_rates, steps=steps, record=record, dispatch_events=dispatch,
+                             unclaimed={"client_server": math.inf})
+        client = g.federation(g.skellam(sa.accountant, s.accountant), delta=s.delta, target=s.target_epsilon,
+                              planned=self.planned_event(sample_rate=s.clients_per_round / n))
+        server = g.per_client(g.skellam(sa.accountant, s.accountant, sampled=False), parties=n, delta=s.delta,
+                              name=g.CLIENT_SERVER, target=sa.server_target_epsilon,
+                              planned=[self.planned_server_event()] * n)
+        return g.ledgers(cfg, sample_rates=sample_rates, steps=steps, record=record, client=client,
+                         client_server=server, dispatch_events=dispatch)
+
+    def round_events(self, released, *, survivors, cohort, threshold, ledgers) -> dict:
+        """A released round's public event and, for each survivor, its event against the server; nothing for a
+        round that released nothing."""
+        from privacy.accountants.ledgers import FEDERATION
+
+        if released is None or ledgers.guarantees["client"] is None:
+            return {}
+        against_server = self.server_event_for(survivors=len(survivors), cohort=cohort, threshold=threshold)
+        return {"client": {FEDERATION: self.event(released, sample_rate=ledgers.client_sample_rate)},
+                "client_server": {k: against_server for k in survivors}}
+
+    def held_events(self, survivors, *, cohort, threshold, ledgers) -> dict:
+        """What the survivors would book against the server: checked before anything is unmasked."""
+        event = self.server_event_for(survivors=len(survivors), cohort=cohort, threshold=threshold)
+        return {"client_server": {k: event for k in survivors}}
+
+    def noise_multiplier_of(self, released) -> float:
+        return math.sqrt(released.noise.variance_present) / self.l2 if released is not None else math.nan
+
+    def reported_clip(self, released) -> float:
+        return self.config.clip
 
     def state_dict(self) -> dict:
         return quantisation_state(self)

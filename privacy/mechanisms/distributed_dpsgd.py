@@ -71,6 +71,7 @@ class RingVector:
 class SkellamGradientStep:
     """What a silo does with its round's clipped gradient sum; picklable, built by the server half."""
 
+    on_gradients = True  # the silo encodes its clipped-gradient sum (:meth:`encode`), not a trained delta
     scale: float  # s: integer units per model unit
     bits: int  # b of the ring Z_2^b
     rotate: bool  # randomised Hadamard rotation before rounding
@@ -197,6 +198,42 @@ class DistributedDPSGD:
             present, self.mu, math.sqrt(present) / (self.scale * c.expected_batch), int(survivors),
             near_edge(ring_sum, bits=c.bits), self.scale, float(average.norm()), variance_clients=present,
             cohort=c.silos))
+
+    # --- the guarantees it claims and the events it books ----------------------------------------
+    secure = True  # the server sees only the masked sum
+    level = "record"
+
+    @staticmethod
+    def expected_batch(sample_rates, sizes) -> float:
+        """The fixed denominator B of a run whose silos sample at ``sample_rates`` from ``sizes`` records."""
+        return expected_batch(sample_rates, sizes)
+
+    def ledgers(self, cfg, *, sample_rates, steps):
+        """Record-level only, per silo, booked at release (against the server as well: the samples are secret)."""
+        from privacy.mechanisms import guarantees as g
+
+        c = cfg.client
+        record = g.per_client(g.skellam(cfg.secagg.accountant, c.accountant), parties=len(steps), delta=c.delta,
+                              name=g.RECORD, target=c.target_epsilon,
+                              planned=[self.planned_event(sample_rate=q) for q in sample_rates])
+        return g.ledgers(cfg, sample_rates=sample_rates, steps=steps, record=record)
+
+    def round_events(self, released, *, survivors, threshold, ledgers, **_) -> dict:
+        """Each surviving silo's records took one step under the booked noise; nothing if nothing was released."""
+        if released is None:
+            return {}
+        return self.held_events(survivors, threshold=threshold, ledgers=ledgers)
+
+    def held_events(self, survivors, *, threshold, ledgers, **_) -> dict:
+        rates = ledgers.sample_rates
+        return {"record": {k: self.event_for(survivors=len(survivors), sample_rate=rates[k], threshold=threshold)
+                           for k in survivors}}
+
+    def noise_multiplier_of(self, released) -> float:
+        return math.nan  # no client-level noise: the silos' noise is record-level
+
+    def reported_clip(self, released) -> float:
+        return math.inf  # deltas are not clipped: the silos clip their records' gradients
 
     def state_dict(self) -> dict:
         return quantisation_state(self)
