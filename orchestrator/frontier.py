@@ -150,7 +150,8 @@ def _style_panel(ax, *, label: str, deltas, utility: str, empty: bool) -> None:
     ax.set_ylabel(utility.replace("_", " "))
     ax.set_title(label)
     ax.grid(True, which="both", alpha=0.3)
-    if empty:
+    if empty:  # only baselines: a log axis needs some positive range to draw them on
+        ax.set_xlim(0.1, 100)
         ax.text(0.5, 0.5, "no finite ε in this sweep", transform=ax.transAxes, ha="center")
     ax.legend(loc="lower right", fontsize=8)
 

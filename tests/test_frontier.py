@@ -83,6 +83,17 @@ def test_plot_has_one_panel_per_varied_guarantee(tmp_path):
     assert set(table["guarantee"]) == {"eps_record_max", "eps_client"}
 
 
+def test_a_sweep_of_non_private_trials_only_still_draws_its_figure(tmp_path):
+    """A non-private lr screen: no finite epsilon to put on the log axis, the baselines drawn all the same."""
+    trials = pd.DataFrame({"eps_record_max": [math.inf] * 3, "eps_client": [math.inf] * 3,
+                           "val_accuracy": [0.988, 0.985, 0.98], "test_accuracy": [0.989, 0.988, 0.986],
+                           "client.dp": False, "client.noise_multiplier": 0.0, "server.noise_multiplier": 0.0})
+
+    png = plot_frontier(trials, tmp_path / "f.png")
+
+    assert png.is_file() and png.stat().st_size > 10_000
+
+
 def test_rounds_figure_draws_one_line_per_trial_in_each_panel():
     from orchestrator.frontier import rounds_figure
 
