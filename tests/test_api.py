@@ -92,6 +92,7 @@ def test_readme_example_runs_in_a_fresh_interpreter_and_stops_its_ray(tmp_path):
         import ray
         assert not ray.is_initialized(), "the API left its private Ray running"
         assert isinstance(rounds, __import__("pandas").DataFrame) and len(rounds) == 5
+        assert len(result.frontier) >= 1 and {"val_accuracy", "test_accuracy"} <= set(result.frontier.columns)
         again = ff.run(server={"rounds": 2}, progress=None)  # a second private Ray, started and stopped cleanly
         assert len(again) == 2 and not ray.is_initialized()
         print("checked")
