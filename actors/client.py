@@ -54,7 +54,8 @@ class ActorUpdate:
     delta_sum: np.ndarray | None  # sum of the clipped deltas of the clients that succeeded (float32); None
     #                              under secure aggregation: the deltas stay on the actor, masked
     reports: list[ClientReport] = field(default_factory=list)
-    keys: list[AdvertiseKeys] | None = None  # secure aggregation: one key message per client that succeeded
+    keys: list[AdvertiseKeys | int] | None = None  # secure aggregation: per client that succeeded its key message
+    #                                                (its id on the sum-only path, secagg.protocol = "sum")
     actor: int = -1  # index of the actor that sent it (set by the server's dispatch)
 
     @property
@@ -126,9 +127,9 @@ class ClientActor:
                                             error=f"{type(exc).__name__}: {exc}"))
                 if not isinstance(exc, RoundDeadline):
                     traceback.print_exc()
-        if secure:
-            return ActorUpdate(None, reports, keys=[self._secagg[r.client_id].advertise_keys()
-                                                   for r in reports if not r.error])
+        if secure:  # the sum-only path (protocol.masked False) has no keys: it names the clients that trained
+            return ActorUpdate(None, reports, keys=[self._secagg[r.client_id].advertise_keys() if step.protocol.masked
+                                                   else r.client_id for r in reports if not r.error])
         return ActorUpdate(total.cpu().numpy(), reports)
 
     def _train_one(self, start: torch.Tensor, cid: int, round_idx: int, step: ClipStep, total: torch.Tensor,
@@ -161,7 +162,8 @@ class ClientActor:
             if not torch.isfinite(result.delta).all():
                 raise FloatingPointError("non-finite model delta")
             self._ring[cid] = step.skellam.constrain_sensitivity(result.delta, rng=rng)
-        self._secagg[cid] = SecAggClient(cid, step.protocol)  # keys and masks from this process's OS entropy
+        if step.protocol.masked:
+            self._secagg[cid] = SecAggClient(cid, step.protocol)  # keys and masks from this process's OS entropy
         return ClientReport(cid, len(self.shards[cid][1]), math.nan, math.nan, False)
 
     def _clipped_gradient_sum(self, start: torch.Tensor, cid: int, round_idx: int, stop_at: float) -> torch.Tensor:
@@ -190,6 +192,14 @@ class ClientActor:
         for k, shares in forwarded.items():
             masked = clients[k].masked_input(self._ring[k].vector, shares)
             out.append(MaskedInput(masked.sender, masked.vector.astype(dtype)))
+        return out
+
+    def secagg_vectors(self, round_idx: int, client_ids: list[int]) -> list[tuple[int, np.ndarray]]:
+        """The sum-only path (``secagg.protocol = "sum"``): each listed client's ring vector, unmasked, in the
+        type :meth:`secagg_masked` would send; the round's vectors are done with."""
+        self._secagg_clients(round_idx)  # the round's state, or the actor restarted
+        out = [(k, self._ring[k].vector.astype(self._secagg_dtype)) for k in client_ids]
+        self._secagg, self._ring, self._secagg_round = {}, {}, None
         return out
 
     def secagg_unmask(self, round_idx: int, survivors: Survivors, client_ids: list[int]) -> list[UnmaskingShares]:

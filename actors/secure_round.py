@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from actors.client import ActorUpdate
-from privacy.secagg.protocol import SecAggConfig, SecAggDiagnostics, SecAggServer  # only a secagg run imports this module
+from privacy.secagg.protocol import (  # only a secagg run imports this module
+    SecAggConfig, SecAggDiagnostics, SecAggServer, check_survivors, masking_graph)
 
 
 @dataclass
@@ -39,6 +40,8 @@ def secure_sum(clients: list, updates: list[ActorUpdate], protocol: SecAggConfig
     requested: a non-empty answer stops the round there (nothing unmasked, ``failure`` says why)."""
     import ray
 
+    if not protocol.masked:
+        return _unmasked_sum(clients, updates, protocol, round_idx, timeout=timeout, graph_seed=graph_seed, hold=hold)
     server = SecAggServer(protocol, graph_seed=graph_seed)
     owner = {}  # client id -> actor index
     keys = []
@@ -64,6 +67,35 @@ def secure_sum(clients: list, updates: list[ActorUpdate], protocol: SecAggConfig
         out.ring_sum, out.diagnostics = server.unmask([m for ms in answers.values() for m in ms])
         out.survivors, out.survivor_ids = len(survivors.ids), tuple(sorted(int(k) for k in survivors.ids))
     except ValueError as exc:  # too many drop-outs: the protocol refuses rather than release a wrong sum
+        out.ring_sum, out.failure = None, str(exc)
+    return out
+
+
+def _unmasked_sum(clients: list, updates: list[ActorUpdate], protocol: SecAggConfig, round_idx: int, *,
+                  timeout: float | None, graph_seed: int, hold) -> SecureSum:
+    """``secagg.protocol = "sum"``: the sum :func:`secure_sum` would unmask, without keys, masks or shares. Every
+    actor sends its clients' ring vectors in one stage; the server applies the full protocol's checks to the
+    clients that trained and the ones that answered (threshold, a connected masking graph, the ``hold``) and
+    adds the vectors mod 2^b. Masks cancel exactly in Z_2^b, so the sum, and the round, are the full
+    protocol's; what it does not exercise is the cryptography and the protocol's own drop-out stages."""
+    owner = {int(k): u.actor for u in updates for k in u.keys or []}  # the clients that trained, by actor
+    out = SecureSum(None)
+    try:
+        graph = masking_graph(sorted(owner), protocol, seed=graph_seed)
+        sent = _stage(clients, _group(owner), out, timeout,
+                      lambda a, ids: clients[a].secagg_vectors.remote(round_idx, ids))
+        vectors = dict(m for ms in sent.values() for m in ms)
+        survivors = frozenset(vectors)
+        check_survivors(graph, survivors, threshold=protocol.threshold)
+        ids = tuple(sorted(int(k) for k in survivors))
+        if hold is not None and (why := hold(ids)):
+            out.failure = why
+            return out
+        total = sum((np.asarray(v, np.uint64) for v in vectors.values()), np.zeros(protocol.dim, np.uint64))
+        out.ring_sum = total & np.uint64((1 << protocol.bits) - 1)
+        out.diagnostics = SecAggDiagnostics(len(survivors), len(owner) - len(survivors), 0, len(survivors))
+        out.survivors, out.survivor_ids = len(survivors), ids
+    except ValueError as exc:  # too many drop-outs: refused as the full protocol refuses
         out.ring_sum, out.failure = None, str(exc)
     return out
 

@@ -115,7 +115,7 @@ class ServerActor:
         sa, mech = self.cfg.secagg, self.aggregator.mechanism
         return SecAggConfig(dim=mech.grid_dim, bits=sa.bits, threshold=sa.threshold_for(cohort),
                             neighbours=sa.neighbours or None,  # k >= cohort - 1: every pair (harary_graph)
-                            session=f"round {round_idx}".encode())
+                            session=f"round {round_idx}".encode(), masked=sa.protocol == "full")
 
     def final_columns(self, evaluate: bool = True) -> dict:
         """The audit of the model as it stands, and with ``evaluate`` its validation and test accuracy and loss: the columns

@@ -1,6 +1,7 @@
 """What secure aggregation costs per round: seconds per round of the same federation under a trusted server
-(`secagg.enabled = false`) and under secure aggregation with distributed Skellam noise (`true`), side by
-side in one run, alternating (central, secagg, central, secagg, ...).
+(`secagg.enabled = false`) and under secure aggregation with distributed Skellam noise (`true`), the full
+protocol (`secagg.protocol = "full"`: keys, masks, Shamir shares) and the sum-only path (`"sum"`), side by
+side in one run, alternating (central, full, sum, central, full, sum, ...).
 
 Two federations on MNIST with ScatterNet + linear (39,700 parameters, 65,536 after padding):
 - ``silos``: 10 silos of 6,000 records, record-level DP-SGD inside each (the mnist_silos.toml recipe),
@@ -9,8 +10,8 @@ Two federations on MNIST with ScatterNet + linear (39,700 parameters, 65,536 aft
   clip 0.3, z = 1, 32 masking neighbours.
 
 Reported: the median of each run's round seconds (as the server measures them: sampling, training,
-every secure-aggregation stage, release and evaluation), leaving out round 1 (start-up), and the ratio of
-medians. Needs ../shared/data/MNIST (or --mnist).
+every secure-aggregation stage, release and evaluation), leaving out round 1 (start-up), and the ratios of
+medians to the trusted server's. Needs ../shared/data/MNIST (or --mnist).
 
     python benchmarks/secagg_cost.py [--rounds 5] [--repeats 2] [--cases silos,devices]
 """
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 from common import ROOT, machine, markdown_table, median, write_results
 
@@ -29,14 +29,18 @@ CASES = {
 }
 
 
-def run_case(case: str, secagg: bool, rounds: int, mnist: str) -> list[float]:
+MODES = ("central", "full", "sum")  # trusted server; secure aggregation, full protocol; the sum-only path
+
+
+def run_case(case: str, mode: str, rounds: int, mnist: str) -> list[float]:
     from orchestrator.federation import run_federated
     from orchestrator.sweep_config import load_sweep_config
 
     path, extra = CASES[case]
     cfg, _ = load_sweep_config(ROOT / path, [f"data.root={mnist}", f"server.rounds={rounds}", "audit.canaries=0",
                                              "audit.membership=false", "server.target_epsilon=none",
-                                             f"secagg.enabled={str(secagg).lower()}", *extra])
+                                             f"secagg.enabled={str(mode != 'central').lower()}",
+                                             f"secagg.protocol={'sum' if mode == 'sum' else 'full'}", *extra])
     df = run_federated(cfg, progress=None)
     return df["seconds"].tolist()
 
@@ -55,20 +59,22 @@ def main() -> None:
     info, rows = machine(), []
     results: dict = {}
     for case in args.cases.split(","):
-        seconds = {False: [], True: []}
+        seconds: dict[str, list[float]] = {m: [] for m in MODES}
         for rep in range(args.repeats):
-            for secagg in (False, True):
+            for mode in MODES:
                 t0 = time.perf_counter()
-                rounds = run_case(case, secagg, args.rounds, args.mnist)
-                seconds[secagg] += rounds[1:]
-                print(f"{case} secagg={secagg} run {rep + 1}: rounds {[round(s, 2) for s in rounds]} "
+                rounds = run_case(case, mode, args.rounds, args.mnist)
+                seconds[mode] += rounds[1:]
+                print(f"{case} {mode} run {rep + 1}: rounds {[round(s, 2) for s in rounds]} "
                       f"({time.perf_counter() - t0:.0f} s wall)", flush=True)
-        central, secure = median(seconds[False]), median(seconds[True])
-        results[case] = {"central_s_per_round": central, "secagg_s_per_round": secure, "ratio": secure / central,
-                         "rounds_central": seconds[False], "rounds_secagg": seconds[True]}
-        rows.append([case, len(seconds[False]), central, secure, secure / central])
-    table = markdown_table(["federation", "rounds measured (each)", "trusted s/round", "secagg s/round",
-                            "**ratio**"], rows)
+        med = {m: median(seconds[m]) for m in MODES}
+        results[case] = {f"{m}_s_per_round": med[m] for m in MODES} | {
+            "ratio_full": med["full"] / med["central"], "ratio_sum": med["sum"] / med["central"],
+            **{f"rounds_{m}": seconds[m] for m in MODES}}
+        rows.append([case, len(seconds["central"]), med["central"], med["full"], med["sum"],
+                     med["full"] / med["central"], med["sum"] / med["central"]])
+    table = markdown_table(["federation", "rounds measured (each)", "trusted s/round", "secagg full s/round",
+                            "secagg sum s/round", "**ratio full**", "**ratio sum**"], rows)
     print(table)
     write_results("secagg_cost", {"machine": info, "args": vars(args), "results": results}, table)
 

@@ -78,6 +78,7 @@ CASES = [  # (arguments, key the message must name)
     (["--set", "secagg.enabled=true", "--set", "server.clip=1", "--set", "secagg.colluders=1.5"], "secagg.colluders"),
     (["--set", "secagg.enabled=true", "--set", "server.clip=1", "--set", "secagg.accountant=moments"],
      "secagg.accountant"),
+    (["--set", "secagg.enabled=true", "--set", "server.clip=1", "--set", "secagg.protocol=fast"], "secagg.protocol"),
     (["--set", "secagg.enabled=true", "--set", "server.clip=1", "--set", "secagg.server_target_epsilon=0"],
      "secagg.server_target_epsilon"),
     (["--set", "secagg.enabled=true", "--set", "server.clip=1", "--set", "secagg.server_target_epsilon=nan"],

@@ -5,6 +5,7 @@ release nothing and book nothing; a run's client-level epsilon is the Skellam me
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from actors.client import ClientActor
@@ -168,3 +169,40 @@ def test_survivors_whose_masking_graph_falls_apart_release_nothing_and_say_why(r
     assert len(kept) == 8
     assert "round not released" in row["failures"] and "masking graph is disconnected" in row["failures"]
     assert not np.any(change) and row["eps_client"] == 0.0 and row["eps_client_server_max"] == 0.0
+
+
+def dropping_class(dropped: tuple[int, ...]):
+    """Clients ``dropped`` send nothing at the upload stage of either path (masked input, or plain vector)."""
+
+    class DroppingClientActor(ClientActor):
+        def secagg_masked(self, round_idx, forwarded):
+            return super().secagg_masked(round_idx, {k: v for k, v in forwarded.items() if k not in dropped})
+
+        def secagg_vectors(self, round_idx, client_ids):
+            return super().secagg_vectors(round_idx, [k for k in client_ids if k not in dropped])
+
+    return DroppingClientActor
+
+
+def round_table(overrides, client_cls, rounds: int):
+    from orchestrator.round_loop import rounds_frame
+
+    plan = resolve_config(load_config(overrides=overrides))
+    fed = Federation(plan, client_cls=client_cls).start()
+    try:
+        return rounds_frame([fed.step(r) for r in range(rounds)])
+    finally:
+        fed.close()
+
+
+def test_the_sum_only_path_gives_the_full_protocols_round_table_with_drop_outs(ray_local):
+    """secagg.protocol = "sum" skips keys, masks and shares but releases the same sum: with two clients
+    dropping at upload, every column of the round table but the wall-clock ones is the same."""
+    base = [o for o in SECAGG if not o.startswith("server.rounds")] + ["server.sampling=poisson",
+                                                                       "server.clients_per_round=5"]
+    full = round_table(base + ["secagg.protocol=full"], dropping_class((1, 4)), rounds=3)
+    fast = round_table(base + ["secagg.protocol=sum"], dropping_class((1, 4)), rounds=3)
+
+    clocks = ["seconds", "audit_seconds"]
+    assert (full["secagg_dropped"] > 0).any() and full["secagg_survivors"].notna().all()
+    pd.testing.assert_frame_equal(fast.drop(columns=clocks), full.drop(columns=clocks), check_exact=True)

@@ -26,6 +26,7 @@ from privacy.config.validation import _check, _check_int, _finite
 
 LEVELS = ("client", "record")  # what the clients' noise shares protect: see the module docstring
 SECAGG_ACCOUNTANTS = ("exact", "zhu_wang")  # privacy.accountants.skellam.epsilon
+PROTOCOLS = ("full", "sum")  # how the simulator computes the secure sum: see SecAggSection.protocol
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,9 @@ class SecAggSection:
     rotate: bool = True  # randomised Hadamard rotation before rounding (flattens coordinates: fewer bits)
     k_stddevs: float = 4.0  # head-room of the scale rule: standard deviations of the sum that fit half the ring
     scale: float = 0.0  # integer units per model unit; 0 = the largest scale the bits allow (heuristic rule)
+    # full: keys, pairwise and self masks, Shamir shares (Bonawitz et al.) | sum: the same unmasked sum of the
+    # survivors' ring vectors without the cryptography, for sweeps (docs/privacy.md, "The simulated protocol")
+    protocol: str = "full"
 
     def __post_init__(self) -> None:
         _check(isinstance(self.enabled, bool), "secagg.enabled", self.enabled, "must be true or false")
@@ -56,6 +60,7 @@ class SecAggSection:
             _check(_finite("secagg.server_target_epsilon", self.server_target_epsilon) > 0,
                    "secagg.server_target_epsilon", self.server_target_epsilon, "must be > 0")
         _check(isinstance(self.rotate, bool), "secagg.rotate", self.rotate, "must be true or false")
+        _check(self.protocol in PROTOCOLS, "secagg.protocol", self.protocol, f"must be one of {', '.join(PROTOCOLS)}")
         _check(_finite("secagg.k_stddevs", self.k_stddevs) > 0, "secagg.k_stddevs", self.k_stddevs, "must be > 0")
         _check(_finite("secagg.scale", self.scale) >= 0, "secagg.scale", self.scale,
                "must be >= 0 (0 = the heuristic scale for the bits)")

@@ -106,6 +106,28 @@ def components(graph: Mapping[int, frozenset[int]], nodes) -> list[frozenset[int
     return parts
 
 
+def masking_graph(ids: Sequence[int], config: "SecAggConfig", *, seed: int) -> dict[int, frozenset[int]]:
+    """The round's public masking graph over the clients that trained; a ValueError if the threshold is above
+    their number (no round could unmask)."""
+    if config.threshold > len(ids):
+        raise ValueError(f"threshold t = {config.threshold} above the cohort of {len(ids)} clients: "
+                         "lower the threshold or enlarge the cohort")
+    return harary_graph(ids, k=config.neighbours, seed=seed)
+
+
+def check_survivors(graph: Mapping[int, frozenset[int]], survivors: frozenset[int], *, threshold: int) -> None:
+    """A ValueError (nothing unmasked) if fewer than ``threshold`` clients sent their input, or if the survivors'
+    masking graph falls apart: the pairwise masks of each connected part would cancel within it, and
+    unmasking would reveal each part's sum, protected only by that part's own noise shares (Bell et al. 2020
+    need it connected)."""
+    if len(survivors) < threshold:
+        raise ValueError(f"too many drop-outs: {len(survivors)} clients sent masked inputs, need t = {threshold}")
+    parts = components(graph, survivors)
+    if len(parts) > 1:
+        raise ValueError(f"the survivors' masking graph is disconnected ({len(parts)} parts of sizes "
+                         f"{sorted(len(p) for p in parts)}): unmasking would reveal each part's sum; refusing")
+
+
 @dataclass(frozen=True)
 class SecAggConfig:
     dim: int  # length of every input vector
@@ -113,6 +135,7 @@ class SecAggConfig:
     threshold: int  # t: shares that reconstruct a secret; pick t > half a neighbourhood
     neighbours: int | None = None  # k (even): sparse masking graph of Bell et al.; None = every pair
     session: bytes = b""  # round identifier, mixed into every derived key
+    masked: bool = True  # False: the simulator's sum-only path (actors.secure_round), no keys, masks or shares
 
     def __post_init__(self):
         if self.dim < 1 or not 1 <= self.bits <= 32 or self.threshold < 1:
@@ -277,10 +300,7 @@ class SecAggServer:
 
     def collect_keys(self, messages: Sequence[AdvertiseKeys]) -> KeyDirectory:
         ids = self._senders(messages)
-        if self.config.threshold > len(ids):
-            raise ValueError(f"threshold t = {self.config.threshold} above the cohort of {len(ids)} clients: "
-                             "lower the threshold or enlarge the cohort")
-        graph = harary_graph(ids, k=self.config.neighbours, seed=self._graph_seed)
+        graph = masking_graph(ids, self.config, seed=self._graph_seed)
         self._dir = KeyDirectory({m.sender: (m.cipher_public, m.mask_public) for m in messages}, graph)
         return self._dir
 
@@ -291,15 +311,9 @@ class SecAggServer:
                 for v in self._shared}
 
     def collect_masked(self, messages: Sequence[MaskedInput]) -> Survivors:
-        """The survivors U3; a ValueError (nothing unmasked) if too few, or if their masking graph falls apart:
-        the pairwise masks of each connected part would cancel within it, and unmasking would reveal each
-        part's sum, protected only by that part's own noise shares (Bell et al. 2020 need it connected)."""
+        """The survivors U3; a ValueError (nothing unmasked) if too few or disconnected (:func:`check_survivors`)."""
         self._survivors = frozenset(self._senders(messages, set(self._shared)))
-        self._need(len(self._survivors), "clients sent masked inputs")
-        parts = components(self._dir.neighbours, self._survivors)
-        if len(parts) > 1:
-            raise ValueError(f"the survivors' masking graph is disconnected ({len(parts)} parts of sizes "
-                             f"{sorted(len(p) for p in parts)}): unmasking would reveal each part's sum; refusing")
+        check_survivors(self._dir.neighbours, self._survivors, threshold=self.config.threshold)
         self._total = sum((np.asarray(m.vector, np.uint64) for m in messages), np.zeros(self.config.dim, np.uint64))
         return Survivors(self._survivors)
 
