@@ -20,7 +20,7 @@ import numpy as np
 
 from actors.client import ActorUpdate
 from privacy.secagg.protocol import (  # only a secagg run imports this module
-    SecAggConfig, SecAggDiagnostics, SecAggServer, check_survivors, masking_graph)
+    SecAggConfig, SecAggDiagnostics, SecAggServer, check_holders, check_survivors, masking_graph)
 
 
 @dataclass
@@ -75,8 +75,8 @@ def _unmasked_sum(clients: list, updates: list[ActorUpdate], protocol: SecAggCon
                   timeout: float | None, graph_seed: int, hold) -> SecureSum:
     """``secagg.protocol = "sum"``: the sum :func:`secure_sum` would unmask, without keys, masks or shares. Every
     actor sends its clients' ring vectors in one stage; the server applies the full protocol's checks to the
-    clients that trained and the ones that answered (threshold, a connected masking graph, the ``hold``) and
-    adds the vectors mod 2^b. Masks cancel exactly in Z_2^b, so the sum, and the round, are the full
+    clients that trained and the ones that answered (threshold, a connected masking graph, t holders of every
+    client's secret among the survivors, the ``hold``) and adds the vectors mod 2^b. Masks cancel exactly in Z_2^b, so the sum, and the round, are the full
     protocol's; what it does not exercise is the cryptography and the protocol's own drop-out stages."""
     owner = {int(k): u.actor for u in updates for k in u.keys or []}  # the clients that trained, by actor
     out = SecureSum(None)
@@ -84,9 +84,13 @@ def _unmasked_sum(clients: list, updates: list[ActorUpdate], protocol: SecAggCon
         graph = masking_graph(sorted(owner), protocol, seed=graph_seed)
         sent = _stage(clients, _group(owner), out, timeout,
                       lambda a, ids: clients[a].secagg_vectors.remote(round_idx, ids))
-        vectors = dict(m for ms in sent.values() for m in ms)
+        pairs = [m for ms in sent.values() for m in ms]
+        vectors = dict(pairs)
+        if len(vectors) != len(pairs) or not set(vectors) <= set(owner):
+            raise ValueError("duplicate vector, or a vector from a client outside this round")
         survivors = frozenset(vectors)
         check_survivors(graph, survivors, threshold=protocol.threshold)
+        check_holders(graph, owner, survivors, threshold=protocol.threshold)  # the shares unmasking would need
         ids = tuple(sorted(int(k) for k in survivors))
         if hold is not None and (why := hold(ids)):
             out.failure = why

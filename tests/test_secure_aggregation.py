@@ -8,7 +8,7 @@ import pytest
 from scipy import stats
 
 from privacy.secagg.protocol import (PRIME, RandomStream, SecAggClient, SecAggConfig, SecAggServer, Survivors,
-                                        components, harary_graph, shamir_reconstruct, shamir_share)
+                                        check_holders, components, harary_graph, shamir_reconstruct, shamir_share)
 
 
 def run_round(cfg, inputs, *, drop_before_sharing=(), drop_before_masking=(), drop_before_unmasking=(), seed=0):
@@ -80,6 +80,25 @@ def test_survivors_whose_masking_graph_falls_apart_get_nothing_unmasked():
         run_round(cfg, inputs, drop_before_masking=cut)
     total, survivors, _, _ = run_round(cfg, inputs, drop_before_masking={4})  # one drop-out: a path remains
     np.testing.assert_array_equal(total, exact_sum(inputs, survivors.ids, 16))
+
+
+def test_the_sum_only_holders_check_refuses_what_unmasking_refuses():
+    """10 clients, k = 4, t = 3: three of client u's four neighbours drop before masking. The survivors stay
+    connected and above t, but u's self mask has only 2 holders left: the full protocol cannot unmask, and
+    the sum-only path's check (actors/secure_round.py) refuses with the same words."""
+    cfg = SecAggConfig(dim=40, bits=16, threshold=3, neighbours=4)
+    graph = harary_graph(range(10), k=4, seed=0)
+    u = 0
+    cut = set(sorted(graph[u])[:3])
+    survivors = frozenset(range(10)) - cut
+    assert len(components(graph, survivors)) == 1 and len(survivors) >= 3
+
+    with pytest.raises(ValueError, match=f"2 shares of client {u}'s self mask") as full:
+        run_round(cfg, integer_inputs(10, cfg, seed=5), drop_before_masking=cut)
+    with pytest.raises(ValueError) as fast:
+        check_holders(graph, range(10), survivors, threshold=3)
+    assert str(fast.value) == str(full.value)
+    check_holders(graph, range(10), frozenset(range(10)) - set(sorted(graph[u])[:2]), threshold=3)  # 3 left: fine
 
 
 def test_the_sparse_graph_is_symmetric_and_k_regular():

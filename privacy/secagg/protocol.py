@@ -128,6 +128,18 @@ def check_survivors(graph: Mapping[int, frozenset[int]], survivors: frozenset[in
                          f"{sorted(len(p) for p in parts)}): unmasking would reveal each part's sum; refusing")
 
 
+def check_holders(graph: Mapping[int, frozenset[int]], clients, survivors: frozenset[int], *, threshold: int) -> None:
+    """What unmasking needs when every survivor answers (the sum-only path): for each client that took part,
+    ``threshold`` holders of its secret among the survivors -- its self mask if it survived, its mask key if
+    it dropped -- the holders being its neighbours and itself. :meth:`SecAggServer.unmask` counts the same
+    shares from the messages it gets, with the same error."""
+    for u in sorted(clients):
+        held = len(survivors & (graph[u] | {u}))
+        if held < threshold:
+            what = "self mask" if u in survivors else "mask key"
+            raise ValueError(f"too many drop-outs: {held} shares of client {u}'s {what}, need t = {threshold}")
+
+
 @dataclass(frozen=True)
 class SecAggConfig:
     dim: int  # length of every input vector
