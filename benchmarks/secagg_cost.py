@@ -13,7 +13,7 @@ Reported: the median of each run's round seconds (as the server measures them: s
 every secure-aggregation stage, release and evaluation), leaving out round 1 (start-up), and the ratios of
 medians to the trusted server's. Needs ../shared/data/MNIST (or --mnist).
 
-    python benchmarks/secagg_cost.py [--rounds 5] [--repeats 2] [--cases silos,devices]
+    python benchmarks/secagg_cost.py [--rounds 5] [--repeats 2] [--cases silos,devices] [--actors 1,2]
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ CASES = {
 MODES = ("central", "full", "sum")  # trusted server; secure aggregation, full protocol; the sum-only path
 
 
-def run_case(case: str, mode: str, rounds: int, mnist: str) -> list[float]:
+def run_case(case: str, mode: str, rounds: int, mnist: str, actors: int = 1) -> list[float]:
     from orchestrator.federation import run_federated
     from orchestrator.sweep_config import load_sweep_config
 
@@ -40,7 +40,8 @@ def run_case(case: str, mode: str, rounds: int, mnist: str) -> list[float]:
     cfg, _ = load_sweep_config(ROOT / path, [f"data.root={mnist}", f"server.rounds={rounds}", "audit.canaries=0",
                                              "audit.membership=false", "server.target_epsilon=none",
                                              f"secagg.enabled={str(mode != 'central').lower()}",
-                                             f"secagg.protocol={'sum' if mode == 'sum' else 'full'}", *extra])
+                                             f"secagg.protocol={'sum' if mode == 'sum' else 'full'}",
+                                             f"client.num_actors={actors}", *extra])
     df = run_federated(cfg, progress=None)
     return df["seconds"].tolist()
 
@@ -51,6 +52,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--repeats", type=int, default=2, help="runs of each (central, secagg) pair")
     p.add_argument("--mnist", default=str(ROOT.parent / "shared" / "data" / "MNIST"))
+    p.add_argument("--actors", default="1", help="client actors per run, e.g. 1,2 (each count timed in turn)")
     args = p.parse_args()
 
     from orchestrator.cluster import ensure_ray
@@ -59,21 +61,22 @@ def main() -> None:
     info, rows = machine(), []
     results: dict = {}
     for case in args.cases.split(","):
-        seconds: dict[str, list[float]] = {m: [] for m in MODES}
-        for rep in range(args.repeats):
-            for mode in MODES:
-                t0 = time.perf_counter()
-                rounds = run_case(case, mode, args.rounds, args.mnist)
-                seconds[mode] += rounds[1:]
-                print(f"{case} {mode} run {rep + 1}: rounds {[round(s, 2) for s in rounds]} "
-                      f"({time.perf_counter() - t0:.0f} s wall)", flush=True)
-        med = {m: median(seconds[m]) for m in MODES}
-        results[case] = {f"{m}_s_per_round": med[m] for m in MODES} | {
-            "ratio_full": med["full"] / med["central"], "ratio_sum": med["sum"] / med["central"],
-            **{f"rounds_{m}": seconds[m] for m in MODES}}
-        rows.append([case, len(seconds["central"]), med["central"], med["full"], med["sum"],
-                     med["full"] / med["central"], med["sum"] / med["central"]])
-    table = markdown_table(["federation", "rounds measured (each)", "trusted s/round", "secagg full s/round",
+        for actors in (int(a) for a in args.actors.split(",")):
+            seconds: dict[str, list[float]] = {m: [] for m in MODES}
+            for rep in range(args.repeats):
+                for mode in MODES:
+                    t0 = time.perf_counter()
+                    rounds = run_case(case, mode, args.rounds, args.mnist, actors)
+                    seconds[mode] += rounds[1:]
+                    print(f"{case} {mode} {actors} actor(s) run {rep + 1}: rounds {[round(s, 2) for s in rounds]} "
+                          f"({time.perf_counter() - t0:.0f} s wall)", flush=True)
+            med = {m: median(seconds[m]) for m in MODES}
+            results[f"{case}/{actors}"] = {f"{m}_s_per_round": med[m] for m in MODES} | {
+                "ratio_full": med["full"] / med["central"], "ratio_sum": med["sum"] / med["central"],
+                **{f"rounds_{m}": seconds[m] for m in MODES}}
+            rows.append([case, actors, len(seconds["central"]), med["central"], med["full"], med["sum"],
+                         med["full"] / med["central"], med["sum"] / med["central"]])
+    table = markdown_table(["federation", "client actors", "rounds measured (each)", "trusted s/round", "secagg full s/round",
                             "secagg sum s/round", "**ratio full**", "**ratio sum**"], rows)
     print(table)
     write_results("secagg_cost", {"machine": info, "args": vars(args), "results": results}, table)
