@@ -42,9 +42,7 @@ class SecAggSection:
     rotate: bool = True  # randomised Hadamard rotation before rounding (flattens coordinates: fewer bits)
     k_stddevs: float = 4.0  # head-room of the scale rule: standard deviations of the sum that fit half the ring
     scale: float = 0.0  # integer units per model unit; 0 = the largest scale the bits allow (heuristic rule)
-    # full: keys, pairwise and self masks, Shamir shares (Bonawitz et al.) | sum: the same unmasked sum of the
-    # survivors' ring vectors without the cryptography, for sweeps (docs/privacy.md, "The simulated protocol")
-    protocol: str = "full"
+    protocol: str = "full"  # full: keys, masks, Shamir shares (Bonawitz et al.) | sum: the same sum without them, for sweeps
 
     def __post_init__(self) -> None:
         _check(isinstance(self.enabled, bool), "secagg.enabled", self.enabled, "must be true or false")
