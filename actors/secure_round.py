@@ -21,6 +21,7 @@ import numpy as np
 from actors.client import ActorUpdate
 from privacy.secagg.protocol import (  # only a secagg run imports this module
     SecAggConfig, SecAggDiagnostics, SecAggServer, check_holders, check_survivors, masking_graph)
+from privacy.secagg.quantization import ring_sum
 
 
 @dataclass
@@ -76,8 +77,9 @@ def _unmasked_sum(clients: list, updates: list[ActorUpdate], protocol: SecAggCon
     """``secagg.protocol = "sum"``: the sum :func:`secure_sum` would unmask, without keys, masks or shares. Every
     actor sends its clients' ring vectors in one stage; the server applies the full protocol's checks to the
     clients that trained and the ones that answered (threshold, a connected masking graph, t holders of every
-    client's secret among the survivors, the ``hold``) and adds the vectors mod 2^b. Masks cancel exactly in Z_2^b, so the sum, and the round, are the full
-    protocol's; what it does not exercise is the cryptography and the protocol's own drop-out stages."""
+    client's secret among the survivors, the ``hold``) and adds the vectors mod 2^b. Masks cancel exactly in
+    Z_2^b, so the sum, and the round, are the full protocol's; what it does not exercise is the cryptography
+    and the protocol's own drop-out stages."""
     owner = {int(k): u.actor for u in updates for k in u.keys or []}  # the clients that trained, by actor
     out = SecureSum(None)
     try:
@@ -95,8 +97,7 @@ def _unmasked_sum(clients: list, updates: list[ActorUpdate], protocol: SecAggCon
         if hold is not None and (why := hold(ids)):
             out.failure = why
             return out
-        total = sum((np.asarray(v, np.uint64) for v in vectors.values()), np.zeros(protocol.dim, np.uint64))
-        out.ring_sum = total & np.uint64((1 << protocol.bits) - 1)
+        out.ring_sum = ring_sum(list(vectors.values()), bits=protocol.bits)
         out.diagnostics = SecAggDiagnostics(len(survivors), len(owner) - len(survivors), 0, len(survivors))
         out.survivors, out.survivor_ids = len(survivors), ids
     except ValueError as exc:  # too many drop-outs: refused as the full protocol refuses
