@@ -18,13 +18,14 @@ SECAGG_COLUMNS = ("secagg_survivors", "secagg_dropped", "secagg_near_edge", "sec
 
 def round_row(*, round_number: int, cfg: ExperimentConfig, cohort_size: int, collected: Collected,
               step: StepResult, mechanism, ledgers: PrivacyLedgers, evaluation: dict[str, float],
-              seconds: float, secure=None) -> dict:
+              seconds: float, secure=None, skipped: int = 0) -> dict:
     """One row; the audit columns stay NaN until the run's last round (see ``orchestrator.round_loop``).
     ``secure``: the round's :class:`actors.secure_round.SecureSum` under secure aggregation. There the
     clients' losses, norms and clip bits never reach the server: those columns are NaN. ``evaluation``: the
     global model's ``val_accuracy``, ``val_loss``, ``test_accuracy``, ``test_loss`` (NaN in rounds not
     evaluated, :meth:`actors.evaluation.Evaluator.evaluate`); ``mechanism``: the run's
-    (:mod:`privacy.mechanisms.choice`), which says what its noise and clip were."""
+    (:mod:`privacy.mechanisms.choice`), which says what its noise and clip were; ``skipped``: clients the
+    participation schema refused this round (:mod:`privacy.mechanisms.participation`)."""
     c, s = cfg.client, cfg.server
     reports, released = step.reports, step.released
     n = np.array([r.examples for r in reports], dtype=float)
@@ -41,6 +42,7 @@ def round_row(*, round_number: int, cfg: ExperimentConfig, cohort_size: int, col
         "eps_client_server_max": ledgers.eps_client_server_max(),  # secure aggregation: against the server
         "delta_client": ledgers.delta_client,
         "clients_sampled": int(cohort_size),
+        "clients_skipped": int(skipped),  # min_sep: asked to join too early or too often, refused
         "clients_failed": len(collected.failures),
         "failures": "; ".join(collected.failures),
         "noise_multiplier_local": c.noise_multiplier if c.dp else 0.0,

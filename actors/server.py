@@ -1,6 +1,7 @@
 """The server actor: noisy FedAvg (DP-FedAvg) with both ledgers, as a thin shell over Ray-free parts.
 
-Each round: Poisson-sample clients from the noise seed (:mod:`privacy.mechanisms.sampling`), send the global
+Each round: draw the cohort from the noise seed (:mod:`privacy.mechanisms.participation`: Poisson sampling, or
+min_sep's cyclic groups, enforced), send the global
 weights and the mechanism's client half to the client actors (:mod:`actors.dispatch`), book the
 cohort's record-level events while they train (:mod:`privacy.accountants.ledgers`), aggregate and release
 (:mod:`actors.aggregation`, :mod:`privacy.mechanisms.client_level`), book the client-level event, evaluate
@@ -24,7 +25,7 @@ from actors.secure_step import SecureStep
 from privacy.audit.canaries import Canaries
 from privacy.config.experiment import ExperimentConfig
 from privacy.mechanisms.choice import mechanism_for
-from privacy.mechanisms.sampling import sample_cohort
+from privacy.mechanisms.participation import participation_for
 
 
 class ServerActor:
@@ -42,11 +43,14 @@ class ServerActor:
             raise ValueError("run.noise_seed is unset: resolve the config first (orchestrator.resolve)")
         self.cfg, self.clients, self.plan = cfg, clients, plan
         num_clients = len(plan.actor)
+        min_sep = cfg.server.participation == "min_sep"
         canaries = (Canaries(cfg.audit.canaries, len(weights), seed=cfg.run.seed,
-                             sample_rate=cfg.server.clients_per_round / num_clients) if cfg.audit.canaries else None)
+                             sample_rate=cfg.server.clients_per_round / num_clients,
+                             groups=cfg.server.groups if min_sep else 0) if cfg.audit.canaries else None)
         mechanism = mechanism or mechanism_for(cfg, dim=len(weights), sample_rates=plan.sample_rate, sizes=plan.sizes)
         self.aggregator = Aggregator(cfg, weights, mechanism=mechanism, canaries=canaries)
         self.ledgers = mechanism.ledgers(cfg, sample_rates=plan.sample_rate, steps=plan.steps)
+        self.participation = participation_for(cfg, num_clients)
         with offering(shared):  # the evaluator loads the data through actors.client.load_on_this_node
             self.evaluator = Evaluator(cfg)
         self.round = 0
@@ -59,8 +63,8 @@ class ServerActor:
     def run_round(self, round_idx: int) -> dict:
         t0 = time.perf_counter()
         s = self.cfg.server
-        cohort = sample_cohort(len(self.plan.actor), s.clients_per_round, scheme=s.sampling,
-                               seed=self.cfg.run.noise_seed, round_idx=round_idx)
+        admitted = self.participation.cohort(round_idx)
+        cohort = admitted.ids
         mechanism = self.aggregator.mechanism
         client_step = mechanism.client_step(round_idx, max(len(cohort), 1))
         protocol = self._protocol(round_idx, len(cohort)) if mechanism.secure else None
@@ -76,14 +80,16 @@ class ServerActor:
             step, summed, threshold = self.aggregator.step(round_idx, collected.updates), None, None
             survivors = tuple(r.client_id for r in step.reports)
         self.ledgers.book(mechanism.round_events(step.released, survivors=survivors, cohort=len(cohort),
-                                                 threshold=threshold, ledgers=self.ledgers))
+                                                 threshold=threshold, ledgers=self.ledgers, admitted=cohort,
+                                                 round_idx=round_idx))
         self.round = round_idx + 1
+        mechanism.plan_round(self.ledgers, self.round)
         evaluate = self.round % self.cfg.run.eval_every == 0 or self.round == s.rounds
         evaluation = (self.evaluator.evaluate(self.aggregator.weights) if evaluate
                       else dict.fromkeys(EVALUATION_COLUMNS, math.nan))
         return round_row(round_number=self.round, cfg=self.cfg, cohort_size=len(cohort), collected=collected,
                          step=step, mechanism=mechanism, ledgers=self.ledgers, evaluation=evaluation,
-                         seconds=time.perf_counter() - t0, secure=summed)
+                         seconds=time.perf_counter() - t0, secure=summed, skipped=admitted.skipped)
 
     def _while_clients_train(self, round_idx: int, cohort) -> None:
         """Book the cohort's record-level events; under secure aggregation also encode the canaries."""
@@ -139,3 +145,5 @@ class ServerActor:
         self.round = int(state["round"])
         self.aggregator.load_state_dict(state)
         self.ledgers.load_state_dict(state)
+        self.participation.replay(self.round)
+        self.aggregator.mechanism.plan_round(self.ledgers, self.round)

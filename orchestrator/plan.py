@@ -5,6 +5,7 @@ guarantee the run will report with the accountant its ledger uses, for the sched
 
 - record-level (one training example): every client sampled in every round;
 - client-level (one client's data) against whoever sees only the released models: every round released
+  (under DP-FTRL: the worst group of the min_sep schedule, every participation of it);
   (under secure aggregation every released round carries exactly mu, so this is what the run books);
 - under secure aggregation, client-level against the server: a client that joins every round of full
   cohorts without drop-outs (and, for scale, one that joins its expected q T rounds). Drop-outs, colluders
@@ -74,6 +75,16 @@ def _client_level(c: ExperimentConfig, mechanism) -> dict:
     q = s.clients_per_round / c.data.num_clients
     out = {"noise_multiplier_server": s.noise_multiplier, "clip_server": s.clip, "client_sample_rate": q,
            "delta_client": s.delta, "client_accountant": s.accountant}
+    if s.mechanism == "dp_ftrl":
+        from privacy.accountants.guarantee import GaussianDPAccountant
+
+        out.update(client_sample_rate=math.nan, client_accountant="exact Gaussian DP",
+                   participation=f"min_sep: {s.groups} groups in turn, a client in <= {s.participations} rounds "
+                                 f">= {s.groups} apart (b = {s.min_separation})",
+                   ftrl_bands=s.bands, sensitivity=mechanism.sensitivity(),
+                   eps_client=GaussianDPAccountant().epsilon_of_total(mechanism.worst_total(), s.delta),
+                   eps_client_holds_against=PUBLIC + " (the trusted server sees every clipped update)")
+        return out
     if not mechanism.secure:
         out.update(eps_client=epsilon([(s.noise_multiplier, q, s.rounds)], delta=s.delta, accountant=s.accountant),
                    eps_client_holds_against=PUBLIC + " (the trusted server sees every clipped update)")
@@ -116,7 +127,12 @@ def plan_lines(plan: dict) -> list[str]:
                      f"{plan['steps_record']} steps, delta {plan['delta_record']:.3g}: "
                      f"eps <= {plan['eps_record_max']:.4g} ({plan['record_accountant']} accountant) against "
                      f"{plan['eps_record_holds_against']}")
-    if "eps_client" in plan:
+    if "participation" in plan:
+        lines.append(f"client-level (DP-FTRL, {plan['ftrl_bands']}-banded): z {plan['noise_multiplier_server']:.4g}, "
+                     f"clip {plan['clip_server']:.4g}, {plan['participation']}, sensitivity "
+                     f"{plan['sensitivity']:.4g}, delta {plan['delta_client']:.3g}: eps <= {plan['eps_client']:.4g} "
+                     f"against {plan['eps_client_holds_against']}")
+    elif "eps_client" in plan:
         lines.append(f"client-level: z {plan['noise_multiplier_server']:.4g}, clip {plan['clip_server']:.4g}, "
                      f"q {plan['client_sample_rate']:.4g}, {plan['rounds']} rounds, delta {plan['delta_client']:.3g}: "
                      f"eps <= {plan['eps_client']:.4g} against {plan['eps_client_holds_against']}")

@@ -151,7 +151,7 @@ def load_sweep_config(path: str | Path | None,
         raise ConfigError("run.noise_seed", cfg.run.noise_seed, "gives each grid point one noise seed, so trials "
                           "drawing the same point would share their noise: drop it (fresh noise per trial) or "
                           "keep sweep.num_samples = 1 and sweep.selection = \"all\"")
-    for key in ("secagg.enabled", "secagg.level"):
+    for key in ("secagg.enabled", "secagg.level", "server.mechanism", "server.participation"):
         if key in swept:
             raise ConfigError(f"sweep.grid.{key}", "swept", "one sweep, one trust model and one ledger: run one "
                               f"sweep per value of {key} and draw them together with `fedfrontier compare`")
@@ -165,9 +165,10 @@ def load_sweep_config(path: str | Path | None,
                 "trials are chosen on one validation split and reported on one test set, both of records no "
                 "trial's clients hold; another split would score a trial on other trials' client records"
                 if key != "run.noise_seed" else "each trial's noise seed is derived from it"))
-    if mechanism_class(cfg).secure and sweep.selection != "all":
+    if (mechanism_class(cfg).secure or cfg.server.mechanism == "dp_ftrl") and sweep.selection != "all":
         raise ConfigError("sweep.selection", sweep.selection, "private selection is accounted for the central "
-                          "Gaussian only; use sweep.selection = \"all\" with secagg.enabled")
+                          "Gaussian only; use sweep.selection = \"all\" with secagg.enabled or server.mechanism "
+                          "= dp_ftrl")
     return cfg, sweep
 
 

@@ -70,7 +70,8 @@ def test_round_table_equals_the_golden_one(name, ray_local):
     secagg = set(SECAGG_COLUMNS) | {f"secagg.{f.name}" for f in fields(SecAggSection)}  # added since, unused here
     assert set(table.columns) - set(golden.columns) - set(TIMING_COLUMNS) == {
         "clients_retried", "stopped", "server.in_driver", "eps_client_server_max", "val_accuracy", "val_loss",
-        "data.validation"} | secagg
+        "data.validation", "clients_skipped", "server.mechanism", "server.participation", "server.min_separation",
+        "server.max_participations", "server.ftrl_bands"} | secagg
 
 
 def test_the_same_seeds_give_the_same_table_bit_for_bit_on_one_machine(ray_local):

@@ -27,8 +27,12 @@ SECAGG_RECORD = ["--set", "secagg.enabled=true", "--set", "secagg.level=record",
                  "--set", "server.clients_per_round=4", "--set", "server.noise_multiplier=0",
                  "--set", "client.local_steps=1", "--set", "client.batch_size=128"]
 
+# DP-FTRL: the correlated noise's recent past (regenerated), the min_sep records and the per-client ledger must survive
+FTRL = ["--set", "server.mechanism=dp_ftrl", "--set", "server.participation=min_sep", "--set",
+        "server.min_separation=2", "--set", "server.clients_per_round=2", "--set", "audit.canaries=8"]
 
-@pytest.mark.parametrize("extra", [[], SECAGG, SECAGG_RECORD], ids=["central", "secagg", "secagg-record"])
+
+@pytest.mark.parametrize("extra", [[], SECAGG, SECAGG_RECORD, FTRL], ids=["central", "secagg", "secagg-record", "dp-ftrl"])
 def test_killed_run_resumes_to_the_uninterrupted_table(tmp_path, extra):
     args = ARGS + extra
     whole, killed = tmp_path / "whole", tmp_path / "killed"

@@ -82,7 +82,37 @@ class SkellamAccountant:
         return {"kind": "skellam", "method": self.method, "gaussian": self.gaussian, "sampled": self.sampled}
 
 
-Accountant = GaussianAccountant | SkellamAccountant
+@dataclass(frozen=True)
+class GaussianDPAccountant:
+    """Gaussian mechanisms without sampling, events ``(noise_multiplier,)`` per unit sensitivity (inf: an event
+    that reveals nothing), composed exactly: Gaussian mechanisms with multipliers z_i compose to the Gaussian
+    mechanism of mu = sqrt(sum 1 / z_i^2) (Dong, Roth, Su 2022, "Gaussian Differential Privacy", Cor. 3.3), whose
+    epsilon at delta is Balle & Wang's analytic one (2018, Thm. 8). DP-FTRL's guarantee is one such mechanism."""
+
+    @property
+    def is_additive(self) -> bool:
+        return True
+
+    def merge(self, events: Iterable[tuple]) -> tuple:
+        return tuple(sorted(tuple(float(x) for x in e) for e in events))
+
+    def additive(self, event: tuple) -> float:
+        (z,) = event
+        return 0.0 if math.isinf(z) else 1.0 / float(z) ** 2
+
+    def epsilon_of_total(self, total: float, delta: float) -> float:
+        from privacy.accountants.skellam_dominance import gdp_epsilon
+
+        return gdp_epsilon(mu_gdp=math.sqrt(total), delta=delta)
+
+    def epsilon(self, history: tuple, delta: float) -> float:
+        return self.epsilon_of_total(sum(self.additive(e) for e in history), delta)
+
+    def describe(self) -> dict:
+        return {"kind": "gdp"}
+
+
+Accountant = GaussianAccountant | SkellamAccountant | GaussianDPAccountant
 
 
 @lru_cache(maxsize=4096)
@@ -98,6 +128,8 @@ def accountant_from(description: Mapping) -> Accountant:
     kind = description.get("kind")
     if kind == "gaussian":
         return GaussianAccountant(str(description["method"]))
+    if kind == "gdp":
+        return GaussianDPAccountant()
     if kind == "skellam":
         return SkellamAccountant(str(description["method"]), str(description["gaussian"]),
                                  bool(description["sampled"]))
@@ -168,11 +200,13 @@ class GuaranteeLedger:
             return self.accountant.epsilon_of_total(self._total[k] + self.accountant.additive(event), self.delta)
         return self._epsilon(self._with(k, event))
 
-    def worst(self) -> float:
-        """The largest epsilon over the parties (0 before any event)."""
+    def worst(self, delta: float | None = None) -> float:
+        """The largest epsilon over the parties (0 before any event), at ``delta`` (default: the ledger's)."""
         if self._additive:
-            return self.epsilon(int(np.argmax(self._total)))
-        return float(self._eps.max())
+            return self.epsilon(int(np.argmax(self._total)), delta)
+        if delta is None:
+            return float(self._eps.max())
+        return max((self._epsilon(h, delta) for h in set(self.histories.values())), default=0.0)
 
     def median(self) -> float:
         if self._additive:

@@ -10,6 +10,8 @@ model is in force:
   silo's vector, booked at release (nothing about the records leaves a silo before it);
 - ``client`` (``eps_client``), one party, the federation: one event per round with server noise (Gaussian
   under a trusted server, Skellam under secure aggregation: against whoever sees only the released models);
+  under DP-FTRL one party per client instead (no sampling: each client's participations are its events), the
+  worst client reported;
 - ``client_server`` (``eps_client_server_max``), one party per client: under secure aggregation the
   unsampled event of each round a client's vector is in the sum, against the server, which knows the cohort.
 
@@ -98,7 +100,9 @@ class PrivacyLedgers:
     def eps_client(self, delta: float | None = None) -> float:
         """Client-level epsilon at ``delta`` (default: the run's delta_client)."""
         ledger = self.guarantees["client"]
-        return self.unclaimed["client"] if ledger is None else ledger.epsilon(FEDERATION, delta)
+        if ledger is None:
+            return self.unclaimed["client"]
+        return ledger.epsilon(FEDERATION, delta) if ledger.parties == 1 else ledger.worst(delta)
 
     def eps_client_server_max(self) -> float:
         """Client-level epsilon against the server, the worst client (NaN where the server sees every update)."""

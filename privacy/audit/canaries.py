@@ -4,7 +4,7 @@ Canary j is a client whose update, whenever it takes part in a round, is a fixed
 unit direction u_j scaled to the round's clip S -- the largest update clipping lets
 through, pointing where no real update points. Each canary is in the federation with
 probability 1/2, decided once before training; an included canary is then Poisson-sampled
-every round at the real clients' rate q, and its update joins the clipped sum *before*
+every round at the real clients' rate q (under min_sep participation it joins its group's rounds), and its update joins the clipped sum *before*
 the server's noise, exactly as a real client's would. After training, canary j's score is
 <u_j, w_T - w_0>: an included canary has pushed the model along u_j. The scores and the
 inclusion bits go to :func:`privacy.audit.one_run.one_run_audit`.
@@ -51,10 +51,13 @@ def default_canary_count(*, noise_multiplier: float, sample_rate: float, num_par
 class Canaries:
     """``count`` canary clients over a model of ``dim`` parameters, under run seed ``seed``."""
 
-    def __init__(self, count: int, dim: int, *, seed: int, sample_rate: float):
-        if count < 0 or dim < 1 or not 0 < sample_rate <= 1:
-            raise ValueError("need count >= 0, dim >= 1 and sample_rate in (0, 1]")
+    def __init__(self, count: int, dim: int, *, seed: int, sample_rate: float, groups: int = 0):
+        """``groups`` G > 0: min_sep participation instead of Poisson sampling -- canary j joins the rounds of
+        group j mod G (rounds j mod G, + G, ...), as a client of that group would."""
+        if count < 0 or dim < 1 or not 0 < sample_rate <= 1 or groups < 0:
+            raise ValueError("need count >= 0, dim >= 1, sample_rate in (0, 1] and groups >= 0")
         self.count, self.dim, self.seed, self.sample_rate = int(count), int(dim), int(seed), float(sample_rate)
+        self.groups = int(groups)
         self.included = numpy_rng(seed, AUDIT, _INCLUSION).random(self.count) < 0.5  # fixed before the run
         self._directions: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -76,8 +79,12 @@ class Canaries:
         return torch.zeros(self.dim).index_put_((coords,), vals)
 
     def participants(self, round_idx: int) -> np.ndarray:
-        """Canaries taking part in round ``round_idx``: included, and Poisson-sampled at rate q."""
-        sampled = numpy_rng(self.seed, AUDIT, _SAMPLING, round_idx).random(self.count) < self.sample_rate
+        """Canaries taking part in round ``round_idx``: included, and Poisson-sampled at rate q (or, under
+        min_sep, in the round's group)."""
+        if self.groups:
+            sampled = np.arange(self.count) % self.groups == round_idx % self.groups
+        else:
+            sampled = numpy_rng(self.seed, AUDIT, _SAMPLING, round_idx).random(self.count) < self.sample_rate
         return np.flatnonzero(self.included & sampled)
 
     def round_sum(self, round_idx: int, clip: float) -> tuple[torch.Tensor, int]:

@@ -26,6 +26,8 @@ ACCOUNTANTS = ("rdp", "prv", "pld")
 MODELS = ("auto", "mnist_cnn", "digits_cnn", "cifar_cnn", "tanh_cnn", "scatter_linear")
 SCATTER_MODELS = ("scatter_linear",)  # models on data.features = "scatternet"
 SAMPLINGS = ("poisson", "fixed")
+MECHANISMS = ("dp_fedavg", "dp_ftrl")  # server.mechanism: independent or correlated (matrix-factorization) noise
+PARTICIPATIONS = ("poisson", "min_sep")  # server.participation: privacy/mechanisms/participation.py
 LR_SCHEDULES = ("constant", "cosine")  # server.lr_schedule, see actors/server_optimizer.py
 FEATURES = ("pixels", "scatternet")  # data.features, see actors/features.py
 GRAD_SAMPLE_MODES = ("bookkeeping", "hooks", "functorch", "ew", "ghost")  # see actors/local_training.py
@@ -143,6 +145,27 @@ class ServerConfig:
     clip_lr: float = 0.2  # eta: geometric step of the clip update, S <- S exp(-eta (b - gamma))
     initial_clip: float = 0.1  # S_0 for adaptive clipping (server.clip stays 0 then)
     clip_count_std: float | None = None  # sigma_b: noise std on the clip-bit count; default m / 20
+    mechanism: str = "dp_fedavg"  # dp_fedavg (fresh noise every round) | dp_ftrl (banded matrix factorization: noise correlated across rounds; needs participation = min_sep)
+    participation: str = "poisson"  # poisson (server.sampling every round, amplified) | min_sep (cyclic cohorts: each client at most k rounds, >= b apart; no sampling assumed)
+    min_separation: int = 1  # b: fewest rounds between two participations of a client under min_sep
+    max_participations: int | None = None  # k: most rounds a client joins under min_sep; None = ceil(rounds / b)
+    ftrl_bands: int | None = None  # bands of DP-FTRL's Toeplitz strategy C (<= b); None = server.min_separation
+
+    @property
+    def participations(self) -> int:
+        """k in use under min_sep: the configured value or ceil(T / b)."""
+        return self.max_participations if self.max_participations is not None else -(-self.rounds // self.min_separation)
+
+    @property
+    def bands(self) -> int:
+        """DP-FTRL's bands in use: the configured value or b."""
+        return self.ftrl_bands if self.ftrl_bands is not None else self.min_separation
+
+    @property
+    def groups(self) -> int:
+        """G = max(b, ceil(T / k)): under min_sep the clients are split into G groups that take turns, so a client
+        joins every G rounds (>= b apart), at most ceil(T / G) <= k times."""
+        return max(self.min_separation, -(-self.rounds // self.participations))
 
     @property
     def count_noise_std(self) -> float:
@@ -179,6 +202,7 @@ class ServerConfig:
         _check(_finite("server.initial_clip", self.initial_clip) > 0, "server.initial_clip", self.initial_clip,
                "must be > 0")
         _check_optional_positive("server.clip_count_std", self.clip_count_std)
+        self._check_participation()
         if self.adaptive_clip:
             _check(self.clip == 0, "server.clip", self.clip,
                    "must stay 0 with server.adaptive_clip = true: the clip starts at server.initial_clip and "
@@ -188,6 +212,28 @@ class ServerConfig:
             _check(self.clip > 0, "server.clip", self.clip,
                    "must be > 0 when server noise is on: noise is calibrated to the clip (sensitivity); "
                    "or set server.adaptive_clip = true")
+
+    def _check_participation(self) -> None:
+        _check_choice("server.mechanism", self.mechanism, MECHANISMS)
+        _check_choice("server.participation", self.participation, PARTICIPATIONS)
+        _check_int("server.min_separation", self.min_separation, 1)
+        _check(self.min_separation <= self.rounds, "server.min_separation", self.min_separation,
+               f"must be <= server.rounds ({self.rounds})")
+        if self.max_participations is not None:
+            _check_int("server.max_participations", self.max_participations, 1)
+        if self.ftrl_bands is not None:
+            _check_int("server.ftrl_bands", self.ftrl_bands, 1)
+            _check(self.ftrl_bands <= self.min_separation, "server.ftrl_bands", self.ftrl_bands,
+                   f"must be <= server.min_separation ({self.min_separation}): two participations of a client "
+                   "then touch disjoint rows of C, which is what the sensitivity bound uses")
+        if self.mechanism == "dp_ftrl":
+            _check(self.participation == "min_sep", "server.participation", self.participation,
+                   "must be min_sep with server.mechanism = dp_ftrl: its guarantee assumes no sampling, only "
+                   "a bound on how often and how closely a client joins")
+        else:
+            _check(self.participation == "poisson", "server.participation", self.participation,
+                   "min_sep needs server.mechanism = dp_ftrl (ftrl_bands = 1 gives independent noise without "
+                   "amplification by sampling)")
 
     @property
     def clipping(self) -> bool:
@@ -202,6 +248,17 @@ def check_adaptive_noise(noise_multiplier: float, count_noise_std: float) -> Non
            f"adaptive clipping needs server.noise_multiplier z = {noise_multiplier:.4g} < 2 * clip_count_std; "
            f"raise server.clip_count_std above {noise_multiplier / 2:.4g} (noisier clip estimate) or lower z "
            f"(raise server.target_epsilon)")
+
+
+def check_min_sep_cohort(server: ServerConfig, num_clients: int) -> None:
+    """Under min_sep the N clients take turns in G groups: every group needs a client, and the fixed
+    denominator m (server.clients_per_round) is a group's size, N / G rounded either way."""
+    g, n = server.groups, num_clients
+    _check(n >= g, "data.num_clients", n, f"must be >= the {g} groups that take turns under "
+           f"server.participation = min_sep (max(b, ceil(rounds / k)))")
+    _check(n // g <= server.clients_per_round <= -(-n // g), "server.clients_per_round", server.clients_per_round,
+           f"must be a group's size under min_sep: {n} clients in {g} groups give {n // g}"
+           + ("" if n % g == 0 else f" or {-(-n // g)}"))
 
 
 @dataclass(frozen=True)
@@ -250,7 +307,12 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         _check(self.server.clients_per_round <= self.data.num_clients, "server.clients_per_round",
                self.server.clients_per_round, f"must be <= data.num_clients ({self.data.num_clients})")
+        _check(not (self.server.mechanism == "dp_ftrl" and self.secagg.enabled), "server.mechanism",
+               self.server.mechanism, "dp_ftrl runs under a trusted server only: it cannot be combined with "
+               "secagg.enabled (the correlated noise would have to be shared out among the clients)")
         check_secagg_options(self.secagg, self.server, self.client, self.data, self.audit)  # first: it names the mode
+        if self.server.participation == "min_sep":
+            check_min_sep_cohort(self.server, self.data.num_clients)
         if self.audit.canaries:
             _check(self.server.clipping, "audit.canaries", self.audit.canaries,
                    "canary updates have the clip's norm: needs server.clip > 0 or server.adaptive_clip = true")

@@ -9,6 +9,8 @@ level). Which accounting that is follows from the mechanism (:func:`privacy.mech
 - record level, secure FedSGD: every silo in every round, the worst silo's rate, Skellam accounting after
   rounding (Agarwal et al. 2021, dominated by a Gaussian: privacy/accountants/skellam_dominance.py);
 - client level, central Gaussian: DP-FedAvg at q = m / N (McMahan et al. 2018);
+- client level, DP-FTRL (banded MF, min_sep participation): the worst group's participations as one Gaussian
+  mechanism, exactly (privacy/mechanisms/dp_ftrl.py);
 - client level, distributed Skellam: the released sum's Skellam accounting, and against the server (no
   amplification) when ``secagg.server_target_epsilon`` is set; the larger z meets both.
 
@@ -63,6 +65,13 @@ def _client_z(cfg, kind, *, num_params) -> float:
     q = s.clients_per_round / cfg.data.num_clients
     if kind.level == "record":  # no server noise: the guarantee is the silos' record-level one
         return s.noise_multiplier
+    if s.mechanism == "dp_ftrl":  # one Gaussian mechanism over the run, no sampling: mu-GDP solved for z
+        from privacy.mechanisms.dp_ftrl import calibrate_dp_ftrl
+
+        if s.target_epsilon is None:
+            return s.noise_multiplier
+        return _on_key("server.target_epsilon", s.target_epsilon, lambda: calibrate_dp_ftrl(
+            s, target_epsilon=s.target_epsilon, delta=s.delta))
     if not kind.secure:
         if s.target_epsilon is None:
             return s.noise_multiplier

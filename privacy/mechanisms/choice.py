@@ -4,13 +4,16 @@
 - secure aggregation of client deltas (``secagg.enabled``, ``secagg.level = "client"``):
   :class:`~privacy.mechanisms.distributed_dp.DistributedSkellamMechanism`;
 - secure aggregation of the silos' clipped-gradient sums (``secagg.level = "record"``):
-  :class:`~privacy.mechanisms.distributed_dpsgd.DistributedDPSGD` (secure FedSGD).
+  :class:`~privacy.mechanisms.distributed_dpsgd.DistributedDPSGD` (secure FedSGD);
+- trusted server with correlated noise (``server.mechanism = "dp_ftrl"``, min_sep participation):
+  :class:`~privacy.mechanisms.dp_ftrl.BandedMatrixFactorizationMechanism` (DP-FTRL, banded MF).
 
 Every mechanism has the same shape: ``secure`` and ``level`` (whom the server is, what its noise protects),
 ``client_step(round_idx, cohort)`` (the client half), its release (the server half), ``ledgers(cfg, ...)`` (the
 guarantees it claims), ``round_events`` and ``held_events`` (what a round books, and what is checked before
 a secure sum is unmasked), ``noise_multiplier_of``/``reported_clip`` (its round-table columns) and
-``state_dict``. Nothing else in the code asks the config which trust model is in force: what must know it
+``state_dict``, and ``plan_round(ledgers, round_idx)`` (what the budget check assumes of the coming round,
+for a mechanism whose events depend on the round). Nothing else in the code asks the config which trust model is in force: what must know it
 before the mechanism exists (noise calibration, ``fedfrontier plan``, sweep checks) asks
 :func:`mechanism_class`.
 """
@@ -31,6 +34,10 @@ def mechanism_class(cfg):
         from privacy.mechanisms.distributed_dp import DistributedSkellamMechanism  # a central run never imports it
 
         return DistributedSkellamMechanism
+    if cfg.server.mechanism == "dp_ftrl":
+        from privacy.mechanisms.dp_ftrl import BandedMatrixFactorizationMechanism
+
+        return BandedMatrixFactorizationMechanism
     from privacy.mechanisms.client_level import CentralGaussianMechanism
 
     return CentralGaussianMechanism
@@ -53,4 +60,6 @@ def mechanism_for(cfg, *, dim: int, sample_rates: Sequence[float] = (), sizes: S
         from privacy.mechanisms.distributed_dp import from_experiment
 
         return from_experiment(cfg, dim=dim)
+    if cfg.server.mechanism == "dp_ftrl":
+        return kind(cfg.server, noise_seed=cfg.run.noise_seed, num_clients=cfg.data.num_clients, dim=dim)
     return kind(cfg.server, noise_seed=cfg.run.noise_seed)

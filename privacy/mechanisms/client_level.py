@@ -94,6 +94,9 @@ class CentralGaussianMechanism:
         return g.ledgers(cfg, sample_rates=sample_rates, steps=steps, record=record, client=client,
                          dispatch_events=dispatch)
 
+    def plan_round(self, ledgers, round_idx: int) -> None:
+        """Nothing to re-plan: every round's planned events are the same (set in :meth:`ledgers`)."""
+
     def round_events(self, released, *, ledgers, **_) -> dict:
         """Every round books multiplier z at the client rate q (the deltas' and the bit count's together)."""
         from privacy.accountants.ledgers import FEDERATION

@@ -350,7 +350,10 @@ class DistributedSkellamMechanism:
         return g.ledgers(cfg, sample_rates=sample_rates, steps=steps, record=record, client=client,
                          client_server=server, dispatch_events=dispatch)
 
-    def round_events(self, released, *, survivors, cohort, threshold, ledgers) -> dict:
+    def plan_round(self, ledgers, round_idx: int) -> None:
+        """Nothing to re-plan: every round's planned events are the same (set in :meth:`ledgers`)."""
+
+    def round_events(self, released, *, survivors, cohort, threshold, ledgers, **_) -> dict:
         """A released round's public event and, for each survivor, its event against the server; nothing for a
         round that released nothing."""
         from privacy.accountants.ledgers import FEDERATION

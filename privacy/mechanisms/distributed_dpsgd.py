@@ -218,6 +218,9 @@ class DistributedDPSGD:
                               planned=[self.planned_event(sample_rate=q) for q in sample_rates])
         return g.ledgers(cfg, sample_rates=sample_rates, steps=steps, record=record)
 
+    def plan_round(self, ledgers, round_idx: int) -> None:
+        """Nothing to re-plan: every round's planned events are the same (set in :meth:`ledgers`)."""
+
     def round_events(self, released, *, survivors, threshold, ledgers, **_) -> dict:
         """Each surviving silo's records took one step under the booked noise; nothing if nothing was released."""
         if released is None:
