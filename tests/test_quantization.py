@@ -19,6 +19,57 @@ def test_fwht_is_the_orthonormal_hadamard_matrix():
     np.testing.assert_allclose(fwht(y), x, atol=1e-12)  # its own inverse
 
 
+def reference_fwht(x):
+    """The transform by its definition, level by level on index pairs (i, i + h), i without bit h:
+    (a, b) <- (a + b, (a + b) - 2 b), then / sqrt(n)."""
+    y = np.array(x, dtype=np.float64)
+    n = y.shape[-1]
+    index = np.arange(n)
+    for level in range(n.bit_length() - 1):
+        low = index[(index >> level) & 1 == 0]
+        high = low + (1 << level)
+        total = y[..., low] + y[..., high]
+        y[..., high] = total - 2 * y[..., high]
+        y[..., low] = total
+    return y / math.sqrt(n)
+
+
+def butterfly_loop_fwht(x):
+    """The transform as the plain in-place butterfly loop, every level on blocks of h (the former fwht)."""
+    y = np.array(x, dtype=np.float64)
+    n, h = y.shape[-1], 1
+    while h < n:
+        pairs = y.reshape(*y.shape[:-1], -1, 2, h)
+        a, b = pairs[..., 0, :], pairs[..., 1, :]
+        a += b
+        b *= -2
+        b += a  # a + b - 2 b = a - b
+        h *= 2
+    return y / math.sqrt(n)
+
+
+@pytest.mark.parametrize("n", [1 << k for k in range(17)])  # 1, 2, 4, ..., 65,536
+def test_fwht_is_the_transform_by_its_definition_and_the_butterfly_loop_bit_for_bit(n):
+    x = np.random.default_rng(n).normal(size=(3, n)) * 1e4
+
+    y = fwht(x)
+
+    np.testing.assert_array_equal(y, reference_fwht(x))
+    np.testing.assert_array_equal(y, butterfly_loop_fwht(x))
+    np.testing.assert_array_equal(fwht(x[1]), y[1])  # one vector alone as in a stack of rows
+    assert y.dtype == np.float64 and y.shape == x.shape
+
+
+def test_fwht_leaves_its_input_alone_and_refuses_lengths_that_are_not_powers_of_two():
+    x = np.arange(8.0)
+    fwht(x)
+    np.testing.assert_array_equal(x, np.arange(8.0))
+    assert fwht(np.zeros((0, 16))).shape == (0, 16)
+    for n in (0, 3, 12):
+        with pytest.raises(ValueError, match="power of two"):
+            fwht(np.zeros(n))
+
+
 def test_rotation_is_an_isometry_and_its_inverse_is_exact():
     x = np.random.default_rng(1).normal(size=37)
 

@@ -66,7 +66,6 @@ from privacy.accountants.skellam import SkellamEvent, skellam_event
 from privacy.config.validation import ConfigError
 
 _SHARE_STREAM, _ROTATION_STREAM, _TOP_UP_STREAM = 1, 1, 3  # sub-streams under CLIENT (cid, round), SERVER_NOISE (round)
-ENCODE_ROWS = 2  # clients encoded together: 2 x 65,536 float64 = 1 MiB an array; 16 fall out of the cache, slower
 EDGE = 0.75  # near_edge counts coordinates of the centred sum with |v| >= EDGE * 2^(b-1)
 
 
@@ -193,41 +192,6 @@ class SkellamClientStep:
         ring, wrapped = to_ring(noised, bits=self.quantizer.bits)
         return RingUpdate(ring, wrapped, norm, bool(norm <= self.quantizer.clip), diag.rounded_norm,
                           diag.rounding_tries)
-
-    def constrain_sensitivity_batch(self, deltas, *, rngs) -> list[RingUpdate | ValueError]:
-        """:meth:`constrain_sensitivity` of each deltas[i] with its own generator rngs[i], ``ENCODE_ROWS`` clients
-        at a time: the same ring vectors and diagnostics bit for bit, with the rotation, scaling, rounding and
-        norm checks done on the rows together (:meth:`Quantizer.encode_batch`) and each share drawn from its
-        client's generator after its rounding, as alone. A delta that cannot be encoded gets, in its place, the
-        ValueError :meth:`constrain_sensitivity` raises for it; the others are unaffected."""
-        if len(deltas) != len(rngs):
-            raise ValueError(f"{len(deltas)} deltas for {len(rngs)} generators: pass one generator per client")
-        out = []
-        for start in range(0, len(deltas), ENCODE_ROWS):
-            out += self._encode_rows(deltas[start:start + ENCODE_ROWS], rngs[start:start + ENCODE_ROWS])
-        return out
-
-    def _encode_rows(self, deltas, rngs) -> list[RingUpdate | ValueError]:
-        rows, norms, failed = np.zeros((len(deltas), self.dim)), {}, {}
-        for i, delta in enumerate(deltas):
-            try:
-                clipped, norms[i] = clip_by_l2_norm(self._flat(delta), self.quantizer.clip)
-                rows[i] = clipped.numpy()
-            except ValueError as exc:
-                failed[i] = exc
-        kept = [i for i in range(len(deltas)) if i not in failed]
-        grid, diags = self.quantizer.encode_batch(rows[kept], rngs=[rngs[i] for i in kept],
-                                                  rotation_seed=self.rotation_seed)
-        for j, i in enumerate(kept):
-            if isinstance(diags[j], ValueError):
-                failed[i] = diags[j]
-            else:
-                grid[j] += sample_skellam(self.share_variance, grid.shape[1:], rng=rngs[i])
-        ring, wrapped = to_ring(grid, bits=self.quantizer.bits)
-        encoded = {i: RingUpdate(ring[j], int(wrapped[j]), norms[i], bool(norms[i] <= self.quantizer.clip),
-                                 diags[j].rounded_norm, diags[j].rounding_tries)
-                   for j, i in enumerate(kept) if i not in failed}
-        return [failed[i] if i in failed else encoded[i] for i in range(len(deltas))]
 
     def _flat(self, delta) -> torch.Tensor:
         """A delta (tensor or array) as one float64 CPU vector of ``dim`` values."""

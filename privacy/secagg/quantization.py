@@ -43,7 +43,7 @@ def fwht(x: np.ndarray) -> np.ndarray:
     """Orthonormal fast Walsh-Hadamard transform along the last axis: H x / sqrt(n), n a power of two.
 
     H (Sylvester order) is symmetric and H H = n I, so this transform is its own inverse and keeps
-    L2 norms. O(n log n) butterflies, vectorised over the leading axes (a batch of rows in one call).
+    L2 norms. O(n log n) butterflies, vectorised over the leading axes.
 
     Every butterfly computes (a, b) <- (a + b, (a + b) - 2 b) in float64, level by level, so the result
     does not depend on how the levels are laid out in memory: the levels of half-width h < _BLOCK run on
@@ -160,58 +160,14 @@ def _unclipped(norm: float, clip: float) -> ValueError:
     return ValueError(f"||x||_2 = {norm:.6g} exceeds clip = {clip}: clip the vector before encoding")
 
 
-def conditional_round_batch(x: np.ndarray, *, norm_bound: float, rngs, max_tries: int) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`conditional_round` of every row x[i] with its own generator rngs[i], the arithmetic batched.
-
-    Row i draws from rngs[i] exactly what ``conditional_round(x[i], rng=rngs[i])`` draws (one uniform per
-    coordinate per try), so it gets the same integers and leaves rngs[i] in the same state; only the rows
-    whose last draw exceeded the bound are drawn again. Returns (int64 rows, draws used per row), where 0
-    draws marks a row that exceeded the bound in all ``max_tries`` (:func:`conditional_round` raises for it)."""
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 2 or len(rngs) != len(x):
-        raise ValueError(f"x has shape {x.shape} for {len(rngs)} generators: pass one row per generator")
-    base = np.floor(x)
-    frac = x - base
-    z, tries = np.zeros(x.shape, dtype=np.int64), np.zeros(len(x), dtype=np.int64)
-    todo, uniform = np.arange(len(x)), np.empty_like(x)
-    for t in range(1, max_tries + 1):
-        if not todo.size:
-            break
-        for i in todo:
-            rngs[i].random(out=uniform[i])
-        if todo.size == len(x):  # the first draw: every row, no gather
-            draw = base + (uniform < frac)
-        else:
-            draw = base[todo] + (uniform[todo] < frac[todo])
-        draw = draw.astype(np.int64)
-        passed = row_norms(draw) <= norm_bound
-        z[todo[passed]], tries[todo[passed]] = draw[passed], t
-        todo = todo[~passed]
-    return z, tries
-
-
-def row_norms(z: np.ndarray) -> np.ndarray:
-    """||z[i]||_2 of each row of an integer matrix, each equal to :func:`l2_norm` of the row.
-
-    The float64 sums of integer squares are exact below 2^53, so the summation order cannot matter there;
-    a row at or above it takes :func:`l2_norm` itself."""
-    zf = np.asarray(z, dtype=np.float64)
-    squares = np.einsum("ij,ij->i", zf, zf)
-    norms = np.sqrt(squares)
-    for i in np.flatnonzero(squares >= 2.0 ** 53):
-        norms[i] = l2_norm(z[i])
-    return norms
-
-
 def to_ring(z: np.ndarray, *, bits: int) -> tuple[np.ndarray, int]:
     """Integers -> Z_{2^b} as uint64 in [0, 2^b); also the number of coordinates that wrapped, i.e.
-    fell outside the signed range [-2^(b-1), 2^(b-1)) that :func:`from_ring` decodes to (of each row, as an
-    array, for a matrix of rows)."""
+    fell outside the signed range [-2^(b-1), 2^(b-1)) that :func:`from_ring` decodes to."""
     _check_bits(bits)
     z = np.asarray(z, dtype=np.int64)
     half = 1 << (bits - 1)
-    wrapped = np.count_nonzero((z < -half) | (z >= half), axis=-1)
-    return z.view(np.uint64) & np.uint64((1 << bits) - 1), int(wrapped) if z.ndim <= 1 else wrapped
+    wrapped = int(np.count_nonzero((z < -half) | (z >= half)))
+    return z.view(np.uint64) & np.uint64((1 << bits) - 1), wrapped
 
 
 def from_ring(u: np.ndarray, *, bits: int) -> np.ndarray:
@@ -293,38 +249,6 @@ class Quantizer:
         bound = self.l2_sensitivity(x.size)
         z, tries = conditional_round(y, norm_bound=bound, rng=rng, max_tries=self.max_tries)
         return z, EncodeDiagnostics(norm, l2_norm(z), bound, tries)
-
-    def encode_batch(self, x: np.ndarray, *, rngs, rotation_seed: int) -> tuple[np.ndarray, list]:
-        """:meth:`encode` of every row x[i] with its own generator rngs[i]: the same integers and diagnostics,
-        the arithmetic (rotation, scaling, rounding, norm checks) done on the rows together.
-
-        Returns the int64 rows and, per row, its :class:`EncodeDiagnostics` or the ValueError that
-        :meth:`encode` raises for it (a row above the clip, or one rounding could not bring under the bound):
-        such a row is all zeros, and one row's failure leaves the others as they would be alone."""
-        x = np.asarray(x, dtype=np.float64)
-        if x.ndim != 2 or len(rngs) != len(x):
-            raise ValueError(f"x has shape {x.shape} for {len(rngs)} generators: pass one row per generator")
-        norms = [l2_norm(row) for row in x]
-        ok = np.array([norm <= self.clip * (1 + 1e-9) for norm in norms], dtype=bool)
-        y = rotate(x[ok], seed=rotation_seed) if self.rotate else x[ok]
-        y *= self.scale  # in place: the same products as scale * y
-        bound = self.l2_sensitivity(x.shape[1])
-        kept = [rngs[i] for i in np.flatnonzero(ok)]
-        z = np.zeros((len(x), self.grid_dim(x.shape[1])), dtype=np.int64)
-        z[ok], tries = conditional_round_batch(y, norm_bound=bound, rngs=kept, max_tries=self.max_tries)
-        rounded = row_norms(z)
-        out, j = [], 0
-        for i, norm in enumerate(norms):
-            if not ok[i]:
-                out.append(_unclipped(norm, self.clip))
-                continue
-            if tries[j] == 0:
-                z[i] = 0
-                out.append(_rounding_failed(bound, self.max_tries))
-            else:
-                out.append(EncodeDiagnostics(norm, float(rounded[i]), bound, int(tries[j])))
-            j += 1
-        return z, out
 
     def decode(self, ring_total: np.ndarray, *, dim: int, rotation_seed: int) -> np.ndarray:
         """A sum mod 2^b of encoded vectors -> the real sum (divide by the cohort afterwards).
