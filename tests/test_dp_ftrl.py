@@ -24,14 +24,14 @@ def _cfg(**server):
 
 
 def _mechanism(cfg, dim=16):
-    return BandedMatrixFactorizationMechanism(cfg.server, noise_seed=cfg.run.noise_seed,
+    return BandedMatrixFactorizationMechanism(cfg.server, noise_seed=cfg.run.noise_seed, schedule_seed=cfg.run.seed,
                                               num_clients=cfg.data.num_clients, dim=dim)
 
 
 def _run_ledger(cfg, mech):
     """Book every round of the schedule as the server does: plan, check, admit, book."""
     book = mech.ledgers(cfg, sample_rates=[0.1] * cfg.data.num_clients, steps=[1] * cfg.data.num_clients)
-    schema = MinSepParticipation(cfg.server, cfg.data.num_clients, seed=cfg.run.noise_seed)
+    schema = MinSepParticipation(cfg.server, cfg.data.num_clients, seed=cfg.run.seed)
     stops = []
     for t in range(cfg.server.rounds):
         stops.append(book.budget_exceeded_next_round())
@@ -41,13 +41,13 @@ def _run_ledger(cfg, mech):
     return book, stops
 
 
-def _gaussian_epsilon_dp_accounting(noise_multiplier: float, delta: float) -> float:
-    """An independent computation: dp_accounting's PLD of one Gaussian mechanism."""
+def _gaussian_epsilon_dp_accounting(*noise_multipliers: float, delta: float = DELTA) -> float:
+    """An independent computation: dp_accounting's PLD of Gaussian mechanisms composed."""
     import dp_accounting
     from dp_accounting.pld import pld_privacy_accountant
 
     accountant = pld_privacy_accountant.PLDAccountant(value_discretization_interval=1e-4)
-    accountant.compose(dp_accounting.GaussianDpEvent(noise_multiplier))
+    accountant.compose(dp_accounting.ComposedDpEvent([dp_accounting.GaussianDpEvent(z) for z in noise_multipliers]))
     return accountant.get_epsilon(delta)
 
 
@@ -64,7 +64,7 @@ def test_the_run_is_one_gaussian_mechanism_of_multiplier_z_over_the_sensitivity(
     sens = max(np.linalg.norm(C[:, g::G].sum(axis=1)) for g in range(G))
     assert mech.sensitivity() == pytest.approx(sens, rel=1e-12)
     eps = book.eps_client()
-    assert eps == pytest.approx(_gaussian_epsilon_dp_accounting(2.0 / sens, DELTA), rel=2e-3)
+    assert eps == pytest.approx(_gaussian_epsilon_dp_accounting(2.0 / sens), rel=2e-3)
     assert eps == pytest.approx(GaussianDPAccountant().epsilon_of_total(mech.worst_total(), DELTA), rel=1e-12)
 
 
@@ -135,3 +135,62 @@ def test_each_client_books_its_own_participations():
     assert ledger.parties == 12
     assert sorted(len(h) for h in ledger.histories.values()) == [4] * 12  # 12 rounds, 3 groups
     assert book.eps_client() == ledger.worst() and math.isfinite(book.eps_client())
+
+
+def test_with_adaptive_clipping_each_participation_is_the_deltas_and_the_bit_count_composed():
+    """Independently: per participation, the deltas' Gaussian (sigma_Delta / ||C_t||) and the clip-bit count's
+    (multiplier 2 sigma_b: sensitivity 1/2), every participation of the worst group, composed by dp_accounting."""
+    from privacy.mechanisms.gaussian import adaptive_clipping_delta_multiplier
+
+    cfg = _cfg(rounds=13, adaptive_clip=True, clip=0.0, noise_multiplier=3.0, clip_count_std=4.0)
+    mech = _mechanism(cfg)
+    book, _ = _run_ledger(cfg, mech)
+    sigma_delta = adaptive_clipping_delta_multiplier(noise_multiplier=3.0, count_noise_std=4.0)
+    norms = column_norms(strategy(13, 3, 0.0), 13)
+    worst = max(_gaussian_epsilon_dp_accounting(*[m for t in range(g, 13, 3) for m in (sigma_delta / norms[t], 8.0)])
+                for g in range(3))
+    assert book.eps_client() == pytest.approx(worst, rel=2e-3)
+
+
+def test_the_sensitivity_bounds_any_per_round_contributions_and_is_reached():
+    """A client's clipped deltas differ round to round: ||C (u x g)||_F over its rounds never exceeds the
+    sensitivity, and equals it when every delta has the clip's norm."""
+    rounds, G = 11, 3
+    coefs = np.asarray(strategy(rounds, 3, 0.0))
+    C = toeplitz(np.r_[coefs, np.zeros(rounds - 3)], rounds)
+    mech = _mechanism(_cfg(rounds=rounds, min_separation=3))
+    rng = np.random.default_rng(0)
+    for g in range(G):
+        mine = list(range(g, rounds, G))
+        for _ in range(50):
+            deltas = np.zeros((rounds, 7))
+            deltas[mine] = rng.normal(size=(len(mine), 7))
+            deltas[mine] /= np.maximum(1.0, np.linalg.norm(deltas[mine], axis=1, keepdims=True))  # ||g_t|| <= 1
+            assert np.linalg.norm(C @ deltas) <= mech.sensitivity() + 1e-12
+        full = np.zeros((rounds, 7))
+        full[mine] = rng.normal(size=(len(mine), 7))
+        full[mine] /= np.linalg.norm(full[mine], axis=1, keepdims=True)
+        if g == 0:  # the worst group (its last column is the least cut)
+            assert np.linalg.norm(C @ full) == pytest.approx(mech.sensitivity(), rel=1e-12)
+
+
+def test_a_client_outside_the_rounds_group_is_refused_at_booking():
+    cfg = _cfg()
+    mech = _mechanism(cfg)
+    book = mech.ledgers(cfg, sample_rates=[0.1] * 12, steps=[1] * 12)
+    other = int(np.flatnonzero(mech.group != 0)[0])
+    with pytest.raises(ValueError, match="not in its group"):
+        mech.round_events(None, ledgers=book, admitted=[other], round_idx=0)
+
+
+def test_a_resumed_mechanism_keeps_the_strategy_it_started_with():
+    cfg = _cfg()
+    ran = _mechanism(cfg)
+    ran.add_noise(torch.zeros(16), unclipped=0, reported=4, round_idx=0)
+    state = ran.state_dict()
+    state["strategy"] = [c * (1 + 1e-9) for c in state["strategy"]]  # as another machine might have rounded it
+    resumed = _mechanism(cfg)
+    resumed.load_state_dict(state)
+    assert resumed.coefs == tuple(state["strategy"])
+    with pytest.raises(ValueError, match="bands"):
+        resumed.load_state_dict({**state, "strategy": state["strategy"][:2]})

@@ -61,5 +61,6 @@ def mechanism_for(cfg, *, dim: int, sample_rates: Sequence[float] = (), sizes: S
 
         return from_experiment(cfg, dim=dim)
     if cfg.server.mechanism == "dp_ftrl":
-        return kind(cfg.server, noise_seed=cfg.run.noise_seed, num_clients=cfg.data.num_clients, dim=dim)
+        return kind(cfg.server, noise_seed=cfg.run.noise_seed, schedule_seed=cfg.run.seed,
+                    num_clients=cfg.data.num_clients, dim=dim)
     return kind(cfg.server, noise_seed=cfg.run.noise_seed)

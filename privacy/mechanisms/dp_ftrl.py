@@ -16,12 +16,14 @@ g, g + G, ... with G >= b. Columns of a b-banded C that far apart touch disjoint
 contributions are orthogonal and the whole run is one Gaussian mechanism of sensitivity
 sqrt(sum over its rounds of ||C[:, t]||^2) <= sqrt(k) per unit clip; the client ledger books each participation
 as its own Gaussian event (multiplier z / ||C[:, t]||), composed exactly (Gaussian DP), so the worst client's
-epsilon is exactly that mechanism's. Neighbouring federations differ in one client's updates (replaced by
-zeros), the schedule (who is in which group) fixed independently of the data, as in the papers above.
+epsilon is exactly that mechanism's. Neighbouring federations differ in one client that sends nothing at all
+(neither delta nor clip bit: its data removed, its slot in the schedule kept); the schedule (who is in which
+group) is public and fixed independently of the data, as in the papers above.
 
-With adaptive clipping (Andrew et al. 2021) the clip-bit count is noised independently each round with
-sigma_b (sensitivity 1/2 per participation); the deltas then take sigma_Delta = (z^-2 - (2 sigma_b)^-2)^-1/2,
-and a participation at a full column costs exactly what one round of multiplier z does.
+With adaptive clipping (Andrew et al. 2021) the clip-bit count, centred at 1/2, is noised independently each
+round with sigma_b: a client that sends nothing moves it by 1/2; the deltas then take
+sigma_Delta = (z^-2 - (2 sigma_b)^-2)^-1/2, and a participation at a full column costs exactly what one round
+of multiplier z does.
 """
 
 from __future__ import annotations
@@ -102,26 +104,32 @@ def calibrate_dp_ftrl(server, *, target_epsilon: float, delta: float) -> float:
 
 class BandedMatrixFactorizationMechanism:
     """DP-FTRL's correlated Gaussian noise with a fixed clip S or Andrew et al.'s adaptive clip S_t, under
-    min_sep participation over ``num_clients`` clients and a model of ``dim`` parameters. Noise comes from
-    streams of ``noise_seed``."""
+    min_sep participation over ``num_clients`` clients (the groups from ``schedule_seed``, as the server's
+    :class:`~privacy.mechanisms.participation.MinSepParticipation`) and a model of ``dim`` parameters. Noise
+    comes from streams of ``noise_seed``."""
 
     secure = False  # the server sees each client's clipped delta (and adds the noise)
     level = "client"  # its noise protects a client's whole data
 
-    def __init__(self, server, *, noise_seed: int, num_clients: int, dim: int):
-        from privacy.mechanisms.matrix_factorization import BandedNoise, inverse_coefficients
-
+    def __init__(self, server, *, noise_seed: int, schedule_seed: int, num_clients: int, dim: int):
         self.config, self.noise_seed, self.dim = server, int(noise_seed), int(dim)
         self.clip = server.initial_clip if server.adaptive_clip else server.clip  # S_t of the coming round
         self.delta_multiplier = (
             adaptive_clipping_delta_multiplier(noise_multiplier=server.noise_multiplier,
                                                count_noise_std=server.count_noise_std)
             if server.adaptive_clip else server.noise_multiplier)
-        self.coefs = strategy(server.rounds, server.bands, server.momentum)
-        self.norms = column_norms(self.coefs, server.rounds)
-        self.multipliers = participation_multipliers(server, self.norms, server.noise_multiplier)
-        self.noise_scale = np.sqrt(np.cumsum(inverse_coefficients(self.coefs, server.rounds) ** 2))  # std of w_t
-        self.group = min_sep_groups(num_clients, server.groups, seed=self.noise_seed)
+        self.group = min_sep_groups(num_clients, server.groups, seed=schedule_seed)
+        self._use(strategy(server.rounds, server.bands, server.momentum))
+
+    def _use(self, coefs) -> None:
+        """Take ``coefs`` as the strategy C: its column norms, events, noise scale and a fresh noise stream."""
+        from privacy.mechanisms.matrix_factorization import BandedNoise, inverse_coefficients
+
+        s = self.config
+        self.coefs = tuple(float(c) for c in coefs)
+        self.norms = column_norms(self.coefs, s.rounds)
+        self.multipliers = participation_multipliers(s, self.norms, s.noise_multiplier)
+        self.noise_scale = np.sqrt(np.cumsum(inverse_coefficients(self.coefs, s.rounds) ** 2))  # std of w_t
         self._noise, self._noised = BandedNoise(self.coefs), 0  # w_0 .. w_{noised - 1} drawn
 
     def worst_total(self) -> float:
@@ -168,7 +176,10 @@ class BandedMatrixFactorizationMechanism:
         """Every client the round admitted books its participation (whether or not its update arrived)."""
         if self.config.noise_multiplier <= 0:
             return {}
-        event = self.event(round_idx)
+        event, group = self.event(round_idx), round_idx % self.config.groups
+        outside = [int(k) for k in admitted if self.group[int(k)] != group]
+        if outside:  # the ledger's plan assumed the round's group: anyone else would be booked unplanned
+            raise ValueError(f"clients {outside[:5]} admitted to round {round_idx}, not in its group {group}")
         return {"client": {int(k): event for k in admitted}}
 
     def noise_multiplier_of(self, released) -> float:
@@ -211,13 +222,16 @@ class BandedMatrixFactorizationMechanism:
         return ReleasedAverage(average, diag, clip, fraction)
 
     def state_dict(self) -> dict:
-        return {"clip": float(self.clip), "noised_rounds": int(self._noised)}
+        return {"clip": float(self.clip), "noised_rounds": int(self._noised), "strategy": list(self.coefs)}
 
     def load_state_dict(self, state: dict) -> None:
-        """Continue where a checkpoint stopped: the clip, and the correlated noise's recent past, regenerated
-        from the seed (each w_t is a function of the first t + 1 rounds' draws)."""
+        """Continue where a checkpoint stopped: the clip, the strategy C the run started with (not optimised
+        again: another machine's libraries could round it differently), and the correlated noise's recent
+        past, regenerated from the seed (each w_t is a function of the first t + 1 rounds' draws)."""
+        coefs = [float(c) for c in state["strategy"]]
+        if len(coefs) != self.config.bands:
+            raise ValueError(f"the checkpoint's strategy has {len(coefs)} bands, this run {self.config.bands}")
         self.clip = float(state["clip"])
-        self._noise.reset()
-        self._noised = 0
+        self._use(coefs)
         for t in range(int(state["noised_rounds"])):
             self._draw(t)

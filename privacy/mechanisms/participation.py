@@ -4,7 +4,8 @@
   (:func:`privacy.mechanisms.sampling.sample_cohort`); DP-FedAvg's accounting amplifies by it.
 - ``min_sep``: no sampling assumption, only a bound on how often and how closely a client joins
   ((k, b)-participation: at most k rounds, any two at least b apart; Choquette-Choo et al. 2023, "Amplified
-  Banded Matrix Factorization"). Cohorts are cyclic: the clients are split once, from the noise seed, into
+  Banded Matrix Factorization"). Cohorts are cyclic: the clients are split once, from ``run.seed`` (the
+  schedule is public: the guarantee does not need it secret, so it is kept apart from the noise seed), into
   G = max(b, ceil(T / k)) groups of sizes N / G rounded either way, and group ``t mod G`` is round t's cohort,
   so a client joins every G >= b rounds, at most ceil(T / G) <= k times. The server enforces the schema
   whatever it is asked (:meth:`MinSepParticipation.admit`): a client asked to join too early, or once too
@@ -22,7 +23,7 @@ import numpy as np
 from privacy.mechanisms.sampling import sample_cohort
 from privacy.seeding import COHORT, numpy_rng
 
-_GROUPS = 1 << 20  # sub-stream of COHORT for the min_sep groups (rounds use their own index)
+_GROUPS = 1 << 20  # sub-stream of COHORT for the min_sep groups (under run.seed; rounds' cohorts use the noise seed)
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,11 @@ class MinSepParticipation:
         """The clients whose turn round ``round_idx`` is: group ``round_idx mod G``."""
         return np.flatnonzero(self.group == round_idx % self.groups)
 
+    def __contains__(self, pair) -> bool:
+        """``(round_idx, client) in schema``: whether the client's group has round ``round_idx``."""
+        round_idx, client = pair
+        return bool(self.group[int(client)] == round_idx % self.groups)
+
     def admit(self, round_idx: int, proposed) -> Cohort:
         """The clients of ``proposed`` the schema lets join round ``round_idx``, recorded as having joined; the
         others (joined fewer than b rounds ago, or k times already) are skipped and counted."""
@@ -97,5 +103,6 @@ def participation_for(cfg, num_clients: int):
     """The participation schema of a resolved config over ``num_clients`` clients."""
     if cfg.run.noise_seed is None:
         raise ValueError("run.noise_seed is unset: resolve the config first (orchestrator.resolve)")
-    kind = MinSepParticipation if cfg.server.participation == "min_sep" else PoissonParticipation
-    return kind(cfg.server, num_clients, seed=cfg.run.noise_seed)
+    if cfg.server.participation == "min_sep":  # a public schedule: from run.seed
+        return MinSepParticipation(cfg.server, num_clients, seed=cfg.run.seed)
+    return PoissonParticipation(cfg.server, num_clients, seed=cfg.run.noise_seed)
