@@ -66,3 +66,17 @@ def test_the_cli_prints_lines_or_json(tmp_path):
     assert plan["noise_multiplier_server"] == 2.0 and plan["secagg_accountant"] == "exact"
     assert f"eps <= {plan['eps_client']:.4g}" in text.stdout
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_a_dp_ftrl_plan_meets_its_target_and_names_its_schedule():
+    cfg = load_config(overrides=["data.dataset=digits", "data.num_clients=20", "server.rounds=12",
+                                 "server.mechanism=dp_ftrl", "server.participation=min_sep",
+                                 "server.min_separation=4", "server.clients_per_round=5", "server.clip=1.0",
+                                 "server.target_epsilon=3.0", "client.dp=false", "run.noise_seed=1"])
+
+    plan = privacy_plan(cfg)
+
+    assert 3.0 * (1 - 1e-6) <= plan["eps_client"] <= 3.0
+    assert plan["sensitivity"] == pytest.approx(math.sqrt(3), rel=1e-9)  # 3 full columns of norm 1 each
+    assert "4 groups" in plan["participation"] and plan["ftrl_bands"] == 4
+    assert any(line.startswith("client-level (DP-FTRL, 4-banded)") for line in plan_lines(plan))
