@@ -45,7 +45,8 @@ from privacy.seeding import CLIP_NOISE, SERVER_NOISE, torch_generator
 @lru_cache(maxsize=16)
 def strategy(rounds: int, bands: int, momentum: float) -> tuple[float, ...]:
     """The b-banded Toeplitz strategy's coefficients (max column norm 1) for the prefix-sum workload with the
-    server's heavy-ball momentum folded in (a constant learning rate only scales the workload)."""
+    server's heavy-ball momentum folded in. A constant learning rate only scales the workload; a cosine schedule
+    is not folded in (it changes which strategy is best for accuracy, never the privacy of the one used)."""
     from privacy.mechanisms.matrix_factorization import optimal_banded_toeplitz, prefix_workload
 
     coefs = optimal_banded_toeplitz(rounds, bands, workload=prefix_workload(rounds, momentum=momentum))
