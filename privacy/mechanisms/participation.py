@@ -73,11 +73,6 @@ class MinSepParticipation:
         """The clients whose turn round ``round_idx`` is: group ``round_idx mod G``."""
         return np.flatnonzero(self.group == round_idx % self.groups)
 
-    def __contains__(self, pair) -> bool:
-        """``(round_idx, client) in schema``: whether the client's group has round ``round_idx``."""
-        round_idx, client = pair
-        return bool(self.group[int(client)] == round_idx % self.groups)
-
     def admit(self, round_idx: int, proposed) -> Cohort:
         """The clients of ``proposed`` the schema lets join round ``round_idx``, recorded as having joined; the
         others (joined fewer than b rounds ago, or k times already) are skipped and counted."""
