@@ -8,14 +8,16 @@ one torch thread. Each client's SkellamClientStep.constrain_sensitivity is run a
 - ``clip + rotate``: the delta as a float64 vector, clipped to 0.3, zero-padded, random signs, the Walsh-Hadamard
   transform (``fwht``, also reported alone) and the scaling to the integer grid;
 - ``conditional rounding``: randomised rounding to Z^65,536, redrawn until under the norm bound;
-- ``Skellam share``: the two Poisson draws of the client's noise share, added to the rounded vector;
+- ``Skellam share``: the client's noise share (one alias-table draw per coordinate, privacy.mechanisms.skellam),
+  added to the rounded vector; beside it, not in the total, the former sampler's two numpy Poisson draws of the
+  same size from another generator;
 - ``ring reduction``: mod 2^16 and the count of wrapped coordinates.
 
 The staged ring vectors are checked bit for bit against constrain_sensitivity's, which is also timed whole
 (alternating: stages, whole, stages, whole, ...). Reported: per stage the median over the repetitions of its
 ms per client, its share of their sum, and the whole call's ms per client.
 
-    python benchmarks/encode_client.py [--clients 200] [--repeats 3] [--note TEXT]
+    python benchmarks/encode_client.py [--clients 200] [--repeats 3] [--name encode_client] [--note TEXT]
 """
 
 from __future__ import annotations
@@ -29,12 +31,14 @@ import numpy as np
 
 DIM = 39_700  # scatter_linear on MNIST
 STAGES = ["clip + rotate", "conditional rounding", "Skellam share", "ring reduction"]
+FORMER = "Skellam share by two numpy Poisson draws (the former sampler; not part of the total)"
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--clients", type=int, default=200)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--name", default="encode_client", help="results file: benchmarks/results/<name>.md")
     p.add_argument("--note", default="", help="a remark on the run (e.g. other load), kept with the results")
     args = p.parse_args()
 
@@ -62,6 +66,7 @@ def main() -> None:
     def staged(seconds: dict[str, float]) -> np.ndarray:
         """constrain_sensitivity of every client, stage by stage (the same calls in the same order)."""
         out, clock = [], time.perf_counter
+        poisson = np.random.default_rng(12345)
         for delta, rng in zip(deltas, rngs()):
             t0 = clock()
             clipped, _ = clip_by_l2_norm(step._flat(delta), q.clip)
@@ -83,6 +88,9 @@ def main() -> None:
             t5 = clock()
             ring, _ = to_ring(noised, bits=q.bits)
             t6 = clock()
+            lam = step.share_variance / 2  # the former sampler, for comparison: two Poisson draws, another stream
+            poisson.poisson(lam, z.shape).astype(np.int64) - poisson.poisson(lam, z.shape).astype(np.int64)
+            seconds[FORMER] += clock() - t6
             seconds["fwht"] += t2 - t1
             seconds["clip + rotate"] += t3 - t0
             seconds["conditional rounding"] += t4 - t3
@@ -94,9 +102,9 @@ def main() -> None:
     def whole() -> np.ndarray:
         return np.stack([step.constrain_sensitivity(d, rng=g).vector for d, g in zip(deltas, rngs())])
 
-    ms: dict[str, list[float]] = {k: [] for k in [*STAGES, "fwht", "sum of stages", "constrain_sensitivity"]}
+    ms: dict[str, list[float]] = {k: [] for k in [*STAGES, "fwht", FORMER, "sum of stages", "constrain_sensitivity"]}
     for rep in range(args.repeats):
-        seconds = dict.fromkeys(["fwht", *STAGES], 0.0)
+        seconds = dict.fromkeys(["fwht", *STAGES, FORMER], 0.0)
         by_stage = staged(seconds)
         for k, s in seconds.items():
             ms[k].append(s * 1e3 / args.clients)
@@ -114,14 +122,15 @@ def main() -> None:
     rows = [[k, med[k], f"{100 * med[k] / total:.0f} %"] for k in STAGES]
     rows.insert(1, ["of which fwht (Walsh-Hadamard transform)", med["fwht"], f"{100 * med['fwht'] / total:.0f} %"])
     rows += [["**total** (sum of the stages' medians)", total, "100 %"],
-             ["constrain_sensitivity, whole call", med["constrain_sensitivity"], ""]]
+             ["constrain_sensitivity, whole call", med["constrain_sensitivity"], ""],
+             [FORMER, med[FORMER], f"{med[FORMER] / med['Skellam share']:.2f}x the share's time"]]
     table = common.markdown_table(["stage", "ms/client (median)", "share"], rows)
     table += (f"\n\n{args.clients} clients, {args.repeats} repetitions, {DIM:,} values padded to {n:,}, "
               "one torch thread; the staged ring vectors equal constrain_sensitivity's bit for bit.")
     if args.note:
         table += f"\n\n{args.note}"
     print(table)
-    common.write_results("encode_client", {"machine": common.machine(), "args": vars(args), "ms_per_client": ms,
+    common.write_results(args.name, {"machine": common.machine(), "args": vars(args), "ms_per_client": ms,
                                            "median_ms_per_client": med}, table)
 
 
