@@ -7,19 +7,20 @@ import mpmath
 import numpy as np
 import pytest
 
+from scipy import stats
+
 from privacy.mechanisms.alias_table import TOTAL, AliasTable, quantize
 from privacy.mechanisms.skellam import TABLE_MAX_ATOMS, sample_skellam, skellam_table
 
 
 class _Words:
-    """A stand-in bit generator that hands out chosen 64-bit words."""
+    """A stand-in generator that hands out chosen 64-bit words."""
 
     def __init__(self, words):
-        self.bit_generator = self
         self._words = np.array(words, dtype=np.uint64)
 
-    def random_raw(self, n):
-        assert n == self._words.size
+    def integers(self, low, high, *, size, dtype):
+        assert (low, high, dtype, size) == (0, 2 ** 64, np.uint64, self._words.shape)
         return self._words
 
 
@@ -75,6 +76,32 @@ def test_the_skellam_table_is_the_skellam_pmf(variance):
             assert units[value] / TOTAL == pytest.approx(exact, rel=1e-12, abs=2 ** -64)
     assert min(units) == -max(units)
     assert sum(units.values()) == TOTAL
+
+
+def test_the_whole_table_is_within_1e_14_of_the_skellam_in_total_variation():
+    variance = 3.0
+    units = skellam_table(variance).probabilities()
+    mpmath.mp.dps = 40
+    exact = {x: mpmath.exp(-variance) * mpmath.besseli(abs(x), variance) for x in range(-60, 61)}
+
+    assert set(units) <= set(exact) and all(units[x] == units[-x] for x in units)
+    tv = sum(abs(mpmath.mpf(units.get(x, 0)) / TOTAL - p) for x, p in exact.items()) / 2
+    tv += (1 - sum(exact.values())) / 2  # the mass beyond |x| = 60, never drawn
+    assert tv < 1e-14
+
+
+@pytest.mark.parametrize("bit_generator", [np.random.PCG64, np.random.MT19937, np.random.Philox])
+@pytest.mark.parametrize("variance", [0.37, 2.6])
+def test_draws_fit_the_skellam_at_non_integer_variances_from_any_bit_generator(variance, bit_generator):
+    draws = 200_000
+    x = sample_skellam(variance, draws, rng=np.random.Generator(bit_generator(5)))
+
+    ks = np.arange(-6, 7)
+    observed = np.array([np.count_nonzero(x == k) for k in ks] + [np.count_nonzero(np.abs(x) > 6)])
+    pmf = stats.skellam.pmf(ks, variance / 2, variance / 2)
+    assert stats.chisquare(observed, draws * np.append(pmf, 1 - pmf.sum())).pvalue > 1e-3
+    shifted = stats.skellam.pmf(ks - 1, variance / 2, variance / 2)  # the same law one step to the right
+    assert stats.chisquare(observed, draws * np.append(shifted, 1 - shifted.sum())).pvalue < 1e-12
 
 
 @pytest.mark.parametrize("variance", [2.0e5, 1.0e8])

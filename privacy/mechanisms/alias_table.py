@@ -75,9 +75,9 @@ class AliasTable:
         return cls(int(lowest), bits, np.array(keep, dtype=np.uint64), np.array(alias, dtype=np.int64) + int(lowest))
 
     def sample(self, size, *, rng: np.random.Generator) -> np.ndarray:
-        """int64 draws of shape ``size``, one 64-bit word of ``rng``'s bit generator each."""
+        """int64 draws of shape ``size``, one uniform 64-bit word of ``rng`` each (PCG64: its raw output)."""
         shape = (size,) if np.ndim(size) == 0 else tuple(size)
-        words = rng.bit_generator.random_raw(int(np.prod(shape, dtype=np.int64))).reshape(shape)
+        words = rng.integers(0, TOTAL, size=shape, dtype=np.uint64)  # full 64-bit words from any bit generator
         bucket = (words >> np.uint64(WORD - self.bits)).astype(np.intp)
         low = words & np.uint64((1 << (WORD - self.bits)) - 1)
         return np.where(low < self.thresholds[bucket], bucket + self.lowest, self.aliases[bucket])
