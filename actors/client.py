@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from actors.allocator import keep_freed_memory
 from actors.data import DataError, ImageData
 from actors.local_training import LocalSpec, LocalTrainer, RoundDeadline
 from actors.model_inputs import load_from_config
@@ -78,6 +79,7 @@ class ClientActor:
         """``shared``: the driver's data (:class:`actors.model_inputs.SharedData`), taken instead of reading the
         files where this actor runs on the driver's node (see :func:`load_on_this_node`)."""
         torch.set_num_threads(max(1, int(num_threads)))
+        keep_freed_memory()
         warnings.filterwarnings("ignore", message="Full backward hook is firing")  # Opacus hooks on input layers
         if cfg.run.noise_seed is None:
             raise ValueError("run.noise_seed is unset: resolve the config first (orchestrator.resolve)")

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from actors.aggregation import Aggregator
+from actors.allocator import keep_freed_memory
 from actors.client_plan import ClientPlan
 from actors.dispatch import hard_timeout, train_cohort
 from actors.evaluation import EVALUATION_COLUMNS, Evaluator
@@ -39,6 +40,7 @@ class ServerActor:
         from actors.model_inputs import offering
 
         torch.set_num_threads(max(1, int(num_threads)))
+        keep_freed_memory()
         if cfg.run.noise_seed is None:
             raise ValueError("run.noise_seed is unset: resolve the config first (orchestrator.resolve)")
         self.cfg, self.clients, self.plan = cfg, clients, plan

@@ -13,7 +13,7 @@ Reported: the median of each run's round seconds (as the server measures them: s
 every secure-aggregation stage, release and evaluation), leaving out round 1 (start-up), and the ratios of
 medians to the trusted server's. Needs ../shared/data/MNIST (or --mnist).
 
-    python benchmarks/secagg_cost.py [--rounds 5] [--repeats 2] [--cases silos,devices] [--actors 1,2]
+    python benchmarks/secagg_cost.py [--rounds 5] [--repeats 2] [--cases silos,devices] [--actors 1,2] [--name secagg_cost]
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--repeats", type=int, default=2, help="runs of each (central, secagg) pair")
     p.add_argument("--mnist", default=str(ROOT.parent / "shared" / "data" / "MNIST"))
+    p.add_argument("--name", default="secagg_cost", help="results file: benchmarks/results/<name>.md")
     p.add_argument("--actors", default="1", help="client actors per run, e.g. 1,2 (each count timed in turn)")
     args = p.parse_args()
 
@@ -79,7 +80,7 @@ def main() -> None:
     table = markdown_table(["federation", "client actors", "rounds measured (each)", "trusted s/round", "secagg full s/round",
                             "secagg sum s/round", "**ratio full**", "**ratio sum**"], rows)
     print(table)
-    write_results("secagg_cost", {"machine": info, "args": vars(args), "results": results}, table)
+    write_results(args.name, {"machine": info, "args": vars(args), "results": results}, table)
 
 
 if __name__ == "__main__":
