@@ -49,20 +49,25 @@ def fwht(x: np.ndarray) -> np.ndarray:
     does not depend on how the levels are laid out in memory: the levels of half-width h < _BLOCK run on
     a transposed copy, where the paired coordinates lie in long contiguous runs instead of runs of h
     (which cost 1 h-long loop per pair of blocks), the others in place."""
-    y = torch.from_numpy(np.array(x, dtype=np.float64))
+    return _fwht_inplace(np.array(x, dtype=np.float64))
+
+
+def _fwht_inplace(x: np.ndarray) -> np.ndarray:
+    """:func:`fwht` of a float64 array the caller owns: the result is written over it (and returned)."""
+    y = torch.from_numpy(x)
     n = y.shape[-1]
     if n & (n - 1) or n == 0:
         raise ValueError(f"length {n}: pad to a power of two first (padded_dim)")
     if y.numel() == 0:  # no rows
-        return y.numpy()
+        return x
     lead, block = y.shape[:-1], min(n, _BLOCK)
     if block > 1:  # t[..., j, i] = y[..., i * block + j]: level h pairs rows j and j + h of t
         t = y.reshape(*lead, n // block, block).transpose(-1, -2).contiguous()
         _butterflies(t.view(*lead, block, n // block), 1, block)
-        y = t.transpose(-1, -2).reshape(*lead, n)
+        y.view(*lead, n // block, block).copy_(t.transpose(-1, -2))
     _butterflies(y.unsqueeze(-1), block, n)
     y /= math.sqrt(n)
-    return y.numpy()
+    return x
 
 
 _BLOCK = 64  # Walsh-Hadamard levels of half-width below this run on a transposed copy (see fwht)
@@ -96,7 +101,8 @@ def rotate(x: np.ndarray, *, seed: int) -> np.ndarray:
     n = padded_dim(x.shape[-1])
     padded = np.zeros(x.shape[:-1] + (n,))
     padded[..., :x.shape[-1]] = x
-    return fwht(padded * random_signs(n, seed=seed))
+    padded *= random_signs(n, seed=seed)
+    return _fwht_inplace(padded)
 
 
 def unrotate(y: np.ndarray, *, dim: int, seed: int) -> np.ndarray:
@@ -142,12 +148,20 @@ def conditional_round(x: np.ndarray, *, norm_bound: float, rng: np.random.Genera
     """Unbiased randomised rounding x -> floor(x) + Bernoulli(x - floor(x)), coordinates independent,
     re-drawn until ||rounded||_2 <= norm_bound. Returns (int64 vector, draws used).
     Raises ValueError after ``max_tries`` draws that all exceed the bound."""
+    z, _, tries = _conditional_round(x, norm_bound=norm_bound, rng=rng, max_tries=max_tries)
+    return z, tries
+
+
+def _conditional_round(x: np.ndarray, *, norm_bound: float, rng: np.random.Generator,
+                       max_tries: int) -> tuple[np.ndarray, float, int]:
+    """:func:`conditional_round`, also returning the rounded vector's norm (computed on its float64 values,
+    which are integers below 2^53: the norm of the int64 vector)."""
     base = np.floor(x)
     frac = x - base
     for tries in range(1, max_tries + 1):
-        z = (base + (rng.random(x.shape) < frac)).astype(np.int64)
-        if l2_norm(z) <= norm_bound:
-            return z, tries
+        z = base + (rng.random(x.shape) < frac)
+        if (norm := l2_norm(z)) <= norm_bound:
+            return z.astype(np.int64), norm, tries
     raise _rounding_failed(norm_bound, max_tries)
 
 
@@ -166,7 +180,7 @@ def to_ring(z: np.ndarray, *, bits: int) -> tuple[np.ndarray, int]:
     _check_bits(bits)
     z = np.asarray(z, dtype=np.int64)
     half = 1 << (bits - 1)
-    wrapped = int(np.count_nonzero((z < -half) | (z >= half)))
+    wrapped = int(np.count_nonzero(np.add(z, half).view(np.uint64) >= np.uint64(2 * half)))  # z + half outside [0, 2^b)
     return z.view(np.uint64) & np.uint64((1 << bits) - 1), wrapped
 
 
@@ -245,10 +259,14 @@ class Quantizer:
         norm = l2_norm(x)
         if norm > self.clip * (1 + 1e-9):
             raise _unclipped(norm, self.clip)
-        y = self.scale * (rotate(x, seed=rotation_seed) if self.rotate else x)
+        if self.rotate:
+            y = rotate(x, seed=rotation_seed)
+            y *= self.scale
+        else:
+            y = self.scale * x
         bound = self.l2_sensitivity(x.size)
-        z, tries = conditional_round(y, norm_bound=bound, rng=rng, max_tries=self.max_tries)
-        return z, EncodeDiagnostics(norm, l2_norm(z), bound, tries)
+        z, rounded_norm, tries = _conditional_round(y, norm_bound=bound, rng=rng, max_tries=self.max_tries)
+        return z, EncodeDiagnostics(norm, rounded_norm, bound, tries)
 
     def decode(self, ring_total: np.ndarray, *, dim: int, rotation_seed: int) -> np.ndarray:
         """A sum mod 2^b of encoded vectors -> the real sum (divide by the cohort afterwards).
