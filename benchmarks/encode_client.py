@@ -3,7 +3,9 @@
 200 clients of the MNIST devices federation's model (ScatterNet + linear, 39,700 parameters, 65,536 after padding
 for the rotation), clip 0.3, z = 1, cohort 200, 16 bits (mnist_devices_secagg.toml), each delta random and half of
 them over the clip, encoded one client at a time from its own stream, as a client actor does, in one process with
-one torch thread. Each client's SkellamClientStep.constrain_sensitivity is run as its four stages, timed apart:
+one torch thread and the actors' allocator settings (actors/allocator.py). Each client's
+SkellamClientStep.constrain_sensitivity is run as its four stages, timed apart (with a few more copies than the
+whole call makes):
 
 - ``clip + rotate``: the delta as a float64 vector, clipped to 0.3, zero-padded, random signs, the Walsh-Hadamard
   transform (``fwht``, also reported alone) and the scaling to the integer grid;
@@ -44,12 +46,14 @@ def main() -> None:
 
     import torch
 
+    from actors.allocator import keep_freed_memory
     from privacy.mechanisms.clipping import clip_by_l2_norm
     from privacy.mechanisms.distributed_dp import DistributedDPConfig, DistributedSkellamMechanism, client_rng
     from privacy.mechanisms.skellam import sample_skellam
     from privacy.secagg.quantization import conditional_round, fwht, l2_norm, padded_dim, random_signs, to_ring
 
     torch.set_num_threads(1)
+    keep_freed_memory()  # as the client actors do (actors/allocator.py)
     mech = DistributedSkellamMechanism(DistributedDPConfig(clip=0.3, noise_multiplier=1.0, expected_cohort=200,
                                                            bits=16), dim=DIM, noise_seed=1)
     step = mech.client_step(round_idx=1, cohort=args.clients)
