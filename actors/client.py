@@ -116,6 +116,7 @@ class ClientActor:
         if secure:
             self._secagg_round, self._secagg, self._ring = round_idx, {}, {}
             self._secagg_dtype = np.uint16 if step.protocol.bits <= 16 else np.uint32
+            self._ring_bits = step.protocol.bits
         share = time_budget / len(client_ids) if time_budget > 0 and client_ids else 0.0
         reports = []
         for cid in sorted(int(k) for k in client_ids):
@@ -196,13 +197,17 @@ class ClientActor:
             out.append(MaskedInput(masked.sender, masked.vector.astype(dtype)))
         return out
 
-    def secagg_vectors(self, round_idx: int, client_ids: list[int]) -> list[tuple[int, np.ndarray]]:
-        """The sum-only path (``secagg.protocol = "sum"``): each listed client's ring vector, unmasked, in the
-        type :meth:`secagg_masked` would send; the round's vectors are done with."""
+    def secagg_sum(self, round_idx: int, client_ids: list[int]) -> tuple[list[int], np.ndarray | None]:
+        """The sum-only path (``secagg.protocol = "sum"``): the listed clients and the sum mod 2^b of their ring
+        vectors (None for no client), in the type :meth:`secagg_masked` would send: one vector per actor rather
+        than one per client, the sum the full protocol's masks cancel to. The round's vectors are done with."""
+        from privacy.secagg.quantization import ring_sum
+
         self._secagg_clients(round_idx)  # the round's state, or the actor restarted
-        out = [(k, self._ring[k].vector.astype(self._secagg_dtype)) for k in client_ids]
+        ids = [int(k) for k in client_ids]
+        total = ring_sum([self._ring[k].vector for k in ids], bits=self._ring_bits) if ids else None
         self._secagg, self._ring, self._secagg_round = {}, {}, None
-        return out
+        return ids, None if total is None else total.astype(self._secagg_dtype)
 
     def secagg_unmask(self, round_idx: int, survivors: Survivors, client_ids: list[int]) -> list[UnmaskingShares]:
         clients = self._secagg_clients(round_idx)

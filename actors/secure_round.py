@@ -75,29 +75,28 @@ def secure_sum(clients: list, updates: list[ActorUpdate], protocol: SecAggConfig
 def _unmasked_sum(clients: list, updates: list[ActorUpdate], protocol: SecAggConfig, round_idx: int, *,
                   timeout: float | None, graph_seed: int, hold) -> SecureSum:
     """``secagg.protocol = "sum"``: the sum :func:`secure_sum` would unmask, without keys, masks or shares. Every
-    actor sends its clients' ring vectors in one stage; the server applies the full protocol's checks to the
-    clients that trained and the ones that answered (threshold, a connected masking graph, t holders of every
-    client's secret among the survivors, the ``hold``) and adds the vectors mod 2^b. Masks cancel exactly in
-    Z_2^b, so the sum, and the round, are the full protocol's; what it does not exercise is the cryptography
-    and the protocol's own drop-out stages."""
+    actor sends the sum mod 2^b of its clients' ring vectors, with their ids, in one stage; the server applies the
+    full protocol's checks to the clients that trained and the ones that answered (threshold, a connected masking
+    graph, t holders of every client's secret among the survivors, the ``hold``) and adds the actors' sums mod
+    2^b. Masks cancel exactly in Z_2^b, so the sum, and the round, are the full protocol's; what it does not
+    exercise is the cryptography and the protocol's own drop-out stages."""
     owner = {int(k): u.actor for u in updates for k in u.keys or []}  # the clients that trained, by actor
     out = SecureSum(None)
     try:
         graph = masking_graph(sorted(owner), protocol, seed=graph_seed)
         sent = _stage(clients, _group(owner), out, timeout,
-                      lambda a, ids: clients[a].secagg_vectors.remote(round_idx, ids))
-        pairs = [m for ms in sent.values() for m in ms]
-        vectors = dict(pairs)
-        if len(vectors) != len(pairs) or not set(vectors) <= set(owner):
-            raise ValueError("duplicate vector, or a vector from a client outside this round")
-        survivors = frozenset(vectors)
+                      lambda a, ids: clients[a].secagg_sum.remote(round_idx, ids))
+        answered = [int(k) for ids, _ in sent.values() for k in ids]
+        if len(set(answered)) != len(answered) or not set(answered) <= set(owner):
+            raise ValueError("a client answered twice, or a client outside this round answered")
+        survivors = frozenset(answered)
         check_survivors(graph, survivors, threshold=protocol.threshold)
         check_holders(graph, owner, survivors, threshold=protocol.threshold)  # the shares unmasking would need
-        ids = tuple(sorted(int(k) for k in survivors))
+        ids = tuple(sorted(survivors))
         if hold is not None and (why := hold(ids)):
             out.failure = why
             return out
-        out.ring_sum = ring_sum(list(vectors.values()), bits=protocol.bits)
+        out.ring_sum = ring_sum([total for _, total in sent.values() if total is not None], bits=protocol.bits)
         out.diagnostics = SecAggDiagnostics(len(survivors), len(owner) - len(survivors), 0, len(survivors))
         out.survivors, out.survivor_ids = len(survivors), ids
     except ValueError as exc:  # too many drop-outs: refused as the full protocol refuses

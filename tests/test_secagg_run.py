@@ -120,10 +120,10 @@ def test_an_actor_returns_key_messages_not_deltas(ray_local):
 
 
 def test_a_secure_run_learns_and_reports_the_skellam_epsilon(ray_local):
-    df = run_federated(load_config(overrides=SECAGG + ["server.rounds=3", "server.noise_multiplier=0.05"]),
+    df = run_federated(load_config(overrides=SECAGG + ["server.rounds=6", "server.noise_multiplier=0.01"]),
                        progress=None)
 
-    assert df["test_accuracy"].iloc[-1] > 0.3  # digits, 10 classes: chance is 0.1
+    assert df["test_accuracy"].iloc[-1] > 0.5  # digits, 10 classes: chance is 0.1 (0.78 measured)
     assert (df["secagg_survivors"] == 6).all() and "secagg_wrapped" not in df  # a client's wraps stay with it
     assert (df["secagg_near_edge"] <= 0.01 * 8192).all()  # 6,186 parameters padded to 8,192; ~0.27 % expected
     eps = df["eps_client"].to_numpy()
@@ -178,8 +178,8 @@ def dropping_class(dropped: tuple[int, ...]):
         def secagg_masked(self, round_idx, forwarded):
             return super().secagg_masked(round_idx, {k: v for k, v in forwarded.items() if k not in dropped})
 
-        def secagg_vectors(self, round_idx, client_ids):
-            return super().secagg_vectors(round_idx, [k for k in client_ids if k not in dropped])
+        def secagg_sum(self, round_idx, client_ids):
+            return super().secagg_sum(round_idx, [k for k in client_ids if k not in dropped])
 
     return DroppingClientActor
 
