@@ -82,16 +82,23 @@ def shamir_reconstruct(shares: Mapping[int, int]) -> int:
 
 
 def prg_mask(seed: bytes, *, dim: int, bits: int) -> np.ndarray:
-    """Expand a 32-byte seed into ``dim`` uniform elements of Z_{2^bits} (uint64): AES-256-CTR keystream
-    read as uint32 words, low ``bits`` kept (2^bits divides 2^32, so they stay uniform)."""
-    return prg_words(seed, dim=dim).astype(np.uint64) & np.uint64((1 << bits) - 1)
+    """Expand a 32-byte seed into ``dim`` uniform elements of Z_{2^bits} (uint64): :func:`prg_words` with the
+    low ``bits`` kept (2^bits divides the words' range, so they stay uniform)."""
+    return prg_words(seed, dim=dim, bits=bits).astype(np.uint64) & np.uint64((1 << bits) - 1)
 
 
-def prg_words(seed: bytes, *, dim: int) -> np.ndarray:
-    """The same keystream as ``dim`` uint32 words, uniform on Z_{2^32}: masks summed in uint32 arithmetic
-    (which wraps mod 2^32, a multiple of 2^bits) and reduced mod 2^bits once, at the end."""
+def prg_words(seed: bytes, *, dim: int, bits: int = 32) -> np.ndarray:
+    """AES-256-CTR keystream of ``seed`` read as ``dim`` words of the narrowest unsigned type whose range 2^16 or
+    2^32 is a multiple of 2^bits (:func:`word_type`): masks summed in that type's arithmetic (which wraps mod
+    its range) and reduced mod 2^bits once, at the end. 16-bit words halve the keystream of a 16-bit ring."""
+    word = word_type(bits)
     enc = Cipher(algorithms.AES(seed), modes.CTR(bytes(16))).encryptor()
-    return np.frombuffer(enc.update(bytes(4 * dim)), dtype="<u4")
+    return np.frombuffer(enc.update(bytes(word().itemsize * dim)), dtype=np.dtype(word).newbyteorder("<"))
+
+
+def word_type(bits: int) -> type:
+    """uint16 for rings of up to 16 bits, uint32 up to 32: the masks' arithmetic type."""
+    return np.uint16 if bits <= 16 else np.uint32
 
 
 def harary_graph(ids: Sequence[int], *, k: int | None, seed: int) -> dict[int, frozenset[int]]:
@@ -292,15 +299,17 @@ class SecAggClient:
             key = self._share_keys.get(u) or _agree(self._cipher_key, d.public_keys[u][0], b"share" + cfg.session)
             plain = AESGCM(key).decrypt((u << 48 | self.id).to_bytes(12, "big"), ct, cfg.session)
             self._held[u] = (int.from_bytes(plain[:_FIELD_BYTES], "big"), int.from_bytes(plain[_FIELD_BYTES:], "big"))
-        # uint32 arithmetic wraps mod 2^32, a multiple of 2^bits: the low bits are those of the exact sum
-        y = np.asarray(x, dtype=np.int64).astype(np.uint32) + prg_words(self._self_seed, dim=cfg.dim)
+        # the words' arithmetic wraps mod 2^16 or 2^32, a multiple of 2^bits: the low bits are those of the exact sum
+        word = word_type(cfg.bits)
+        y = np.asarray(x, dtype=np.int64).astype(word) + prg_words(self._self_seed, dim=cfg.dim, bits=cfg.bits)
         for v in forwarded.ciphertexts:  # the neighbours that shared keys: exactly those that mask with us
-            mask = prg_words(_agree(self._mask_key, d.public_keys[v][1], b"mask" + cfg.session), dim=cfg.dim)
+            mask = prg_words(_agree(self._mask_key, d.public_keys[v][1], b"mask" + cfg.session), dim=cfg.dim,
+                             bits=cfg.bits)
             if self.id < v:
                 y += mask
             else:
                 y -= mask
-        return MaskedInput(self.id, (y & np.uint32((1 << cfg.bits) - 1)).astype(np.uint64))
+        return MaskedInput(self.id, (y & word((1 << cfg.bits) - 1)).astype(np.uint64))
 
     def unmasking_shares(self, survivors: Survivors) -> UnmaskingShares:
         if self.id not in survivors.ids:
