@@ -10,7 +10,7 @@ draw picks the bucket from its top m bits and compares its low 64 - m bits with 
     P(draw = i) = (thresholds[i] + sum over j with aliases[j] = i of (2^(64-m) - thresholds[j])) / 2^64 = w_i / 2^64,
 
 which :meth:`AliasTable.probabilities` recomputes from the table (a test checks it against the weights).
-Vectorised over a whole vector of draws: one raw word, two gathers, a comparison and a select per draw.
+Vectorised over a whole vector of draws: one 64-bit word, two gathers, a comparison and a select per draw.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-WORD = 64  # bits of one uniform draw (numpy's bit generators give 64-bit words)
+WORD = 64  # bits of one uniform draw (Generator.integers over [0, 2^64))
 TOTAL = 1 << WORD
 
 
