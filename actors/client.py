@@ -115,7 +115,6 @@ class ClientActor:
         total = None if secure else torch.zeros_like(start, device=self.trainer.device)
         if secure:
             self._secagg_round, self._secagg, self._ring = round_idx, {}, {}
-            self._secagg_dtype = np.uint16 if step.protocol.bits <= 16 else np.uint32
             self._ring_bits = step.protocol.bits
         share = time_budget / len(client_ids) if time_budget > 0 and client_ids else 0.0
         reports = []
@@ -189,9 +188,9 @@ class ClientActor:
     def secagg_masked(self, round_idx: int, forwarded: dict[int, ForwardedShares]) -> list[MaskedInput]:
         """Each client's masked ring vector, sent in the narrowest unsigned type that holds 2^b: nothing else
         about its vector (not even how many of its coordinates wrapped) reaches the server."""
-        from privacy.secagg.protocol import MaskedInput
+        from privacy.secagg.protocol import MaskedInput, word_type
 
-        clients, out, dtype = self._secagg_clients(round_idx), [], self._secagg_dtype
+        clients, out, dtype = self._secagg_clients(round_idx), [], word_type(self._ring_bits)
         for k, shares in forwarded.items():
             masked = clients[k].masked_input(self._ring[k].vector, shares)
             out.append(MaskedInput(masked.sender, masked.vector.astype(dtype)))
@@ -201,13 +200,14 @@ class ClientActor:
         """The sum-only path (``secagg.protocol = "sum"``): the listed clients and the sum mod 2^b of their ring
         vectors (None for no client), in the type :meth:`secagg_masked` would send: one vector per actor rather
         than one per client, the sum the full protocol's masks cancel to. The round's vectors are done with."""
+        from privacy.secagg.protocol import word_type
         from privacy.secagg.quantization import ring_sum
 
         self._secagg_clients(round_idx)  # the round's state, or the actor restarted
         ids = [int(k) for k in client_ids]
         total = ring_sum([self._ring[k].vector for k in ids], bits=self._ring_bits) if ids else None
         self._secagg, self._ring, self._secagg_round = {}, {}, None
-        return ids, None if total is None else total.astype(self._secagg_dtype)
+        return ids, None if total is None else total.astype(word_type(self._ring_bits))
 
     def secagg_unmask(self, round_idx: int, survivors: Survivors, client_ids: list[int]) -> list[UnmaskingShares]:
         clients = self._secagg_clients(round_idx)

@@ -296,8 +296,7 @@ class SecAggClient:
         for u, ct in forwarded.ciphertexts.items():
             if u not in d.neighbours[self.id]:
                 raise ValueError(f"shares from client {u}, not a neighbour of {self.id}")
-            key = self._share_keys.get(u) or _agree(self._cipher_key, d.public_keys[u][0], b"share" + cfg.session)
-            plain = AESGCM(key).decrypt((u << 48 | self.id).to_bytes(12, "big"), ct, cfg.session)
+            plain = AESGCM(self._share_keys[u]).decrypt((u << 48 | self.id).to_bytes(12, "big"), ct, cfg.session)
             self._held[u] = (int.from_bytes(plain[:_FIELD_BYTES], "big"), int.from_bytes(plain[_FIELD_BYTES:], "big"))
         # the words' arithmetic wraps mod 2^16 or 2^32, a multiple of 2^bits: the low bits are those of the exact sum
         word = word_type(cfg.bits)
