@@ -11,6 +11,7 @@ cohort's record-level events while they train (:mod:`privacy.accountants.ledgers
 from __future__ import annotations
 
 import math
+import os
 import time
 
 import numpy as np
@@ -39,7 +40,7 @@ class ServerActor:
         instead of reading the files where this actor runs on the driver's node."""
         from actors.model_inputs import offering
 
-        torch.set_num_threads(max(1, int(num_threads)))
+        torch.set_num_threads(max(1, min(int(num_threads), os.cpu_count() or 1)))  # never more than this node's cores
         keep_freed_memory()
         if cfg.run.noise_seed is None:
             raise ValueError("run.noise_seed is unset: resolve the config first (orchestrator.resolve)")

@@ -19,7 +19,7 @@ from actors.model_inputs import share
 from actors.server import ServerActor
 from orchestrator.files import atomic_write
 from orchestrator.resolve import Plan, load_data, resolve_config
-from orchestrator.resources import actor_threads
+from orchestrator.resources import actor_threads, server_threads
 from orchestrator.round_loop import CHECKPOINT, TIMING_COLUMNS, format_audit, rounds_frame, run_rounds
 from privacy.config.experiment import ConfigError, ExperimentConfig
 
@@ -59,7 +59,7 @@ class Federation:
                         for shards in plan.actor_shards()]
         ch, h, _ = plan.image_shape
         args = (cfg, self.clients, plan.clients, initial_weights(cfg, ch, plan.num_classes, h))
-        kwargs = dict(num_threads=actor_threads(max(cfg.server.num_cpus, 1)), mechanism=self.mechanism, shared=shared)
+        kwargs = dict(num_threads=server_threads(cfg.server.num_cpus, c.num_cpus, c.num_actors), mechanism=self.mechanism, shared=shared)
         if not cfg.server.in_driver:  # the server actor
             self.server = ray.remote(ServerActor).options(num_cpus=cfg.server.num_cpus).remote(*args, **kwargs)
         else:  # built here while the client actors start: no process of its own to import torch

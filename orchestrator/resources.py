@@ -52,6 +52,14 @@ def actor_threads(num_cpus: float) -> int:
     return max(1, int(math.floor(num_cpus + _EPS)))
 
 
+def server_threads(server_cpus: float, client_cpus: float, num_client_actors: int) -> int:
+    """Torch threads for the server actor. It evaluates and aggregates while its client actors wait for the
+    next round, so it may use the CPUs they hold as well as its own: 1 + 1 CPU per client actor gives 2 threads
+    for the server's evaluation, where one would leave a core idle (benchmarks/evaluation.py). The actor caps
+    this at its node's cores (:class:`actors.server.ServerActor`)."""
+    return actor_threads(max(server_cpus + client_cpus * num_client_actors, 1))
+
+
 @dataclass(frozen=True)
 class TrialPlacement:
     """The placement-group bundles of one federated trial and which bundle each actor goes in.

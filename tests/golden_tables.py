@@ -19,16 +19,17 @@ CANARY_GUESSES = 3  # the one-run audit's counts may differ by a few guesses (sc
 # column -> (kind, reason); kinds: "accuracy", "rel", "one_client" (a fraction of the cohort's clip bits),
 # "guesses" (audit counts), "audit_eps", "auc"; any column not listed is compared exactly
 TRAINING_COLUMNS: dict[str, str] = {
-    "test_accuracy": "accuracy", "test_loss": "rel", "train_loss": "rel", "delta_norm_median": "rel",
+    "test_accuracy": "accuracy", "test_loss": "rel", "val_accuracy": "val_accuracy", "val_loss": "rel", "train_loss": "rel", "delta_norm_median": "rel",
     "update_norm": "rel", "server_snr": "rel", "clip_server": "rel", "server_noise_std": "rel",
     "unclipped_fraction": "one_client", "unclipped_fraction_noised": "one_client",
     "audit_guesses": "guesses", "audit_correct": "guesses", "eps_audit_lower": "audit_eps", "mia_auc": "auc",
 }
 
 
-def tolerance(kind: str, *, n_test: int, cohort: float) -> tuple[float, float]:
+def tolerance(kind: str, *, n_test: int, cohort: float, n_validation: int = 0) -> tuple[float, float]:
     """(rtol, atol) of a kind of training column."""
     return {"accuracy": (0.0, TEST_EXAMPLES / n_test + 1e-12),
+            "val_accuracy": (0.0, TEST_EXAMPLES / max(n_validation, 1) + 1e-12),  # as many validation images
             "rel": (REL, 1e-9),
             "one_client": (0.0, 1.0 / max(cohort, 1.0) + 1e-12),
             "guesses": (0.0, CANARY_GUESSES),
@@ -36,7 +37,7 @@ def tolerance(kind: str, *, n_test: int, cohort: float) -> tuple[float, float]:
             "auc": (0.0, 0.01)}[kind]
 
 
-def assert_matches_golden(table: pd.DataFrame, golden: pd.DataFrame, *, n_test: int) -> None:
+def assert_matches_golden(table: pd.DataFrame, golden: pd.DataFrame, *, n_test: int, n_validation: int = 0) -> None:
     """AssertionError naming the first column that differs beyond what it may (see the module docstring)."""
     assert list(table.index) == list(golden.index), "a different number of rounds"
     cohort = float(golden["clients_sampled"].min()) if "clients_sampled" in golden else 1.0
@@ -46,7 +47,7 @@ def assert_matches_golden(table: pd.DataFrame, golden: pd.DataFrame, *, n_test: 
         if kind is None:
             pd.testing.assert_series_equal(got, want, check_exact=True, obj=f"column {col!r} (exact)")
             continue
-        rtol, atol = tolerance(kind, n_test=n_test, cohort=cohort)
+        rtol, atol = tolerance(kind, n_test=n_test, cohort=cohort, n_validation=n_validation)
         a, b = got.to_numpy(dtype=float), want.to_numpy(dtype=float)
         same_nan = np.isnan(a) == np.isnan(b)
         close = np.isclose(a, b, rtol=rtol, atol=atol) | (np.isnan(a) & np.isnan(b))
@@ -54,7 +55,8 @@ def assert_matches_golden(table: pd.DataFrame, golden: pd.DataFrame, *, n_test: 
             f"column {col!r} ({kind}: rtol {rtol:g}, atol {atol:g}) differs: got {a.tolist()}, golden {b.tolist()}")
 
 
-def perturbed(golden: pd.DataFrame, *, n_test: int, fraction: float = 0.9, seed: int = 0) -> pd.DataFrame:
+def perturbed(golden: pd.DataFrame, *, n_test: int, fraction: float = 0.9, seed: int = 0,
+              n_validation: int = 0) -> pd.DataFrame:
     """The golden table with every training column moved by ``fraction`` of its tolerance, in a random
     direction per cell (what another CPU may give)."""
     rng = np.random.default_rng(seed)
@@ -63,7 +65,7 @@ def perturbed(golden: pd.DataFrame, *, n_test: int, fraction: float = 0.9, seed:
     for col, kind in TRAINING_COLUMNS.items():
         if col not in out:
             continue
-        rtol, atol = tolerance(kind, n_test=n_test, cohort=cohort)
+        rtol, atol = tolerance(kind, n_test=n_test, cohort=cohort, n_validation=n_validation)
         v = out[col].to_numpy(dtype=float)
         step = fraction * (atol + rtol * np.abs(v)) * rng.choice([-1.0, 1.0], size=v.shape)
         out[col] = np.where(np.isnan(v), v, v + step)

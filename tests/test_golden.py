@@ -91,8 +91,8 @@ def test_secure_round_table_equals_the_golden_one(name, ray_local):
     table = run_federated(cfg, progress=None).drop(columns=list(TIMING_COLUMNS), errors="ignore")
 
     assert sorted(table.columns) == sorted(golden.columns)
-    assert_matches_golden(table[list(golden.columns)], golden,
-                          n_test=resolve_config(cfg, capacity=(2.0, 0.0)).n_test)
+    plan = resolve_config(cfg, capacity=(2.0, 0.0))
+    assert_matches_golden(table[list(golden.columns)], golden, n_test=plan.n_test, n_validation=plan.n_validation)
 
 
 def write_golden(name: str) -> Path:

@@ -4,7 +4,8 @@ import pytest
 
 from privacy.config.experiment import load_config
 from orchestrator.resolve import resolve_config
-from orchestrator.resources import (actor_threads, auto_num_actors, placement_for_config, trial_placement)
+from orchestrator.resources import (actor_threads, auto_num_actors, placement_for_config, server_threads,
+                                    trial_placement)
 
 
 @pytest.mark.parametrize("num_clients,cpus_each,gpus_each,capacity,expected", [
@@ -36,6 +37,17 @@ def test_resolve_fills_the_actor_count_from_the_cluster_gpus():
 @pytest.mark.parametrize("num_cpus,threads", [(0.5, 1), (1.0, 1), (1.9999999999, 2), (2.0, 2), (3.5, 3)])
 def test_threads_follow_the_actors_cpu_share(num_cpus, threads):
     assert actor_threads(num_cpus) == threads
+
+
+@pytest.mark.parametrize("server_cpus,client_cpus,actors,threads", [
+    (0.0, 1.0, 2, 2),  # the default run on two cores: the server evaluates on both while its clients wait
+    (0.0, 0.5, 2, 1),  # two actors sharing one core: one thread
+    (0.0, 0.0, 4, 1),  # nothing reserved: one thread
+    (1.0, 0.25, 4, 2),
+    (0.0, 0.1, 10, 1),  # 0.1 * 10 is 1.0000000000000002 or 0.9999999999999999 in floats: 1 either way
+])
+def test_the_server_evaluates_on_its_own_and_its_waiting_clients_cpus(server_cpus, client_cpus, actors, threads):
+    assert server_threads(server_cpus, client_cpus, actors) == threads
 
 
 def test_trial_bundles_reserve_driver_server_and_each_client_actor():
