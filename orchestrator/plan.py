@@ -75,6 +75,8 @@ def _client_level(c: ExperimentConfig, mechanism) -> dict:
     q = s.clients_per_round / c.data.num_clients
     out = {"noise_multiplier_server": s.noise_multiplier, "clip_server": s.clip, "client_sample_rate": q,
            "delta_client": s.delta, "client_accountant": s.accountant}
+    if s.adaptive_clip:  # server.clip stays 0: the clip starts at S_0 and follows the noised quantile
+        out.update(clip_server=math.nan, clip_server_initial=s.initial_clip, clip_target_quantile=s.target_quantile)
     if s.mechanism == "dp_ftrl":
         from privacy.accountants.guarantee import GaussianDPAccountant
 
@@ -117,6 +119,14 @@ def _quantisation(mech) -> dict:
             "noise_multiplier_effective": math.sqrt(mech.mu) / (gdp_constant(mech.mu) * mech.l2)}
 
 
+def _clip(plan: dict) -> str:
+    """The server's clip as the plan line says it: fixed, or adaptive from S_0 towards a quantile."""
+    if "clip_server_initial" in plan:
+        return (f"adaptive from {plan['clip_server_initial']:.4g} (towards the {plan['clip_target_quantile']:.3g} "
+                "quantile of update norms)")
+    return f"{plan['clip_server']:.4g}"
+
+
 def plan_lines(plan: dict) -> list[str]:
     """The plan as text, one figure a line, grouped by guarantee."""
     lines = [f"{plan['trust_model']}: {plan['clients']} clients, {plan['train_records']} training records, "
@@ -133,7 +143,7 @@ def plan_lines(plan: dict) -> list[str]:
                      f"{plan['sensitivity']:.4g}, delta {plan['delta_client']:.3g}: eps <= {plan['eps_client']:.4g} "
                      f"against {plan['eps_client_holds_against']}")
     elif "eps_client" in plan:
-        lines.append(f"client-level: z {plan['noise_multiplier_server']:.4g}, clip {plan['clip_server']:.4g}, "
+        lines.append(f"client-level: z {plan['noise_multiplier_server']:.4g}, clip {_clip(plan)}, "
                      f"q {plan['client_sample_rate']:.4g}, {plan['rounds']} rounds, delta {plan['delta_client']:.3g}: "
                      f"eps <= {plan['eps_client']:.4g} against {plan['eps_client_holds_against']}")
     if "eps_client_server_max" in plan:

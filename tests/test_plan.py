@@ -80,3 +80,18 @@ def test_a_dp_ftrl_plan_meets_its_target_and_names_its_schedule():
     assert plan["sensitivity"] == pytest.approx(math.sqrt(3), rel=1e-9)  # 3 full columns of norm 1 each
     assert "4 groups" in plan["participation"] and plan["ftrl_bands"] == 4
     assert any(line.startswith("client-level (DP-FTRL, 4-banded)") for line in plan_lines(plan))
+
+
+def test_an_adaptive_clip_is_planned_as_adaptive_not_as_clip_0():
+    cfg = load_config(overrides=["data.dataset=digits", "server.noise_multiplier=1.0", "server.adaptive_clip=true",
+                                 "server.initial_clip=0.3", "server.target_quantile=0.6", "server.clip_count_std=2.0",
+                                 "client.dp=false", "run.noise_seed=1"])
+
+    plan = privacy_plan(cfg)
+
+    c = resolve_config(cfg, capacity=(1.0, 0.0)).config
+    q = c.server.clients_per_round / c.data.num_clients
+    assert plan["eps_client"] == epsilon([(1.0, q, c.server.rounds)], delta=c.server.delta)  # z covers the count too
+    line = next(ln for ln in plan_lines(plan) if ln.startswith("client-level"))
+    assert "clip adaptive from 0.3 (towards the 0.6 quantile" in line and "clip 0" not in line
+    assert math.isnan(plan["clip_server"]) and plan["clip_server_initial"] == 0.3
