@@ -4,7 +4,8 @@ Measured side by side in one run (issue 14):
 
 1. ``fedfrontier run --set server.rounds=3`` (the default config: mnist5k, tanh_cnn, 10 clients)
    as a subprocess, its output lines time-stamped: time to the first line, to the first round,
-   and to exit.
+   and to exit; and the CPU seconds all its processes (driver, Ray's own, the actors') had used by the
+   first round, read from /proc.
 2. The same steps as the CLI, in one child process that stamps each phase: interpreter start,
    the CLI's import and config; in a thread, the imports of what ``run`` imports, the data load and
    the rest of ``resolve_config``, while the main thread runs ``ray.init`` (``start_ray_while``, as
@@ -23,6 +24,7 @@ console script is the same ``main``; the pyenv shim in front of it is timed apar
 ``fedfrontier run``s of 1. and 3. alternate with this one's, for a before/after table from one run.
 
     python benchmarks/startup.py [--repeats 2] [--skip-reference] [--baseline DIR] [--now-set KEY=VALUE]
+                                 [--name startup]
     python benchmarks/startup.py --report-only   # redo the .md from the .json
 """
 
@@ -60,14 +62,81 @@ def _env(tree: Path = ROOT) -> dict:
 
 
 def timed_lines(cmd: list[str], tree: Path = ROOT) -> dict:
-    """Run ``cmd`` in checkout ``tree``; every output line with its seconds since the spawn, the exit code and
-    the wall time."""
+    """Run ``cmd`` in checkout ``tree``; every output line with its seconds since the spawn, the exit code, the
+    wall time and, on Linux, the CPU seconds its process tree had used when the first round's line came
+    (:class:`CpuPoll`)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tree,
                             env=_env(tree))
-    lines = [(round(time.perf_counter() - t0, 3), line.rstrip("\n")) for line in proc.stdout]
+    poll = CpuPoll(proc.pid)
+    lines, cpu = [], None
+    for line in proc.stdout:
+        lines.append((round(time.perf_counter() - t0, 3), line.rstrip("\n")))
+        if cpu is None and ROUND_LINE.match(lines[-1][1]):
+            cpu = poll.stop()
     rc = proc.wait()
-    return {"cmd": cmd, "rc": rc, "wall_s": time.perf_counter() - t0, "lines": lines}
+    poll.stop()
+    return {"cmd": cmd, "rc": rc, "wall_s": time.perf_counter() - t0, "lines": lines, "cpu_to_first_round": cpu}
+
+
+class CpuPoll:
+    """CPU seconds (user + system) of a process and all its descendants -- the driver, Ray's own processes, the
+    actors' worker processes -- read from /proc every 0.2 s in a thread; :meth:`stop` reads once more and returns
+    them by kind. Empty where there is no /proc."""
+
+    KINDS = (("actor processes (Ray workers)", "default_worker.py"), ("Ray's own processes", "ray"))
+
+    def __init__(self, root: int):
+        import threading
+
+        self.root, self.seen, self._stop = root, {}, threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        if Path("/proc/self/stat").exists():
+            self.thread.start()
+
+    def _read(self) -> None:
+        tick = os.sysconf("SC_CLK_TCK")
+        parent = {}
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit():
+                try:
+                    stat = (d / "stat").read_text()
+                    fields = stat[stat.rindex(")") + 2:].split()
+                    parent[int(d.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick, fields[19])
+                except (OSError, ValueError, IndexError):
+                    continue  # gone meanwhile
+        tree, frontier = {self.root}, [self.root]
+        while frontier:
+            frontier = [pid for pid, (ppid, _, _) in parent.items() if ppid in frontier and pid not in tree]
+            tree.update(frontier)
+        for pid in tree & parent.keys():
+            key = (pid, parent[pid][2])  # pid and start time: a pid reused later is another process
+            if key not in self.seen:
+                try:
+                    argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+                    program = next((a for a in argv[:3] if a.endswith(".py")), argv[0])  # the script, not its arguments
+                    self.seen[key] = [0.0, program, pid == self.root]
+                except OSError:
+                    continue
+            self.seen[key][0] = parent[pid][1]
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            self._read()
+
+    def stop(self) -> dict:
+        if not self.thread.is_alive():
+            return {}
+        self._read()
+        self._stop.set()
+        out = {"driver (fedfrontier run)": 0.0, **{kind: 0.0 for kind, _ in self.KINDS}, "other": 0.0}
+        for cpu, cmdline, is_root in self.seen.values():
+            kind = "driver (fedfrontier run)" if is_root else next(
+                (k for k, marker in self.KINDS if marker in cmdline), "other")
+            out[kind] += cpu
+        out["all"] = sum(out.values())
+        out["actor processes"] = sum(1 for _, c, r in self.seen.values() if not r and "default_worker.py" in c)
+        return out
 
 
 def retried(fn):
@@ -99,7 +168,7 @@ def cli_run(overrides: list[str], tree: Path = ROOT) -> dict:
     return {"load_average_after": os.getloadavg()[0], "first_line_s": first, "first_round_s": rounds[0],
             "last_round_s": rounds[-1],
             "round1_s": reported[0] if reported else 0.0, "round_s": [b - a for a, b in zip(rounds, rounds[1:])],
-            "total_s": res["wall_s"], "lines": res["lines"]}
+            "total_s": res["wall_s"], "cpu_to_first_round": res["cpu_to_first_round"], "lines": res["lines"]}
 
 
 # --- phases: the CLI's steps in one process, each stamped ------------------------------------
@@ -343,6 +412,7 @@ def main() -> None:
     p.add_argument("--skip-reference", action="store_true", help="leave out the reference job (about 3 minutes)")
     p.add_argument("--baseline", type=Path, help="another checkout (e.g. `git archive <commit> | tar -x -C DIR`): "
                                                  "its `fedfrontier run`s alternate with this checkout's")
+    p.add_argument("--name", default="startup", help="results file: benchmarks/results/<name>.md")
     p.add_argument("--now-set", action="append", default=[], metavar="KEY=VALUE",
                    help="an override for this checkout's runs only, e.g. server.in_driver=true (repeatable)")
     args = p.parse_args()
@@ -390,7 +460,7 @@ def main() -> None:
     payload.update({key: median_phases(v) for key, v in runs.items()})
     payload["benchmark_s"] = time.perf_counter() - t_all
     payload["load_average_at_end"] = os.getloadavg()[0]  # the machine is shared: how busy it was
-    path = common.write_results("startup", payload, report(payload))
+    path = common.write_results(args.name, payload, report(payload))
     print(report(payload))
     print(f"wrote {path}")
 
@@ -398,6 +468,23 @@ def main() -> None:
 def each(payload: dict, key: str) -> str:
     """Seconds to the first round of every stamped run of ``key``, in the order they ran."""
     return ", ".join(f"{until(r, 'round 1'):.1f} s" for r in payload.get("phase_runs", {}).get(key, []))
+
+
+def cpu_table(quick: list[dict]) -> list[str]:
+    """The CPU seconds every process of the runs had used by their first round (:class:`CpuPoll`), by kind."""
+    runs = [q["cpu_to_first_round"] for q in quick if q.get("cpu_to_first_round")]
+    if not runs:
+        return []
+    kinds = [k for k in runs[0] if k != "actor processes"]
+    med = common.median
+    return ["\n### CPU seconds used by the first round (user + system, every process of the run)\n",
+            common.markdown_table(["process", *[f"pass {i + 1}" for i in range(len(runs))], "median"],
+                                  [[k, *[round(r[k], 1) for r in runs], round(med([r[k] for r in runs]), 1)]
+                                   for k in kinds]),
+            f"\n{runs[0]['actor processes']} actor processes. On {os.cpu_count()} cores the first round cannot come "
+            f"before (all CPU seconds) / {os.cpu_count()} = "
+            f"{med([r['all'] for r in runs]) / (os.cpu_count() or 1):.1f} s (median), however the work is "
+            "ordered.\n"]
 
 
 def report(payload: dict) -> str:
@@ -414,6 +501,7 @@ def report(payload: dict) -> str:
                    round(med([q["first_round_s"] for q in quick]), 1),
                    round(med([s for q in quick for s in q["round_s"]]), 2),
                    round(med([q["total_s"] for q in quick]), 1)]]),
+             *cpu_table(quick),
              f"\n## The same steps in one process, stamped (seconds each, in order; median of {len(quick)})\n",
              common.markdown_table(["phase", "s"], [list(r) for r in payload["phases"]]),
              f"\nTo the first round: {until(payload['phases'], 'round 1'):.1f} s (each run: "

@@ -19,7 +19,8 @@ CANARY_GUESSES = 3  # the one-run audit's counts may differ by a few guesses (sc
 # column -> (kind, reason); kinds: "accuracy", "rel", "one_client" (a fraction of the cohort's clip bits),
 # "guesses" (audit counts), "audit_eps", "auc"; any column not listed is compared exactly
 TRAINING_COLUMNS: dict[str, str] = {
-    "test_accuracy": "accuracy", "test_loss": "rel", "val_accuracy": "val_accuracy", "val_loss": "rel", "train_loss": "rel", "delta_norm_median": "rel",
+    "test_accuracy": "accuracy", "test_loss": "rel",
+    "val_accuracy": "val_accuracy", "val_loss": "rel", "train_loss": "rel", "delta_norm_median": "rel",
     "update_norm": "rel", "server_snr": "rel", "clip_server": "rel", "server_noise_std": "rel",
     "unclipped_fraction": "one_client", "unclipped_fraction_noised": "one_client",
     "audit_guesses": "guesses", "audit_correct": "guesses", "eps_audit_lower": "audit_eps", "mia_auc": "auc",
