@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from privacy.audit.membership import (auc, auc_upper_bound, loss_threshold_auc, membership_auc_bound,
+from privacy.audit.membership import (auc, auc_upper_bound, average_ranks, loss_threshold_auc, membership_auc_bound,
                                      record_guarantee_of_client_level)
 
 
@@ -29,6 +29,21 @@ def test_auc_counts_ties_as_one_half_and_orders_losses_the_attack_way():
     assert loss_threshold_auc(member_losses=[0.1, 0.2], nonmember_losses=[0.5, 0.9]) == 1.0
     with pytest.raises(ValueError):
         auc([], [1.0])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_ranks_and_auc_equal_scipys_ranks_and_the_pairwise_count_with_ties(seed):
+    rng = np.random.default_rng(seed)
+    pos, neg = rng.integers(0, 12, 300).astype(float), rng.integers(2, 15, 250).astype(float)  # many ties
+    scores = np.concatenate([pos, neg])
+
+    assert np.array_equal(average_ranks(scores), stats.rankdata(scores))
+    pairs = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    assert auc(pos, neg) == pytest.approx(pairs / (len(pos) * len(neg)), rel=1e-12)
+
+
+def test_an_auc_of_nan_scores_is_nan():
+    assert math.isnan(auc([0.1, float("nan")], [0.3]))
 
 
 @pytest.mark.parametrize("eps", [0.0, 0.3, 1.0, 4.0])
