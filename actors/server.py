@@ -24,6 +24,7 @@ from actors.dispatch import hard_timeout, train_cohort
 from actors.evaluation import EVALUATION_COLUMNS, Evaluator
 from actors.round_row import round_row
 from actors.secure_step import SecureStep
+from privacy.accountants.accounting import import_pld_in_background
 from privacy.audit.canaries import Canaries
 from privacy.config.experiment import ExperimentConfig
 from privacy.mechanisms.choice import mechanism_for
@@ -54,6 +55,8 @@ class ServerActor:
         self.aggregator = Aggregator(cfg, weights, mechanism=mechanism, canaries=canaries)
         self.ledgers = mechanism.ledgers(cfg, sample_rates=plan.sample_rate, steps=plan.steps)
         self.participation = participation_for(cfg, num_clients)
+        if "pld" in {cfg.server.accountant, cfg.client.accountant if cfg.client.dp else None}:
+            import_pld_in_background()  # while the client actors start, not in round 1 (benchmarks/startup.py)
         with offering(shared):  # the evaluator loads the data through actors.client.load_on_this_node
             self.evaluator = Evaluator(cfg)
         self.round = 0

@@ -237,3 +237,15 @@ def test_rdp_to_delta_inverts_rdp_to_epsilon():
     assert rdp_to_delta(orders=RDP_ORDERS, rdp=curve, epsilon=eps) == pytest.approx(1e-5, rel=1e-9)
     assert 1e-5 < rdp_to_delta(orders=RDP_ORDERS, rdp=curve, epsilon=eps / 2) <= 1.0
     assert rdp_to_delta(orders=RDP_ORDERS, rdp=np.full(len(RDP_ORDERS), np.inf), epsilon=1.0) == 1.0
+
+
+def test_the_background_import_leaves_the_pld_module_imported():
+    import subprocess
+    import sys
+
+    code = ("import sys; from privacy.accountants.accounting import import_pld_in_background; "
+            "assert 'dp_accounting' not in sys.modules; import_pld_in_background().join(); "
+            "assert 'dp_accounting.pld.privacy_loss_distribution' in sys.modules; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
