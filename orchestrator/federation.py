@@ -59,7 +59,8 @@ class Federation:
                         for shards in plan.actor_shards()]
         ch, h, _ = plan.image_shape
         args = (cfg, self.clients, plan.clients, initial_weights(cfg, ch, plan.num_classes, h))
-        kwargs = dict(num_threads=server_threads(cfg.server.num_cpus, c.num_cpus, c.num_actors), mechanism=self.mechanism, shared=shared)
+        kwargs = dict(num_threads=server_threads(cfg.server.num_cpus, c.num_cpus, c.num_actors),
+                      mechanism=self.mechanism, shared=shared)
         if not cfg.server.in_driver:  # the server actor
             self.server = ray.remote(ServerActor).options(num_cpus=cfg.server.num_cpus).remote(*args, **kwargs)
         else:  # built here while the client actors start: no process of its own to import torch
