@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy.linalg import hadamard
 
-from privacy.secagg.quantization import (Quantizer, conditional_round, fwht, from_ring, padded_dim, ring_sum, rotate,
-                                  rounded_l1_bound, rounded_l2_bound, to_ring, unrotate)
+from privacy.secagg.quantization import (Quantizer, conditional_round, fwht, from_ring, padded_dim, random_signs,
+                                  ring_sum, rotate, rounded_l1_bound, rounded_l2_bound, to_ring, unrotate)
 
 
 def test_fwht_is_the_orthonormal_hadamard_matrix():
@@ -58,6 +58,25 @@ def test_fwht_is_the_transform_by_its_definition_and_the_butterfly_loop_bit_for_
     np.testing.assert_array_equal(y, butterfly_loop_fwht(x))
     np.testing.assert_array_equal(fwht(x[1]), y[1])  # one vector alone as in a stack of rows
     assert y.dtype == np.float64 and y.shape == x.shape
+
+
+@pytest.mark.parametrize("dim", [1, 2, 3, 63, 64, 65, 100, 1000, 1025, 4097, 39_700, 65_536])
+def test_rotation_skips_the_padding_and_gives_the_full_transform_bit_for_bit(dim):
+    """rotate() leaves out the blocks that hold only padding; every coordinate is the full transform's (zeros
+    may differ in sign, which array_equal does not see and rounding to integers cannot either)."""
+    x = np.random.default_rng(dim).normal(size=(2, dim)) * 1e3
+    n = padded_dim(dim)
+    padded = np.zeros((2, n))
+    padded[:, :dim] = x
+
+    full = reference_fwht(padded * random_signs(n, seed=7))
+
+    np.testing.assert_array_equal(rotate(x, seed=7), full)
+    np.testing.assert_array_equal(rotate(x[1], seed=7), full[1])
+    spike = np.zeros(dim)
+    spike[-1] = 2.0  # the last input coordinate: a level that skipped a block holding it would lose it
+    padded_spike = np.pad(spike, (0, n - dim)) * random_signs(n, seed=3)
+    np.testing.assert_array_equal(rotate(spike, seed=3), reference_fwht(padded_spike))
 
 
 def test_fwht_leaves_its_input_alone_and_refuses_lengths_that_are_not_powers_of_two():

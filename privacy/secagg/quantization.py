@@ -52,20 +52,29 @@ def fwht(x: np.ndarray) -> np.ndarray:
     return _fwht_inplace(np.array(x, dtype=np.float64))
 
 
-def _fwht_inplace(x: np.ndarray) -> np.ndarray:
-    """:func:`fwht` of a float64 array the caller owns: the result is written over it (and returned)."""
+def _fwht_inplace(x: np.ndarray, nonzero: int | None = None) -> np.ndarray:
+    """:func:`fwht` of a float64 array the caller owns: the result is written over it (and returned).
+
+    ``nonzero``: the caller guarantees that the coordinates from this index on are zero (a vector zero-padded
+    to the power-of-two length). A level then skips its blocks that hold only those zeros: their butterflies
+    would leave them zero (up to the sign of zero), so every other coordinate gets the same float operations
+    as with every block computed, and the result is the same up to the signs of coordinates that come out
+    exactly zero."""
     y = torch.from_numpy(x)
     n = y.shape[-1]
     if n & (n - 1) or n == 0:
         raise ValueError(f"length {n}: pad to a power of two first (padded_dim)")
     if y.numel() == 0:  # no rows
         return x
+    extent = n if nonzero is None else max(1, min(n, int(nonzero)))  # coordinates that may be non-zero
     lead, block = y.shape[:-1], min(n, _BLOCK)
     if block > 1:  # t[..., j, i] = y[..., i * block + j]: level h pairs rows j and j + h of t
-        t = y.reshape(*lead, n // block, block).transpose(-1, -2).contiguous()
-        _butterflies(t.view(*lead, block, n // block), 1, block)
-        y.view(*lead, n // block, block).copy_(t.transpose(-1, -2))
-    _butterflies(y.unsqueeze(-1), block, n)
+        cols = -(-extent // block)  # columns of t that may be non-zero
+        rows = y.view(*lead, n // block, block)[..., :cols, :]
+        t = rows.transpose(-1, -2).contiguous()
+        _butterflies(t.view(*lead, block, cols), 1, block, block)
+        rows.copy_(t.transpose(-1, -2))
+    _butterflies(y.unsqueeze(-1), block, n, extent)
     y /= math.sqrt(n)
     return x
 
@@ -73,13 +82,16 @@ def _fwht_inplace(x: np.ndarray) -> np.ndarray:
 _BLOCK = 64  # Walsh-Hadamard levels of half-width below this run on a transposed copy (see fwht)
 
 
-def _butterflies(y: torch.Tensor, h: int, stop: int) -> None:
+def _butterflies(y: torch.Tensor, h: int, stop: int, extent: int) -> None:
     """Levels h, 2h, ... < stop of the transform along axis -2 of ``y`` (in place): (a, b) <- (a + b, a + b - 2 b).
+    Rows from ``extent`` on are zero on entry: a level computes only the blocks of 2h rows that reach below it,
+    which cover every row an earlier level made non-zero (a multiple of 2h at or past ``extent`` is one of h).
 
     The second half is one fused a + (-2) b: -2 b is exact in float64, so it rounds as (a + b) - 2 b does."""
     lead, cols = y.shape[:-2], y.shape[-1]
     while h < stop:
-        pairs = y.view(*lead, -1, 2, h, cols)
+        blocks = -(-extent // (2 * h))  # blocks of 2h rows that hold a non-zero row
+        pairs = y.view(*lead, -1, 2, h, cols)[..., :blocks, :, :, :]
         a, b = pairs[..., 0, :, :], pairs[..., 1, :, :]
         a += b
         torch.add(a, b, alpha=-2, out=b)
@@ -99,10 +111,10 @@ def rotate(x: np.ndarray, *, seed: int) -> np.ndarray:
     """Randomised Hadamard rotation H D x of x zero-padded to :func:`padded_dim`; an isometry."""
     x = np.asarray(x, dtype=np.float64)
     n = padded_dim(x.shape[-1])
+    dim = x.shape[-1]
     padded = np.zeros(x.shape[:-1] + (n,))
-    padded[..., :x.shape[-1]] = x
-    padded *= random_signs(n, seed=seed)
-    return _fwht_inplace(padded)
+    np.multiply(x, random_signs(n, seed=seed)[:dim], out=padded[..., :dim])
+    return _fwht_inplace(padded, nonzero=dim)
 
 
 def unrotate(y: np.ndarray, *, dim: int, seed: int) -> np.ndarray:
