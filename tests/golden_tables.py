@@ -4,7 +4,10 @@ given the same inputs, a stated tolerance where it comes out of float kernels of
 Torch's CPU kernels are not bit-identical across processors (instruction sets, thread counts), so a loss
 differs in its 7th digit and, now and then, one test image lands on the other side of a decision boundary.
 Everything the ledgers compute (epsilons, deltas, noise multipliers) depends only on the config, the seeds
-and the sampling, so it must match to the last bit; so must counts, failures and every config column.
+and the sampling: the same maths on every machine, but numpy's and scipy's vectorised exp, log and FFT
+kernels round differently on different instruction sets, so these floats must agree to ``LEDGER_RTOL`` (a
+few units in the last place; a wrong epsilon is off by far more). Counts, failures, strings and every
+config column must match exactly.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ import pandas as pd
 TEST_EXAMPLES = 3  # accuracy may differ by this many test images (a few images near a decision boundary)
 REL = 1e-3  # continuous functions of the trained weights: losses, norms, adaptive clip, noise std, SNR
 CANARY_GUESSES = 3  # the one-run audit's counts may differ by a few guesses (scores near the cut-off)
+LEDGER_RTOL = 1e-10  # the ledgers' floats: the last bits of library kernels (6.525566701020805 vs ...8045 seen)
 
 # column -> (kind, reason); kinds: "accuracy", "rel", "one_client" (a fraction of the cohort's clip bits),
-# "guesses" (audit counts), "audit_eps", "auc"; any column not listed is compared exactly
+# "guesses" (audit counts), "audit_eps", "auc"; any other float column is a ledger's (LEDGER_RTOL), the rest exact
 TRAINING_COLUMNS: dict[str, str] = {
     "test_accuracy": "accuracy", "test_loss": "rel",
     "val_accuracy": "val_accuracy", "val_loss": "rel", "train_loss": "rel", "delta_norm_median": "rel",
@@ -45,8 +49,12 @@ def assert_matches_golden(table: pd.DataFrame, golden: pd.DataFrame, *, n_test: 
     for col in golden.columns:
         got, want = table[col], golden[col]
         kind = TRAINING_COLUMNS.get(col)
-        if kind is None:
+        if kind is None and not (pd.api.types.is_float_dtype(got) and pd.api.types.is_float_dtype(want)):
             pd.testing.assert_series_equal(got, want, check_exact=True, obj=f"column {col!r} (exact)")
+            continue
+        if kind is None:  # a ledger's float: equal but for the last bits of library kernels
+            pd.testing.assert_series_equal(got, want, check_exact=False, rtol=LEDGER_RTOL, atol=0.0,
+                                           obj=f"column {col!r} (ledger, rtol {LEDGER_RTOL:g})")
             continue
         rtol, atol = tolerance(kind, n_test=n_test, cohort=cohort, n_validation=n_validation)
         a, b = got.to_numpy(dtype=float), want.to_numpy(dtype=float)
