@@ -8,6 +8,7 @@ import pytest
 from scipy import stats
 
 from privacy.secagg.protocol import (PRIME, RandomStream, SecAggClient, SecAggConfig, SecAggServer, Survivors,
+                                        UnmaskingShares,
                                         check_holders, components, harary_graph, shamir_reconstruct, shamir_share)
 
 
@@ -181,6 +182,59 @@ def test_a_single_masked_upload_is_uniform_and_does_not_depend_on_the_input():
     assert stats.chi2_contingency(np.vstack(counts)).pvalue > 1e-3  # same distribution for both inputs
     assert abs(stats.pearsonr(uploads[0].astype(float), skewed).statistic) < 4 / np.sqrt(cfg.dim)
     assert stats.chisquare(np.bincount(skewed, minlength=256)).pvalue < 1e-12  # the test sees non-uniformity
+
+
+def test_the_server_unmasks_from_t_shares_and_refuses_a_wrong_one_among_them():
+    """Unmasking interpolates each secret from the t shares of the lowest holders: a garbled share outside them
+    leaves the sum exact; a garbled share among them is refused."""
+    cfg = SecAggConfig(dim=16, bits=12, threshold=3, neighbours=4)
+    ids = list(range(8))
+    x = {k: np.random.default_rng(k).integers(0, 1 << 12, size=16) for k in ids}
+
+    def unmask(tamper_holder):
+        clients = {k: SecAggClient(k, cfg, entropy=b"tamper") for k in ids}
+        server = SecAggServer(cfg, graph_seed=5)
+        directory = server.collect_keys([c.advertise_keys() for c in clients.values()])
+        forwarded = server.route_shares([c.share_keys(directory) for c in clients.values()])
+        survivors = server.collect_masked([clients[k].masked_input(x[k], forwarded[k]) for k in ids])
+        answers = []
+        for k in ids:
+            a = clients[k].unmasking_shares(survivors)
+            if k == tamper_holder:  # its share of client 0's self mask garbled: a random field element added
+                garbled = (a.self_mask_shares[0] + RandomStream(b"garble").field_element()) % PRIME
+                a = UnmaskingShares(a.sender, {**a.self_mask_shares, 0: garbled}, a.key_shares)
+            answers.append(a)
+        return server.unmask(answers)[0], sorted(directory.neighbours[0] | {0})
+
+    exact = sum(x.values()) % (1 << 12)
+    _, holders = unmask(None)
+    np.testing.assert_array_equal(unmask(None)[0], exact)
+    np.testing.assert_array_equal(unmask(holders[-1])[0], exact)  # the highest holder's share is not used
+    with pytest.raises(ValueError, match="client 0"):
+        unmask(holders[0])
+
+
+def lagrange_at_zero(points):
+    """The textbook interpolation at 0 over GF(PRIME), one modular inverse per term."""
+    secret = 0
+    for xi, yi in points:
+        num = den = 1
+        for xj, _ in points:
+            if xj != xi:
+                num, den = num * xj % PRIME, den * (xj - xi) % PRIME
+        secret = (secret + yi * num * pow(den, -1, PRIME)) % PRIME
+    return secret
+
+
+@pytest.mark.parametrize("count", [1, 2, 17, 33])
+def test_shamir_reconstruct_is_the_textbook_interpolation(count):
+    rng = np.random.default_rng(count)
+    stream = RandomStream(b"lagrange %d" % count)
+    for high in (1000, 1 << 47):  # holder ids as in a federation, and the largest a client may have
+        holders = [int(v) for v in rng.choice(high, size=count, replace=False)]
+        shares = {v: stream.field_element() for v in holders}
+
+        assert shamir_reconstruct(shares) == lagrange_at_zero([(v + 1, y) for v, y in shares.items()])
 
 
 def test_shamir_reconstructs_from_any_t_shares_and_not_from_t_minus_1():

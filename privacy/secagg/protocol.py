@@ -13,6 +13,7 @@ learns only the sum. Each client draws everything from one ChaCha20 stream keyed
 
 from __future__ import annotations
 
+import math
 import secrets
 from dataclasses import dataclass
 from functools import lru_cache, reduce
@@ -60,17 +61,13 @@ def shamir_reconstruct(shares: Mapping[int, int]) -> int:
     """Lagrange interpolation at 0 of the given shares {holder v: f(v + 1)}. Equals the secret when at
     least t shares are given; with fewer it is a value unrelated to the secret.
 
-    secret = sum_i y_i prod_{j != i} x_j / (x_j - x_i): the denominators are inverted together (one modular
-    inverse and three products each, Montgomery's trick) instead of one inverse each."""
+    secret = sum_i y_i prod_{j != i} x_j / (x_j - x_i). The points x are small integers (holder ids + 1), so each
+    numerator and denominator is an exact integer product, reduced once; the denominators are then inverted
+    together (one modular inverse and three products each, Montgomery's trick) instead of one inverse each."""
     xs, ys = [v + 1 for v in shares], list(shares.values())
-    nums, dens = [], []
-    for i, xi in enumerate(xs):
-        num = den = 1
-        for j, xj in enumerate(xs):
-            if j != i:
-                num, den = num * xj % PRIME, den * (xj - xi) % PRIME
-        nums.append(num)
-        dens.append(den)
+    everything = math.prod(xs)
+    nums = [everything // xi for xi in xs]  # prod_{j != i} x_j, exactly
+    dens = [math.prod(xj - xi for xj in xs if xj != xi) % PRIME for xi in xs]  # the points are distinct
     prefix = [1]  # prefix[i] = dens[0] ... dens[i - 1]
     for den in dens:
         prefix.append(prefix[-1] * den % PRIME)
@@ -79,12 +76,6 @@ def shamir_reconstruct(shares: Mapping[int, int]) -> int:
         secret = (secret + ys[i] * nums[i] % PRIME * (inverse * prefix[i] % PRIME)) % PRIME
         inverse = inverse * dens[i] % PRIME
     return secret
-
-
-def prg_mask(seed: bytes, *, dim: int, bits: int) -> np.ndarray:
-    """Expand a 32-byte seed into ``dim`` uniform elements of Z_{2^bits} (uint64): :func:`prg_words` with the
-    low ``bits`` kept (2^bits divides the words' range, so they stay uniform)."""
-    return prg_words(seed, dim=dim, bits=bits).astype(np.uint64) & np.uint64((1 << bits) - 1)
 
 
 def prg_words(seed: bytes, *, dim: int, bits: int = 32) -> np.ndarray:
@@ -246,7 +237,7 @@ def _public_key(raw: bytes) -> X25519PublicKey:  # public: parsed once per actor
 
 
 def _mask(own: X25519PrivateKey, peer_public: bytes, cfg: SecAggConfig) -> np.ndarray:
-    return prg_mask(_agree(own, peer_public, b"mask" + cfg.session), dim=cfg.dim, bits=cfg.bits)
+    return prg_words(_agree(own, peer_public, b"mask" + cfg.session), dim=cfg.dim, bits=cfg.bits)
 
 
 class SecAggClient:
@@ -355,23 +346,37 @@ class SecAggServer:
         """The survivors U3; a ValueError (nothing unmasked) if too few or disconnected (:func:`check_survivors`)."""
         self._survivors = frozenset(self._senders(messages, set(self._shared)))
         check_survivors(self._dir.neighbours, self._survivors, threshold=self.config.threshold)
-        self._total = sum((np.asarray(m.vector, np.uint64) for m in messages), np.zeros(self.config.dim, np.uint64))
+        word = word_type(self.config.bits)  # summed in the masks' words: their range is a multiple of 2^bits
+        self._total = np.zeros(self.config.dim, word)
+        for m in messages:
+            self._total += np.asarray(m.vector).astype(word, copy=False)
         return Survivors(self._survivors)
 
     def unmask(self, messages: Sequence[UnmaskingShares]) -> tuple[np.ndarray, SecAggDiagnostics]:
-        """The exact sum mod 2^bits of the survivors' inputs, or a ValueError -- never a wrong sum."""
+        """The exact sum mod 2^bits of the survivors' inputs, or a ValueError -- never a wrong sum.
+
+        Each secret is interpolated from the t shares of the lowest holder ids: any t determine it, and a share
+        left unused cannot change it. A share garbled at random among those used moves the value uniformly over
+        the field, which is refused (at or above 2^256: all but 2^-265 of it) or fails the key check; a share
+        altered on purpose by a small amount may not be caught (clients are trusted to send their shares)."""
         cfg, d = self.config, self._dir
         responders = self._senders(messages, set(self._survivors))
         total = self._total.copy()
+        held = {"self_mask_shares": {}, "key_shares": {}}  # kind -> owner u -> {holder: share of u's secret}
+        for m in messages:
+            for kind, owners in held.items():
+                for u, share in getattr(m, kind).items():
+                    owners.setdefault(u, {})[m.sender] = share
         for u in sorted(self._shared):
             kind = "self_mask_shares" if u in self._survivors else "key_shares"
-            shares = {m.sender: getattr(m, kind)[u] for m in messages if u in getattr(m, kind)}
+            shares = held[kind].get(u, {})
             self._need(len(shares), f"shares of client {u}'s {'self mask' if kind[0] == 's' else 'mask key'}")
-            if (secret := shamir_reconstruct(shares)) >= 1 << 256:
+            used = dict(sorted(shares.items())[:cfg.threshold])  # t shares determine the secret: O(t^2), not O(k^2)
+            if (secret := shamir_reconstruct(used)) >= 1 << 256:
                 raise ValueError(f"shares of client {u} are inconsistent: reconstruction failed")
             seed = secret.to_bytes(32, "big")
             if u in self._survivors:
-                total -= prg_mask(seed, dim=cfg.dim, bits=cfg.bits)
+                total -= prg_words(seed, dim=cfg.dim, bits=cfg.bits)
                 continue
             key = X25519PrivateKey.from_private_bytes(seed)
             if key.public_key().public_bytes(**_RAW) != d.public_keys[u][1]:
@@ -381,4 +386,4 @@ class SecAggServer:
                 total = total - mask if v < u else total + mask
         diag = SecAggDiagnostics(len(self._survivors), len(self._shared - self._survivors),
                                  len(d.public_keys) - len(self._shared), len(responders))
-        return total & np.uint64((1 << cfg.bits) - 1), diag
+        return (total & word_type(cfg.bits)((1 << cfg.bits) - 1)).astype(np.uint64), diag
