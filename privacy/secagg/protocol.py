@@ -358,7 +358,8 @@ class SecAggServer:
         Each secret is interpolated from the t shares of the lowest holder ids: any t determine it, and a share
         left unused cannot change it. A share garbled at random among those used moves the value uniformly over
         the field, which is refused (at or above 2^256: all but 2^-265 of it) or fails the key check; a share
-        altered on purpose by a small amount may not be caught (clients are trusted to send their shares)."""
+        altered on purpose so that the secret moves by a small amount may not be caught (as with every share
+        used): clients are trusted to send their shares."""
         cfg, d = self.config, self._dir
         responders = self._senders(messages, set(self._survivors))
         total = self._total.copy()
