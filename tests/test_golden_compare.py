@@ -55,10 +55,11 @@ def test_an_epsilon_or_a_noise_value_that_moves_beyond_its_last_bits_fails(golde
             assert_matches_golden(moved, golden, n_test=N_TEST)
 
 
-@pytest.mark.parametrize("column", ["clients_sampled", "clients_failed", "canaries_in_round", "server.rounds"])
+@pytest.mark.parametrize("column", ["clients_sampled", "clients_failed", "canaries_in_round", "server.rounds",
+                                    "server.clip"])
 def test_a_count_or_a_config_value_that_changes_fails(golden, column):
     moved = golden.copy()
-    moved.loc[moved.index[0], column] += 1
+    moved.loc[moved.index[0], column] += 1 if column != "server.clip" else 1e-12  # a float config value: exact
 
     with pytest.raises(AssertionError, match=column):
         assert_matches_golden(moved, golden, n_test=N_TEST)
