@@ -12,8 +12,10 @@ from privacy.secagg.protocol import (PRIME, RandomStream, SecAggClient, SecAggCo
                                         check_holders, components, harary_graph, shamir_reconstruct, shamir_share)
 
 
-def run_round(cfg, inputs, *, drop_before_sharing=(), drop_before_masking=(), drop_before_unmasking=(), seed=0):
-    """One round as the actors will run it: only messages pass between the clients and the server."""
+def run_round(cfg, inputs, *, drop_before_sharing=(), drop_before_masking=(), drop_before_unmasking=(), seed=0,
+              answer=lambda shares: shares):
+    """One round as the actors will run it: only messages pass between the clients and the server. ``answer``
+    may alter a client's unmasking shares on their way to the server."""
     clients = {i: SecAggClient(i, cfg, entropy=b"test-%d" % seed) for i in inputs}
     server = SecAggServer(cfg, graph_seed=seed)
     directory = server.collect_keys([c.advertise_keys() for c in clients.values()])
@@ -21,7 +23,7 @@ def run_round(cfg, inputs, *, drop_before_sharing=(), drop_before_masking=(), dr
                                      if i not in drop_before_sharing])
     masked = [clients[i].masked_input(inputs[i], forwarded[i]) for i in forwarded if i not in drop_before_masking]
     survivors = server.collect_masked(masked)
-    total, diag = server.unmask([clients[i].unmasking_shares(survivors) for i in sorted(survivors.ids)
+    total, diag = server.unmask([answer(clients[i].unmasking_shares(survivors)) for i in sorted(survivors.ids)
                                  if i not in drop_before_unmasking])
     return total, survivors, diag, masked
 
@@ -188,30 +190,22 @@ def test_the_server_unmasks_from_t_shares_and_refuses_a_wrong_one_among_them():
     """Unmasking interpolates each secret from the t shares of the lowest holders: a garbled share outside them
     leaves the sum exact; a garbled share among them is refused."""
     cfg = SecAggConfig(dim=16, bits=12, threshold=3, neighbours=4)
-    ids = list(range(8))
-    x = {k: np.random.default_rng(k).integers(0, 1 << 12, size=16) for k in ids}
+    inputs = integer_inputs(8, cfg)
+    holders = sorted(harary_graph(range(8), k=4, seed=0)[0] | {0})  # of client 0's secrets: run_round's graph
 
-    def unmask(tamper_holder):
-        clients = {k: SecAggClient(k, cfg, entropy=b"tamper") for k in ids}
-        server = SecAggServer(cfg, graph_seed=5)
-        directory = server.collect_keys([c.advertise_keys() for c in clients.values()])
-        forwarded = server.route_shares([c.share_keys(directory) for c in clients.values()])
-        survivors = server.collect_masked([clients[k].masked_input(x[k], forwarded[k]) for k in ids])
-        answers = []
-        for k in ids:
-            a = clients[k].unmasking_shares(survivors)
-            if k == tamper_holder:  # its share of client 0's self mask garbled: a random field element added
-                garbled = (a.self_mask_shares[0] + RandomStream(b"garble").field_element()) % PRIME
-                a = UnmaskingShares(a.sender, {**a.self_mask_shares, 0: garbled}, a.key_shares)
-            answers.append(a)
-        return server.unmask(answers)[0], sorted(directory.neighbours[0] | {0})
+    def garbling(holder):  # that holder's share of client 0's self mask garbled: a random field element added
+        def answer(a):
+            if a.sender != holder:
+                return a
+            garbled = (a.self_mask_shares[0] + RandomStream(b"garble").field_element()) % PRIME
+            return UnmaskingShares(a.sender, {**a.self_mask_shares, 0: garbled}, a.key_shares)
+        return answer
 
-    exact = sum(x.values()) % (1 << 12)
-    clean, holders = unmask(None)
-    np.testing.assert_array_equal(clean, exact)
-    np.testing.assert_array_equal(unmask(holders[-1])[0], exact)  # the highest holder's share is not used
+    exact = exact_sum(inputs, range(8), cfg.bits)
+    np.testing.assert_array_equal(run_round(cfg, inputs)[0], exact)
+    np.testing.assert_array_equal(run_round(cfg, inputs, answer=garbling(holders[-1]))[0], exact)  # not used
     with pytest.raises(ValueError, match="client 0"):
-        unmask(holders[0])
+        run_round(cfg, inputs, answer=garbling(holders[0]))
 
 
 def lagrange_at_zero(points):
